@@ -1,0 +1,138 @@
+"""Reading and writing weight files: canonical .npz, .safetensors and PyTorch pickles."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .config import ViTConfig
+from .layout import Weights, check_weights
+from .timm_layout import TIMM
+
+CONFIG_KEY = "__config__"  # npz entry / safetensors metadata key holding the model config as JSON
+STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be read: missing, corrupted, or of an unknown format."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> None:
+    """Save canonical weights (and the config, so loading needs no flags) as a plain .npz."""
+    arrays = {k: np.asarray(v) for k, v in weights.items()}
+    if config is not None:
+        arrays[CONFIG_KEY] = np.array(config.to_json())
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_npz(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
+    """Canonical weights and the stored config (None if the file carries none)."""
+    path = _existing(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weights = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path}: not a readable .npz file ({e})") from e
+    config = weights.pop(CONFIG_KEY, None)
+    config = ViTConfig.from_dict(json.loads(str(config))) if config is not None else None
+    for prefix in ("opt/target/",):  # vision_transformer's optimizer-wrapped checkpoints
+        if weights and all(k.startswith(prefix) for k in weights):
+            weights = {k[len(prefix):]: v for k, v in weights.items()}
+    return weights, config
+
+
+def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> None:
+    from safetensors.numpy import save
+
+    metadata = {CONFIG_KEY: config.to_json()} if config is not None else None
+    blob = save({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata=metadata)
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
+    """A PyTorch state dict as numpy arrays, from .safetensors (no torch needed) or a pickle."""
+    path = _existing(path)
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointError(f"{path}: reading PyTorch pickles needs torch; use .safetensors or .npz") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    for wrapper in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: holds no state dict of tensors")
+    if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return {k: _tensor_to_numpy(v) for k, v in obj.items()}, None
+
+
+def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from e
+    config = ViTConfig.from_dict(json.loads(metadata[CONFIG_KEY])) if CONFIG_KEY in metadata else None
+    return weights, config
+
+
+def _tensor_to_numpy(t) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; widening is exact
+        t = t.float()
+    return t.numpy()
+
+
+def load_canonical(path: str | os.PathLike, config: ViTConfig) -> Weights:
+    """Canonical weights for `config` from a canonical .npz or a timm-named state dict."""
+    path = _existing(path)
+    if path.suffix == ".npz":
+        weights, _ = load_npz(path)
+    elif path.suffix in STATE_DICT_SUFFIXES:
+        state_dict, _ = load_state_dict(path)
+        weights = TIMM.import_(state_dict, config)
+    else:
+        raise CheckpointError(
+            f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}"
+        )
+    check_weights(weights, config, what=str(path))
+    return weights
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path

@@ -1,0 +1,11 @@
+"""Flax NNX twin of the ViT family. Never imports torch."""
+from vit_common import get_config, list_models
+
+from .factory import create_model
+from .models import VisionTransformer, ViTOutput
+from .weights import grads_to_canonical, load_canonical_, to_canonical
+
+__all__ = [
+    "VisionTransformer", "ViTOutput", "create_model", "get_config", "grads_to_canonical",
+    "list_models", "load_canonical_", "to_canonical",
+]

@@ -1,0 +1,160 @@
+"""Building blocks of the Flax NNX twin; attribute names mirror vit_torch (timm's names)."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
+
+xavier_uniform = nnx.initializers.xavier_uniform()
+lecun_normal = nnx.initializers.lecun_normal()  # truncated normal, variance 1/fan_in
+zeros = nnx.initializers.zeros_init()
+
+
+def xavier_uniform_fused(parts: int):
+    """Xavier-uniform as if each of `parts` side-by-side (C, C) projections were its own Dense."""
+
+    def init(key, shape, dtype=jnp.float32):
+        bound = math.sqrt(6.0 / (shape[0] + shape[1] // parts))
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def layer_norm(dim: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Two-pass variance, as PyTorch computes it; the fast E[x^2]-E[x]^2 form loses float32 digits.
+    return nnx.LayerNorm(dim, epsilon=LN_EPS, use_fast_variance=False, dtype=dtype, rngs=rngs)
+
+
+class Buffer(nnx.Variable):
+    """A constant array held by a module (fixed position tables): not a trainable parameter."""
+
+
+class PatchEmbed(nnx.Module):
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dtype, rngs):
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.proj = nnx.Conv(
+            in_chans, embed_dim, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
+            padding="VALID", kernel_init=lecun_normal, bias_init=zeros, dtype=dtype, rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        expected = (self.img_size, self.img_size, self.in_chans)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
+            )
+        x = self.proj(x)
+        return x.reshape(x.shape[0], -1, x.shape[-1])  # (B, N, C)
+
+
+def _heads(x: jax.Array, num_heads: int) -> jax.Array:
+    b, n, c = x.shape
+    return x.reshape(b, n, num_heads, c // num_heads)  # (B, N, H, D)
+
+
+def attention(q, k, v, dropout: nnx.Dropout, return_weights: bool):
+    """Softmax attention over (B, N, H, D); the fused kernel unless weights or dropout are needed."""
+    if not return_weights and (dropout.rate == 0.0 or dropout.deterministic):
+        return jax.nn.dot_product_attention(q, k, v), None
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", dropout(weights), v), weights
+
+
+class Attention(nnx.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float, *, dtype, rngs):
+        self.num_heads = num_heads
+        self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, kernel_init=xavier_uniform_fused(3),
+                              bias_init=zeros, dtype=dtype, rngs=rngs)
+        self.attn_drop = nnx.Dropout(attn_drop, rngs=rngs)
+        self.proj = nnx.Linear(dim, dim, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
+        self.proj_drop = nnx.Dropout(proj_drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array, return_weights: bool = False):
+        b, n, c = x.shape
+        q, k, v = (_heads(t, self.num_heads) for t in jnp.split(self.qkv(x), 3, axis=-1))
+        x, weights = attention(q, k, v, self.attn_drop, return_weights)
+        return self.proj_drop(self.proj(x.reshape(b, n, c))), weights
+
+
+class Mlp(nnx.Module):
+    def __init__(self, dim: int, hidden: int, drop: float, *, dtype, rngs):
+        bias_init = nnx.initializers.normal(1e-6)
+        self.fc1 = nnx.Linear(dim, hidden, kernel_init=xavier_uniform, bias_init=bias_init, dtype=dtype, rngs=rngs)
+        self.drop1 = nnx.Dropout(drop, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, dim, kernel_init=xavier_uniform, bias_init=bias_init, dtype=dtype, rngs=rngs)
+        self.drop2 = nnx.Dropout(drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # Exact erf GELU, as in Google's ViT; jax.nn.gelu defaults to the tanh approximation.
+        return self.drop2(self.fc2(self.drop1(jax.nn.gelu(self.fc1(x), approximate=False))))
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth: drop a sample's whole residual branch with probability `rate`."""
+
+    def __init__(self, rate: float, *, rngs: nnx.Rngs):
+        self.rate = rate
+        self.deterministic = False  # set by model.train() / model.eval(), like nnx.Dropout
+        self.rngs = rngs["dropout"].fork() if rate > 0 else nnx.data(None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.rate == 0.0 or self.deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Block(nnx.Module):
+    """Pre-norm encoder block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, drop, attn_drop, drop_path, *, dtype, rngs):
+        self.norm1 = layer_norm(dim, dtype, rngs)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, dtype=dtype, rngs=rngs)
+        self.drop_path1 = DropPath(drop_path, rngs=rngs)
+        self.norm2 = layer_norm(dim, dtype, rngs)
+        self.mlp = Mlp(dim, mlp_dim, drop, dtype=dtype, rngs=rngs)
+        self.drop_path2 = DropPath(drop_path, rngs=rngs)
+
+    def __call__(self, x: jax.Array, return_weights: bool = False):
+        y, weights = self.attn(self.norm1(x), return_weights)
+        x = x + self.drop_path1(y)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+class AttentionPoolLatent(nnx.Module):
+    """Multihead attention pooling (big_vision's MAPHead): a learned probe attends to all tokens."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, dtype, rngs):
+        self.num_heads = num_heads
+        self.latent = nnx.Param(xavier_uniform(rngs.params(), (1, 1, dim)))
+        self.q = nnx.Linear(dim, dim, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
+        self.kv = nnx.Linear(dim, 2 * dim, kernel_init=xavier_uniform_fused(2), bias_init=zeros, dtype=dtype, rngs=rngs)
+        self.proj = nnx.Linear(dim, dim, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
+        self.norm = layer_norm(dim, dtype, rngs)
+        self.mlp = Mlp(dim, mlp_dim, 0.0, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, n, c = x.shape
+        latent = jnp.broadcast_to(self.latent[...].astype(x.dtype), (b, 1, c))
+        q = _heads(self.q(latent), self.num_heads)
+        k, v = (_heads(t, self.num_heads) for t in jnp.split(self.kv(x), 2, axis=-1))
+        x = self.proj(jax.nn.dot_product_attention(q, k, v).reshape(b, 1, c))
+        x = x + self.mlp(self.norm(x))
+        return x[:, 0]
+
+
+class PreLogits(nnx.Module):
+    """The original ViT's representation layer: Dense + tanh before the head."""
+
+    def __init__(self, dim: int, representation_size: int, *, dtype, rngs):
+        self.fc = nnx.Linear(dim, representation_size, kernel_init=lecun_normal, bias_init=zeros, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.tanh(self.fc(x))

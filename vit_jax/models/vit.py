@@ -1,0 +1,120 @@
+"""Vision Transformer and DeiT (Flax NNX twin of vit_torch/models/vit.py). Images are NHWC."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vit_common import ViTConfig, fixed_pos_embed
+
+from .layers import AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, layer_norm, zeros
+
+
+class ViTOutput(NamedTuple):
+    logits: jax.Array | None  # (B, K); for distilled models the average of both heads
+    pooled: jax.Array  # features fed to the head: (B, F), or (B, 2, C) class + distillation
+    hidden_states: list[jax.Array]  # every block's output, (B, T, C)
+    attentions: list[jax.Array]  # every block's attention weights, (B, heads, T, T)
+
+
+class VisionTransformer(nnx.Module):
+    def __init__(self, cfg: ViTConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision)."""
+        self.cfg = cfg
+        self.dtype = dtype
+        c = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dtype=dtype, rngs=rngs)
+        self.cls_token = nnx.Param(jnp.zeros((1, 1, c))) if cfg.class_token else None
+        self.dist_token = nnx.Param(jnp.zeros((1, 1, c))) if cfg.distilled else None
+        if cfg.pos_embed == "learn":
+            self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, cfg.num_pos_embed, c)))
+        else:
+            self.pos_embed = Buffer(jnp.asarray(fixed_pos_embed(cfg)))
+        self.pos_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)
+        self.blocks = nnx.List([
+            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate, rate,
+                  dtype=dtype, rngs=rngs)
+            for rate in cfg.drop_path_rates()
+        ])
+        self.norm = None if cfg.use_fc_norm else layer_norm(c, dtype, rngs)
+        self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, dtype=dtype, rngs=rngs)
+                          if cfg.global_pool == "map" else None)
+        self.fc_norm = layer_norm(c, dtype, rngs) if cfg.use_fc_norm else None
+        self.pre_logits = (PreLogits(c, cfg.representation_size, dtype=dtype, rngs=rngs)
+                           if cfg.representation_size else None)
+        self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)
+        self.head = self._zero_linear(cfg.num_features, cfg.num_classes, rngs)
+        self.head_dist = self._zero_linear(c, cfg.num_classes, rngs) if cfg.distilled else None
+
+    def _zero_linear(self, dim: int, num_classes: int, rngs: nnx.Rngs):
+        if not num_classes:
+            return None
+        # A zero head, as in Google's ViT.
+        return nnx.Linear(dim, num_classes, kernel_init=zeros, bias_init=zeros, dtype=self.dtype, rngs=rngs)
+
+    # ---------------------------------------------------------------------------------------------
+    def embed(self, x: jax.Array) -> jax.Array:
+        """Patches, prefix tokens and position embedding: (B, T, C)."""
+        x = self.patch_embed(x.astype(self.dtype))
+        b = x.shape[0]
+        prefix = [jnp.broadcast_to(t[...].astype(x.dtype), (b, 1, x.shape[-1]))
+                  for t in (self.cls_token, self.dist_token) if t is not None]
+        pos = self.pos_embed[...].astype(x.dtype)
+        if self.cfg.no_embed_class:  # big_vision: the position embedding covers the patches only
+            x = jnp.concatenate(prefix + [x + pos], axis=1)
+        else:  # vision_transformer / timm: it covers the prefix tokens too
+            x = jnp.concatenate(prefix + [x], axis=1) + pos
+        return self.pos_drop(x)
+
+    def pool(self, x: jax.Array) -> jax.Array:
+        """Normalised tokens (B, T, C) -> the features fed to the head."""
+        cfg = self.cfg
+        if cfg.global_pool == "map":
+            x = self.attn_pool(x)
+        elif cfg.global_pool == "avg":
+            x = x[:, cfg.num_prefix_tokens:].mean(axis=1)
+        elif cfg.distilled:
+            return x[:, :2]
+        else:
+            x = x[:, 0]
+        if self.fc_norm is not None:
+            x = self.fc_norm(x)
+        if self.pre_logits is not None:
+            x = self.pre_logits(x)
+        return x
+
+    def head_logits(self, pooled: jax.Array):
+        """Logits; distilled models give (class, distillation) logits in training, their mean otherwise."""
+        if self.head is None:
+            return pooled
+        if self.head_dist is None:
+            return self.head(self.head_drop(pooled))
+        cls_logits = self.head(self.head_drop(pooled[:, 0]))
+        dist_logits = self.head_dist(self.head_drop(pooled[:, 1]))
+        if not self.head_drop.deterministic:  # training mode
+            return cls_logits, dist_logits
+        return (cls_logits + dist_logits) / 2
+
+    def forward_features(self, x: jax.Array) -> jax.Array:
+        x = self.embed(x)
+        for block in self.blocks:
+            x, _ = block(x)
+        return self.norm(x) if self.norm is not None else x
+
+    def __call__(self, x: jax.Array):
+        return self.head_logits(self.pool(self.forward_features(x)))
+
+    def forward_intermediates(self, x: jax.Array, attention: bool = True) -> ViTOutput:
+        """Logits plus every block's hidden state and (if asked) attention weights."""
+        x = self.embed(x)
+        hidden, maps = [], []
+        for block in self.blocks:
+            x, weights = block(x, return_weights=attention)
+            hidden.append(x)
+            if attention:
+                maps.append(weights)
+        pooled = self.pool(self.norm(x) if self.norm is not None else x)
+        logits = self.head_logits(pooled) if self.cfg.num_classes else None
+        return ViTOutput(logits, pooled, hidden, maps)

@@ -1,0 +1,3 @@
+from .vit import VisionTransformer, ViTOutput
+
+__all__ = ["VisionTransformer", "ViTOutput"]

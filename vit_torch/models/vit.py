@@ -1,0 +1,109 @@
+"""Vision Transformer and DeiT (PyTorch twin of vit_jax/models/vit.py). Images are NCHW."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from vit_common import ViTConfig, fixed_pos_embed
+
+from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, layer_norm
+
+
+class ViTOutput(NamedTuple):
+    logits: torch.Tensor | None  # (B, K); for distilled models the average of both heads
+    pooled: torch.Tensor  # features fed to the head: (B, F), or (B, 2, C) class + distillation
+    hidden_states: list[torch.Tensor]  # every block's output, (B, T, C)
+    attentions: list[torch.Tensor]  # every block's attention weights, (B, heads, T, T)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.distilled else None
+        if cfg.pos_embed == "learn":
+            self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_pos_embed, c) * 0.02)
+        else:
+            self.register_buffer("pos_embed", torch.from_numpy(fixed_pos_embed(cfg)), persistent=False)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.blocks = nn.ModuleList(
+            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate, rate)
+            for rate in cfg.drop_path_rates()
+        )
+        self.norm = nn.Identity() if cfg.use_fc_norm else layer_norm(c)
+        self.attn_pool = AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim) if cfg.global_pool == "map" else None
+        self.fc_norm = layer_norm(c) if cfg.use_fc_norm else nn.Identity()
+        self.pre_logits = PreLogits(c, cfg.representation_size) if cfg.representation_size else nn.Identity()
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head = self._zero_linear(cfg.num_features, cfg.num_classes)
+        self.head_dist = self._zero_linear(c, cfg.num_classes) if cfg.distilled else None
+
+    @staticmethod
+    def _zero_linear(dim: int, num_classes: int) -> nn.Module:
+        if not num_classes:
+            return nn.Identity()
+        head = nn.Linear(dim, num_classes)
+        nn.init.zeros_(head.weight)  # a zero head, as in Google's ViT
+        nn.init.zeros_(head.bias)
+        return head
+
+    # ---------------------------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patches, prefix tokens and position embedding: (B, T, C)."""
+        x = self.patch_embed(x)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if self.cfg.no_embed_class:  # big_vision: the position embedding covers the patches only
+            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
+        else:  # vision_transformer / timm: it covers the prefix tokens too
+            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
+        return self.pos_drop(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens (B, T, C) -> the features fed to the head."""
+        cfg = self.cfg
+        if cfg.global_pool == "map":
+            x = self.attn_pool(x)
+        elif cfg.global_pool == "avg":
+            x = x[:, cfg.num_prefix_tokens:].mean(dim=1)
+        elif cfg.distilled:
+            return x[:, :2]
+        else:
+            x = x[:, 0]
+        return self.pre_logits(self.fc_norm(x))
+
+    def head_logits(self, pooled: torch.Tensor):
+        """Logits; distilled models give (class, distillation) logits in training, their mean otherwise."""
+        if self.head_dist is None:
+            return self.head(self.head_drop(pooled))
+        cls_logits = self.head(self.head_drop(pooled[:, 0]))
+        dist_logits = self.head_dist(self.head_drop(pooled[:, 1]))
+        if self.training:
+            return cls_logits, dist_logits
+        return (cls_logits + dist_logits) / 2
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for block in self.blocks:
+            x, _ = block(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor):
+        return self.head_logits(self.pool(self.forward_features(x)))
+
+    def forward_intermediates(self, x: torch.Tensor, attention: bool = True) -> ViTOutput:
+        """Logits plus every block's hidden state and (if asked) attention weights."""
+        x = self.embed(x)
+        hidden, maps = [], []
+        for block in self.blocks:
+            x, weights = block(x, return_weights=attention)
+            hidden.append(x)
+            if attention:
+                maps.append(weights)
+        pooled = self.pool(self.norm(x))
+        logits = self.head_logits(pooled) if self.cfg.num_classes else None
+        return ViTOutput(logits, pooled, hidden, maps)
