@@ -33,6 +33,7 @@ def grads_to_canonical(model: VisionTransformer) -> Weights:
 def load_canonical_(model: VisionTransformer, weights: Mapping[str, np.ndarray]) -> VisionTransformer:
     """Copy canonical weights into the model in place (strict: every entry, no extras)."""
     check_weights(weights, model.cfg, what="weights")
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in TIMM.export(weights, model.cfg).items()}
+    # Copies: arrays loaded from files may be read-only, which torch.from_numpy refuses to share.
+    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in TIMM.export(weights, model.cfg).items()}
     model.load_state_dict(state, strict=True)
     return model

@@ -1,0 +1,27 @@
+"""The grid of small configs covering every option, and the full-size cases."""
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
+
+# name -> (preset, overrides): each row switches on one option over the tiny base.
+SMALL_GRID = {
+    "token": ("vit_base_patch16_224", {}),
+    "posemb-no-cls": ("vit_base_patch16_224", dict(no_embed_class=True)),
+    "avg+fc_norm": ("vit_base_patch16_224", dict(global_pool="avg")),
+    "gap-no-cls": ("vit_base_patch16_224", dict(global_pool="avg", class_token=False, fc_norm=False)),
+    "map": ("vit_base_patch16_224", dict(global_pool="map", class_token=False)),
+    "map+cls": ("vit_base_patch16_224", dict(global_pool="map")),
+    "sincos2d": ("vit_base_patch16_224", dict(pos_embed="sincos2d")),
+    "sincos1d": ("vit_base_patch16_224", dict(pos_embed="sincos1d", no_embed_class=True)),
+    "pre-logits": ("vit_base_patch16_224", dict(representation_size=24)),
+    "no-qkv-bias": ("vit_base_patch16_224", dict(qkv_bias=False)),
+    "features-only": ("vit_base_patch16_224", dict(num_classes=0)),
+    "mnist-1ch": ("vit_base_patch16_224", dict(img_size=28, patch_size=7, in_chans=1, mlp_ratio=2.0)),
+    "deit-distilled": ("deit_tiny_distilled_patch16_224", {}),
+}
+
+FULL_SIZE = ["vit_base_patch16_224", "deit_small_distilled_patch16_224"]
+
+
+def small(name: str) -> tuple[str, dict]:
+    preset, overrides = SMALL_GRID[name]
+    return preset, {**TINY, **overrides}

@@ -1,0 +1,170 @@
+"""Run both twins on the same weights and inputs and measure how far apart they are.
+
+Shared by the pytest suite and the demo/report command. This is the only code (with bench/)
+that imports both frameworks.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+import vit_jax
+import vit_torch
+from vit_common import ViTConfig, Weights
+
+FLOAT32_TOL = 1e-5  # DESIGN.md: every tensor within 1e-5 (relative to max(1, max|b|))
+BF16_TOL = 1e-2
+
+
+def rel_error(a, b) -> float:
+    """max|a-b| / max(1, max|b|): absolute for small tensors, relative for large ones."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))) if a.size else 0.0)
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Pin float32 matmuls: JAX's default on GPU/TPU is reduced precision, PyTorch may use TF32."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with jax.default_matmul_precision("highest"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def random_images(cfg: ViTConfig, batch: int, seed: int = 0) -> np.ndarray:
+    """NHWC float32 pixels in [-1, 1], the range Google's checkpoints expect."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (batch, cfg.img_size, cfg.img_size, cfg.in_chans)).astype(np.float32)
+
+
+def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def perturb(weights: Weights, seed: int, scale: float = 0.02) -> Weights:
+    """Add N(0, scale^2) noise to every entry, so zero heads, unit scales and zero biases carry
+    information (a swapped scale/bias or a zero head would otherwise pass unnoticed).
+
+    The scale is timm's init std, which keeps activations in a trained network's range. Much
+    larger noise (0.05 on ViT-B, above its own weight scale) saturates every softmax (peak
+    attention 0.99+), and near-one-hot attention is ill-conditioned: any two correct float32
+    implementations then differ by ~1e-5 in the attention probabilities.
+    """
+    rng = np.random.default_rng(seed)
+    return {k: (v + scale * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in weights.items()}
+
+
+@dataclass
+class Outputs:
+    """One twin's outputs as float64-comparable numpy arrays, NHWC-independent."""
+
+    logits: np.ndarray | None
+    pooled: np.ndarray
+    hidden_states: list[np.ndarray]
+    attentions: list[np.ndarray]
+    grads: Weights = field(default_factory=dict)
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(jnp.asarray(x, jnp.float32))
+
+
+def run_torch(model: vit_torch.VisionTransformer, images_nhwc: np.ndarray, attention: bool = True,
+              dtype: torch.dtype | None = None) -> Outputs:
+    x = torch.from_numpy(nhwc_to_nchw(images_nhwc))
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        out = model.forward_intermediates(x, attention=attention)
+    return Outputs(None if out.logits is None else _np(out.logits), _np(out.pooled),
+                   [_np(h) for h in out.hidden_states], [_np(a) for a in out.attentions])
+
+
+@nnx.jit(static_argnames="attention")
+def _jax_forward(model, x, attention):
+    return model.forward_intermediates(x, attention=attention)
+
+
+def run_jax(model: vit_jax.VisionTransformer, images_nhwc: np.ndarray, attention: bool = True) -> Outputs:
+    out = _jax_forward(model, jnp.asarray(images_nhwc), attention)
+    return Outputs(None if out.logits is None else _np(out.logits), _np(out.pooled),
+                   [_np(h) for h in out.hidden_states], [_np(a) for a in out.attentions])
+
+
+def labels_for(cfg: ViTConfig, batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed + 1).integers(0, cfg.num_classes, batch)
+
+
+def torch_grads(model: vit_torch.VisionTransformer, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+    """Mean cross-entropy and its gradient for every parameter, in canonical names."""
+    model.zero_grad(set_to_none=True)
+    logits = model(torch.from_numpy(nhwc_to_nchw(images_nhwc)))
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
+    loss.backward()
+    return float(loss), vit_torch.grads_to_canonical(model)
+
+
+@nnx.jit
+def _jax_loss_and_grads(model, x, labels):
+    def loss_fn(m):
+        logits = m(x)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        return -jnp.take_along_axis(logp, labels[:, None], axis=1).mean()
+
+    return nnx.value_and_grad(loss_fn)(model)
+
+
+def jax_grads(model: vit_jax.VisionTransformer, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+    loss, grads = _jax_loss_and_grads(model, jnp.asarray(images_nhwc), jnp.asarray(labels))
+    return float(loss), vit_jax.grads_to_canonical(grads, model.cfg)
+
+
+def compare(a: Outputs, b: Outputs) -> dict[str, float]:
+    """Worst error per tensor kind (b is the reference side)."""
+    errors = {"pooled": rel_error(a.pooled, b.pooled)}
+    if b.logits is not None:
+        errors["logits"] = rel_error(a.logits, b.logits)
+    errors["hidden"] = max((rel_error(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True)), default=0.0)
+    if b.attentions:
+        errors["attention"] = max(rel_error(x, y) for x, y in zip(a.attentions, b.attentions, strict=True))
+    return errors
+
+
+def compare_weights(a: Weights, b: Weights) -> dict[str, float]:
+    if set(a) != set(b):
+        raise ValueError(f"different entries: {sorted(set(a) ^ set(b))}")
+    return {k: rel_error(a[k], b[k]) for k in b}
+
+
+def build_pair(name: str, source: str, seed: int = 0, **overrides) -> tuple[vit_torch.VisionTransformer, vit_jax.VisionTransformer, Weights]:
+    """Initialise in `source` ('torch' or 'jax'), perturb, convert through the canonical layout
+    into the other twin. Returns (torch model, jax model, canonical weights), both in eval mode."""
+    if source == "torch":
+        torch.manual_seed(seed)
+        tm = vit_torch.create_model(name, **overrides)
+        weights = perturb(vit_torch.to_canonical(tm), seed)
+        vit_torch.load_canonical_(tm, weights)
+        jm = vit_jax.create_model(name, rngs=nnx.Rngs(seed + 100), **overrides)
+        vit_jax.load_canonical_(jm, vit_torch.to_canonical(tm))
+    elif source == "jax":
+        jm = vit_jax.create_model(name, rngs=nnx.Rngs(seed), **overrides)
+        weights = perturb(vit_jax.to_canonical(jm), seed)
+        vit_jax.load_canonical_(jm, weights)
+        tm = vit_torch.create_model(name, **overrides)
+        vit_torch.load_canonical_(tm, vit_jax.to_canonical(jm))
+    else:
+        raise ValueError(f"source must be 'torch' or 'jax', got {source!r}")
+    return tm, jm, weights
