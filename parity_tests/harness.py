@@ -114,7 +114,7 @@ def torch_grads(model: vit_torch.VisionTransformer, images_nhwc: np.ndarray, lab
     logits = model(torch.from_numpy(nhwc_to_nchw(images_nhwc)))
     loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
     loss.backward()
-    return float(loss), vit_torch.grads_to_canonical(model)
+    return loss.item(), vit_torch.grads_to_canonical(model)
 
 
 @nnx.jit
