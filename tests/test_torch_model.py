@@ -145,3 +145,17 @@ def test_initialisation_follows_the_official_jax_code():
     model = vit_torch.create_model("vit_base_patch16_224", **INIT_TEST_CONFIG)
     assert init_failures(vit_torch.to_canonical(model), model.cfg) == []
     assert init_failures(vit_torch.to_canonical(_randomised()), _randomised().cfg) != []  # the check can fail
+
+
+@pytest.mark.parametrize("name,kw", [("vit_base_patch16_224", {}), ("deit_tiny_distilled_patch16_224", {}),
+                                     ("vit_base_patch16_224", dict(global_pool="map", class_token=False)),
+                                     ("vit_base_patch16_224", dict(global_pool="avg"))])
+def test_state_dict_loads_strictly_into_timm(name, kw):
+    timm = pytest.importorskip("timm")  # timm needs torchvision, which has no CPU build on CI machines
+    overrides = {**SMALL, **kw}
+    ours = _randomised(name, **kw)
+    theirs = timm.create_model(name, pretrained=False, **overrides).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), rtol=0, atol=1e-5)
