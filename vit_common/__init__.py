@@ -3,6 +3,7 @@
 Imports neither jax nor torch.
 """
 from .checkpoint_io import CheckpointError, load_canonical, load_npz, load_state_dict, save_npz, save_safetensors
+from .checkpoints import Checkpoint, read_checkpoint
 from .config import ConfigError, ViTConfig
 from .layout import Weights, WeightsMismatchError, canonical_shapes, check_weights, count_params, links
 from .posemb import fixed_pos_embed
@@ -10,7 +11,7 @@ from .registry import PRESETS, get_config, list_models
 from .timm_layout import TIMM
 
 __all__ = [
-    "CheckpointError", "ConfigError", "PRESETS", "TIMM", "ViTConfig", "Weights", "WeightsMismatchError",
+    "Checkpoint", "CheckpointError", "ConfigError", "PRESETS", "TIMM", "ViTConfig", "Weights", "WeightsMismatchError",
     "canonical_shapes", "check_weights", "count_params", "fixed_pos_embed", "get_config", "links",
-    "list_models", "load_canonical", "load_npz", "load_state_dict", "save_npz", "save_safetensors",
+    "list_models", "load_canonical", "read_checkpoint", "load_npz", "load_state_dict", "save_npz", "save_safetensors",
 ]

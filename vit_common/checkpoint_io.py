@@ -15,6 +15,7 @@ from .layout import Weights, check_weights
 from .timm_layout import TIMM
 
 CONFIG_KEY = "__config__"  # npz entry / safetensors metadata key holding the model config as JSON
+META_KEY = "__meta__"  # JSON: class names, the preprocessing the weights expect, where they came from
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -38,16 +39,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
         raise
 
 
-def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> None:
+def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ViTConfig | None = None,
+             meta: Mapping[str, Any] | None = None) -> None:
     """Save canonical weights (and the config, so loading needs no flags) as a plain .npz."""
     arrays = {k: np.asarray(v) for k, v in weights.items()}
     if config is not None:
         arrays[CONFIG_KEY] = np.array(config.to_json())
+    if meta:
+        arrays[META_KEY] = np.array(json.dumps(dict(meta), sort_keys=True))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_npz(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
     """Canonical weights and the stored config (None if the file carries none)."""
+    weights, config, _ = _read_npz(path)
+    return weights, config
+
+
+def _read_npz(path) -> tuple[Weights, ViTConfig | None, dict]:
     path = _existing(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -56,22 +65,33 @@ def load_npz(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
         raise CheckpointError(f"{path}: not a readable .npz file ({e})") from e
     config = weights.pop(CONFIG_KEY, None)
     config = ViTConfig.from_dict(json.loads(str(config))) if config is not None else None
+    meta = weights.pop(META_KEY, None)
+    meta = json.loads(str(meta)) if meta is not None else {}
     for prefix in ("opt/target/",):  # vision_transformer's optimizer-wrapped checkpoints
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix):]: v for k, v in weights.items()}
-    return weights, config
+    return weights, config, meta
 
 
-def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> None:
+def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ViTConfig | None = None,
+                     meta: Mapping[str, Any] | None = None) -> None:
     from safetensors.numpy import save
 
-    metadata = {CONFIG_KEY: config.to_json()} if config is not None else None
+    metadata = {CONFIG_KEY: config.to_json()} if config is not None else {}
+    if meta:
+        metadata[META_KEY] = json.dumps(dict(meta), sort_keys=True)
+    metadata = metadata or None
     blob = save({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata=metadata)
     atomic_write(path, lambda f: f.write(blob))
 
 
 def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
     """A PyTorch state dict as numpy arrays, from .safetensors (no torch needed) or a pickle."""
+    weights, config, _ = _read_state_dict(path)
+    return weights, config
+
+
+def _read_state_dict(path) -> tuple[Weights, ViTConfig | None, dict]:
     path = _existing(path)
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
@@ -90,10 +110,10 @@ def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]
         raise CheckpointError(f"{path}: holds no state dict of tensors")
     if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
-    return {k: _tensor_to_numpy(v) for k, v in obj.items()}, None
+    return {k: _tensor_to_numpy(v) for k, v in obj.items()}, None, {}
 
 
-def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None]:
+def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None, dict]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -103,7 +123,8 @@ def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None]:
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from e
     config = ViTConfig.from_dict(json.loads(metadata[CONFIG_KEY])) if CONFIG_KEY in metadata else None
-    return weights, config
+    meta = json.loads(metadata[META_KEY]) if META_KEY in metadata else {}
+    return weights, config, meta
 
 
 def _tensor_to_numpy(t) -> np.ndarray:
