@@ -106,11 +106,14 @@ def test_bad_names_and_overrides_fail_before_allocation(monkeypatch):
         vit_torch.create_model("vit_base_patch16_224", embed_dim=100)
 
 
-def test_checkpoint_that_does_not_fit_is_rejected(tmp_path):
+def test_checkpoint_that_does_not_fit_is_rejected_and_a_new_head_is_zero(tmp_path):
     src = vit_torch.create_model("vit_base_patch16_224", **SMALL)
     save_npz(tmp_path / "w.npz", vit_torch.to_canonical(src), src.cfg)
-    with pytest.raises(WeightsMismatchError, match=r"head/kernel: expected \(48, 5\), found \(48, 10\)"):
-        vit_torch.create_model("vit_base_patch16_224", checkpoint=tmp_path / "w.npz", **{**SMALL, "num_classes": 5})
+    with pytest.raises(WeightsMismatchError, match=r"encoderblock_0/LayerNorm_0/scale: expected \(96,\), found \(48,\)"):
+        vit_torch.create_model("vit_base_patch16_224", checkpoint=tmp_path / "w.npz", **{**SMALL, "embed_dim": 96})
+    model = vit_torch.create_model(checkpoint=tmp_path / "w.npz", num_classes=5)  # config read from the file
+    assert model.cfg == src.cfg.replace(num_classes=5)
+    assert model.head.weight.detach().numpy().shape in ((5, 48), (48, 5)) and not model.head.weight.detach().numpy().any()
 
 
 def test_drop_path_statistics():

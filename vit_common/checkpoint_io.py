@@ -103,6 +103,9 @@ def _read_state_dict(path) -> tuple[Weights, ViTConfig | None, dict]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    config = meta = None
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):  # written by vit-convert
+        config, meta = ViTConfig.from_dict(obj["config"]), obj.get("meta") or {}
     for wrapper in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -110,7 +113,7 @@ def _read_state_dict(path) -> tuple[Weights, ViTConfig | None, dict]:
         raise CheckpointError(f"{path}: holds no state dict of tensors")
     if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
-    return {k: _tensor_to_numpy(v) for k, v in obj.items()}, None, {}
+    return {k: _tensor_to_numpy(v) for k, v in obj.items()}, config, meta or {}
 
 
 def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None, dict]:
@@ -125,6 +128,19 @@ def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None, dict]:
     config = ViTConfig.from_dict(json.loads(metadata[CONFIG_KEY])) if CONFIG_KEY in metadata else None
     meta = json.loads(metadata[META_KEY]) if META_KEY in metadata else {}
     return weights, config, meta
+
+
+def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ViTConfig | None = None,
+               meta: Mapping[str, Any] | None = None) -> None:
+    """A PyTorch pickle {'state_dict', 'config', 'meta'}; loads with torch.load(weights_only=True)."""
+    import torch
+
+    obj: dict[str, Any] = {"state_dict": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}}
+    if config is not None:
+        obj["config"] = config.to_dict()
+    if meta:
+        obj["meta"] = dict(meta)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _tensor_to_numpy(t) -> np.ndarray:

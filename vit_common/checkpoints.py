@@ -3,28 +3,38 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, _existing, _read_npz, _read_state_dict
 from .config import ViTConfig
-from .layout import Weights, check_weights
+from .infer import config_from_summary, summarize_canonical, summarize_timm
+from .layout import Weights, canonical_shapes, check_weights
+from .layouts import detect_layout, google_to_canonical, hf_to_timm
 from .registry import get_config
 from .timm_layout import TIMM
+
+# Fields a checkpoint can be adapted to without retraining the body.
+ADAPTABLE = ("img_size", "patch_size", "num_classes")
+POSEMB_TABLE = "Transformer/posembed_input/pos_embedding"
 
 
 @dataclasses.dataclass
 class Checkpoint:
     weights: Weights  # canonical names and shapes
     config: ViTConfig
-    meta: dict[str, Any]  # e.g. class_names, preprocess, source
+    meta: dict[str, Any]  # e.g. class_names, preprocess, source layout, what was adapted
 
 
-def read_checkpoint(path: str | os.PathLike, model: str | None = None, **overrides: Any) -> Checkpoint:
-    """Canonical weights, config and metadata from a checkpoint file.
+def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb_method: str = "zoom",
+                    patch_method: str = "bilinear", **overrides: Any) -> Checkpoint:
+    """Canonical weights, config and metadata from any supported checkpoint file.
 
-    The config is, in order of preference: the preset `model` with `overrides`; the config the
-    file carries, with `overrides`. Raises CheckpointError / WeightsMismatchError naming the problem.
+    The architecture comes from the config the file carries, else the preset `model` (its
+    position grid and class count taken from the weights), else the weights' shapes. Overrides
+    of img_size / patch_size / num_classes adapt the weights (position embedding resampled
+    with `posemb_method`, patch embedding PI-resized, a new zero head); others must fit.
     """
     path = _existing(path)
     if path.suffix == ".npz":
@@ -33,12 +43,58 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, **overrid
         raw, stored, meta = _read_state_dict(path)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}")
-    if model is not None:
-        config = get_config(model, **overrides)
-    elif stored is not None:
-        config = stored.replace(**overrides) if overrides else stored
+    layout = detect_layout(raw)
+    meta = {**meta, "source_layout": layout}
+    if layout in ("timm", "hf"):
+        raw = hf_to_timm(raw) if layout == "hf" else raw
+        summary = summarize_timm(raw)
     else:
-        raise CheckpointError(f"{path}: carries no model config; name the architecture (e.g. --model vit_base_patch16_224)")
-    weights = raw if path.suffix == ".npz" else TIMM.import_(raw, config)
-    check_weights(weights, config, what=str(path))
-    return Checkpoint(weights, config, meta)
+        raw = google_to_canonical(raw)
+        summary = summarize_canonical(raw)
+
+    structural = {k: v for k, v in overrides.items() if k not in ADAPTABLE}
+    if stored is not None and model is None:
+        source = stored.replace(**structural) if structural else stored
+    elif model is not None:
+        inferred = config_from_summary(dict(summary), num_heads=overrides.get("num_heads"))
+        from_weights = {k: getattr(inferred, k) for k in ("img_size", "patch_size", "num_classes", "no_embed_class")}
+        source = get_config(model, **{**from_weights, **structural})
+    else:
+        source = config_from_summary(dict(summary), **structural)
+
+    weights = TIMM.import_(raw, source) if layout in ("timm", "hf") else raw
+    check_weights(weights, source, what=str(path))
+    target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
+    weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
+    if changes:
+        meta["adapted"] = changes
+    check_weights(weights, target, what=str(path))
+    return Checkpoint(weights, target, meta)
+
+
+def adapt(weights: Weights, source: ViTConfig, target: ViTConfig, *, posemb_method: str = "zoom",
+          patch_method: str = "bilinear") -> tuple[Weights, list[str]]:
+    """Weights for `source` made to fit `target` (image size, patch size, class count)."""
+    weights, changes = dict(weights), []
+    if target.patch_size != source.patch_size:
+        from .resample import resample_patch_embed
+
+        weights["embedding/kernel"] = resample_patch_embed(weights["embedding/kernel"], target.patch_size, method=patch_method)
+        changes.append(f"patch embedding PI-resized {source.patch_size} -> {target.patch_size} ({patch_method})")
+    if POSEMB_TABLE in weights and target.grid_size != source.grid_size:
+        from .resample import resample_posemb
+
+        prefix = 0 if source.no_embed_class else source.num_prefix_tokens
+        weights[POSEMB_TABLE] = resample_posemb(weights[POSEMB_TABLE], target.grid_size, num_prefix_tokens=prefix,
+                                                method=posemb_method)
+        changes.append(f"position embedding resampled {source.grid_size}x{source.grid_size} -> "
+                       f"{target.grid_size}x{target.grid_size} ({posemb_method})")
+    if target.num_classes != source.num_classes:
+        shapes = canonical_shapes(target)
+        for head in ("head", "head_dist"):
+            for part in ("kernel", "bias"):
+                weights.pop(f"{head}/{part}", None)
+                if f"{head}/{part}" in shapes:  # a fresh zero head, as Google's fine-tuning starts from
+                    weights[f"{head}/{part}"] = np.zeros(shapes[f"{head}/{part}"], np.float32)
+        changes.append(f"head replaced: {source.num_classes} -> {target.num_classes} classes (zeros)")
+    return weights, changes

@@ -7,14 +7,14 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from vit_common import get_config, load_canonical
+from vit_common import get_config, read_checkpoint
 
 from .models import VisionTransformer
 from .weights import load_canonical_
 
 
 def create_model(
-    name: str,
+    name: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     *,
     rngs: nnx.Rngs | None = None,
@@ -23,13 +23,19 @@ def create_model(
 ) -> VisionTransformer:
     """Build `name` (timm's preset names and keyword overrides), in eval mode.
 
-    The config is validated before anything is allocated. `checkpoint` may be a canonical .npz
-    or a timm-named state dict (.safetensors, .pt, .pth). `dtype` is the compute dtype.
+    The config is validated before anything is allocated. `checkpoint` may be any file
+    vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
+    carries its config (or its architecture can be inferred), `name` may be omitted.
+    Overriding img_size / patch_size / num_classes adapts the checkpoint's weights.
+    `dtype` is the compute dtype; parameters stay float32.
     """
-    cfg = get_config(name, **overrides)
-    weights = load_canonical(checkpoint, cfg) if checkpoint is not None else None
-    model = VisionTransformer(cfg, dtype=dtype, rngs=rngs if rngs is not None else nnx.Rngs(0))
-    if weights is not None:
-        load_canonical_(model, weights)
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    if checkpoint is None:
+        if name is None:
+            raise ValueError("create_model needs a model name, a checkpoint, or both")
+        model = VisionTransformer(get_config(name, **overrides), dtype=dtype, rngs=rngs)
+    else:
+        ckpt = read_checkpoint(checkpoint, name, **overrides)
+        model = load_canonical_(VisionTransformer(ckpt.config, dtype=dtype, rngs=rngs), ckpt.weights)
     model.eval()
     return model

@@ -4,21 +4,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vit_common import get_config, load_canonical
+from vit_common import get_config, read_checkpoint
 
 from .models import VisionTransformer
 from .weights import load_canonical_
 
 
-def create_model(name: str, checkpoint: str | os.PathLike | None = None, **overrides: Any) -> VisionTransformer:
+def create_model(name: str | None = None, checkpoint: str | os.PathLike | None = None, **overrides: Any) -> VisionTransformer:
     """Build `name` (timm's preset names and keyword overrides), in eval mode.
 
-    The config is validated before anything is allocated. `checkpoint` may be a canonical .npz
-    or a timm-named state dict (.safetensors, .pt, .pth).
+    The config is validated before anything is allocated. `checkpoint` may be any file
+    vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
+    carries its config (or its architecture can be inferred), `name` may be omitted.
+    Overriding img_size / patch_size / num_classes adapts the checkpoint's weights.
     """
-    cfg = get_config(name, **overrides)
-    weights = load_canonical(checkpoint, cfg) if checkpoint is not None else None
-    model = VisionTransformer(cfg)
-    if weights is not None:
-        load_canonical_(model, weights)
-    return model.eval()
+    if checkpoint is None:
+        if name is None:
+            raise ValueError("create_model needs a model name, a checkpoint, or both")
+        return VisionTransformer(get_config(name, **overrides)).eval()
+    ckpt = read_checkpoint(checkpoint, name, **overrides)
+    return load_canonical_(VisionTransformer(ckpt.config), ckpt.weights).eval()

@@ -1,0 +1,84 @@
+"""vit-convert: any supported ViT checkpoint -> canonical .npz, .safetensors or .pt.
+
+    vit-convert SRC DST [--model NAME] [--img-size N] [--patch-size P] [--num-classes K]
+                [--num-heads H] [--posemb-method zoom|bilinear|bicubic]
+
+Reads Google's .npz files (vision_transformer before and after Linen, big_vision, scanned or
+not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' / 'model' /
+'module.' or not) and HuggingFace ViT/DeiT state dicts. The architecture is inferred from the
+weights unless --model pins it; the config travels inside DST, so loading it needs no flags.
+DST is written atomically and is never SRC.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, save_npz, save_safetensors, save_torch
+from .checkpoints import Checkpoint, read_checkpoint
+from .config import ConfigError
+from .layout import WeightsMismatchError, count_params
+from .timm_layout import TIMM
+
+OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth")
+
+
+def write_checkpoint(ckpt: Checkpoint, dst: str | Path) -> None:
+    """Canonical .npz, or timm-named .safetensors / .pt / .pth, with config and metadata inside."""
+    dst = Path(dst)
+    meta = {k: v for k, v in ckpt.meta.items() if k in ("class_names", "preprocess")}
+    if dst.suffix == ".npz":
+        save_npz(dst, ckpt.weights, ckpt.config, meta)
+    elif dst.suffix == ".safetensors":
+        save_safetensors(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
+    elif dst.suffix in (".pt", ".pth"):
+        save_torch(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
+    else:
+        raise CheckpointError(f"{dst}: cannot write {dst.suffix!r}; choose one of {OUTPUT_SUFFIXES}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="vit-convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", type=Path)
+    parser.add_argument("dst", type=Path)
+    parser.add_argument("--model", help="preset that pins the architecture (default: inferred from the weights)")
+    parser.add_argument("--img-size", type=int, help="resample the position embedding to this image size")
+    parser.add_argument("--patch-size", type=int, help="PI-resize the patch embedding to this patch size")
+    parser.add_argument("--num-classes", type=int, help="replace the head by a zero head with K classes (0: none)")
+    parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
+    parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),
+                        help="zoom: bilinear with corners aligned, as Google's code (default); "
+                             "bilinear / bicubic: timm's (corners not aligned)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in (("img_size", args.img_size), ("patch_size", args.patch_size),
+                                   ("num_classes", args.num_classes), ("num_heads", args.num_heads)) if v is not None}
+    try:
+        if args.dst.suffix not in OUTPUT_SUFFIXES:
+            raise CheckpointError(f"{args.dst}: cannot write {args.dst.suffix!r}; choose one of {OUTPUT_SUFFIXES}")
+        if args.dst.resolve() == args.src.resolve():
+            raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
+        ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
+        write_checkpoint(ckpt, args.dst)
+    except (CheckpointError, ConfigError, WeightsMismatchError) as e:
+        print(f"vit-convert: error: {e}", file=sys.stderr)
+        return 2
+    cfg = ckpt.config
+    print(f"read  {args.src} ({ckpt.meta['source_layout']} layout)")
+    print(f"model embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
+          f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
+          f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class} "
+          f"({count_params(cfg):,} parameters)")
+    for change in ckpt.meta.get("adapted", []):
+        print(f"adapt {change}")
+    print(f"wrote {args.dst} ({args.dst.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Infer the architecture (a ViTConfig) from weight shapes."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from .checkpoint_io import CheckpointError
+from .config import ViTConfig
+from .layout import Weights
+
+# Official widths -> heads; timm and HF fuse or flatten the heads, so their shapes cannot say.
+_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+
+
+def _depth(keys, pattern: str) -> int:
+    return len({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
+
+
+def summarize_canonical(w: Weights) -> dict[str, Any]:
+    q = w.get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
+    if q is None:
+        raise CheckpointError("canonical weights without Transformer/encoderblock_0/.../query/kernel: no encoder found")
+    kernel = w["embedding/kernel"]
+    pos = w.get("Transformer/posembed_input/pos_embedding")
+    return dict(
+        embed_dim=kernel.shape[3], patch_size=kernel.shape[0], in_chans=kernel.shape[2],
+        depth=_depth(w, r"^Transformer/encoderblock_(\d+)/"), num_heads=q.shape[1],
+        mlp_dim=w["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1],
+        qkv_bias="Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/bias" in w,
+        class_token="cls" in w, distilled="dist" in w, map_head="MAPHead_0/probe" in w,
+        fc_norm="fc_norm/scale" in w, pos_len=None if pos is None else pos.shape[1],
+        num_classes=w["head/kernel"].shape[1] if "head/kernel" in w else 0,
+        representation_size=w["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in w else None,
+    )
+
+
+def summarize_timm(sd: Weights) -> dict[str, Any]:
+    if "blocks.0.attn.qkv.weight" not in sd:
+        raise CheckpointError("timm state dict without blocks.0.attn.qkv.weight: no encoder found")
+    proj = sd["patch_embed.proj.weight"]
+    pos = sd.get("pos_embed")
+    return dict(
+        embed_dim=proj.shape[0], patch_size=proj.shape[2], in_chans=proj.shape[1],
+        depth=_depth(sd, r"^blocks\.(\d+)\."), num_heads=None,
+        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0], qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        class_token="cls_token" in sd, distilled="dist_token" in sd, map_head="attn_pool.latent" in sd,
+        fc_norm="fc_norm.weight" in sd, pos_len=None if pos is None else pos.shape[1],
+        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
+        representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None,
+    )
+
+
+def _square_side(n: int) -> int | None:
+    side = math.isqrt(n) if n > 0 else 0
+    return side if side * side == n and side > 0 else None
+
+
+def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
+    """The config the weights describe; `overrides` (num_heads, img_size...) win."""
+    c = s["embed_dim"]
+    heads = overrides.pop("num_heads", None) or s["num_heads"] or _HEADS_BY_WIDTH.get(c)
+    if heads is None:
+        if c % 64:
+            raise CheckpointError(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
+        heads = c // 64  # the usual head width
+    prefix = int(s["class_token"]) + int(s["distilled"])
+    fields: dict[str, Any] = dict(
+        embed_dim=c, patch_size=s["patch_size"], in_chans=s["in_chans"], depth=s["depth"], num_heads=heads,
+        mlp_ratio=s["mlp_dim"] / c, qkv_bias=s["qkv_bias"], class_token=s["class_token"],
+        distilled=s["distilled"], num_classes=s["num_classes"], representation_size=s["representation_size"],
+        fc_norm=s["fc_norm"],
+        global_pool="map" if s["map_head"] else "avg" if (s["fc_norm"] or not s["class_token"]) else "token",
+    )
+    if s["pos_len"] is None:  # no learned table: big_vision's fixed 2-D sin-cos
+        fields.update(pos_embed="sincos2d", no_embed_class=True, img_size=224)
+    elif prefix and (side := _square_side(s["pos_len"] - prefix)):
+        fields.update(no_embed_class=False, img_size=side * s["patch_size"])
+    elif side := _square_side(s["pos_len"]):
+        fields.update(no_embed_class=True, img_size=side * s["patch_size"])
+    else:
+        raise CheckpointError(f"position embedding of {s['pos_len']} entries fits no square grid "
+                              f"(with {prefix} class/distillation tokens)")
+    fields.update(overrides)
+    return ViTConfig(**fields)
