@@ -72,12 +72,14 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
         fc_norm=s["fc_norm"],
         global_pool="map" if s["map_head"] else "avg" if (s["fc_norm"] or not s["class_token"]) else "token",
     )
+    # Without class/distillation tokens the two position-embedding conventions coincide;
+    # report timm's default then.
     if s["pos_len"] is None:  # no learned table: big_vision's fixed 2-D sin-cos
-        fields.update(pos_embed="sincos2d", no_embed_class=True, img_size=224)
+        fields.update(pos_embed="sincos2d", no_embed_class=prefix > 0, img_size=224)
     elif prefix and (side := _square_side(s["pos_len"] - prefix)):
         fields.update(no_embed_class=False, img_size=side * s["patch_size"])
     elif side := _square_side(s["pos_len"]):
-        fields.update(no_embed_class=True, img_size=side * s["patch_size"])
+        fields.update(no_embed_class=prefix > 0, img_size=side * s["patch_size"])
     else:
         raise CheckpointError(f"position embedding of {s['pos_len']} entries fits no square grid "
                               f"(with {prefix} class/distillation tokens)")

@@ -120,7 +120,16 @@ def count_params(cfg: ViTConfig) -> int:
 
 
 class WeightsMismatchError(ValueError):
-    """Weights that do not fit the model: lists every offending name."""
+    """Weights that do not fit the model: lists the offending names."""
+
+
+MAX_LISTED = 20  # a whole model's worth of mismatches helps nobody
+
+
+def _listing(lines: list[str]) -> list[str]:
+    if len(lines) <= MAX_LISTED:
+        return lines
+    return lines[:MAX_LISTED] + [f"  ... and {len(lines) - MAX_LISTED} more"]
 
 
 def check_weights(weights: Mapping[str, np.ndarray], cfg: ViTConfig, what: str = "checkpoint") -> None:
@@ -139,11 +148,11 @@ def check_weights(weights: Mapping[str, np.ndarray], cfg: ViTConfig, what: str =
              f"num_heads={cfg.num_heads}, patch_size={cfg.patch_size}, img_size={cfg.img_size}, "
              f"num_classes={cfg.num_classes}):"]
     if wrong:
-        lines += ["shape mismatches:"] + wrong
+        lines += ["shape mismatches:"] + _listing(wrong)
     if missing:
-        lines += ["missing:"] + [f"  {k}: expected {expected[k]}" for k in missing]
+        lines += ["missing:"] + _listing([f"  {k}: expected {expected[k]}" for k in missing])
     if unexpected:
-        lines += ["unexpected:"] + [f"  {k}: found {tuple(np.shape(weights[k]))}" for k in unexpected]
+        lines += ["unexpected:"] + _listing([f"  {k}: found {tuple(np.shape(weights[k]))}" for k in unexpected])
     raise WeightsMismatchError("\n".join(lines))
 
 
@@ -189,11 +198,12 @@ class FrameworkLayout:
         missing = sorted(set(expected) - set(params))
         unexpected = sorted(set(params) - set(expected))
         if missing or unexpected:
-            raise WeightsMismatchError(
-                "parameter names do not fit the model:"
-                + (f"\nmissing: {missing}" if missing else "")
-                + (f"\nunexpected: {unexpected}" if unexpected else "")
-            )
+            lines = ["parameter names do not fit the model:"]
+            if missing:
+                lines += ["missing:"] + _listing([f"  {k}" for k in missing])
+            if unexpected:
+                lines += ["unexpected:"] + _listing([f"  {k}" for k in unexpected])
+            raise WeightsMismatchError("\n".join(lines))
         out: Weights = {}
         bad = []
         for name, (link, canon_part) in expected.items():
@@ -210,7 +220,7 @@ class FrameworkLayout:
             for prefix, array in zip(link.canonical, decoded):
                 out[_join(prefix, canon_part)] = array
         if bad:
-            raise WeightsMismatchError("parameter shapes do not fit the model:\n" + "\n".join(bad))
+            raise WeightsMismatchError("parameter shapes do not fit the model:\n" + "\n".join(_listing(bad)))
         return out
 
 

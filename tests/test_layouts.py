@@ -1,0 +1,140 @@
+"""Reading every checkpoint layout in the wild, inferring the architecture, and the errors."""
+import numpy as np
+import pytest
+
+from vit_common import TIMM, CheckpointError, WeightsMismatchError, get_config, read_checkpoint, save_safetensors
+from vit_common.layouts import detect_layout
+from tests.checkpoint_factories import as_big_vision, as_hf, as_linen, as_opt_target, random_canonical
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
+# timm and HF fuse the heads, so those layouts need an official width to infer them (192 -> 3).
+TI = dict(img_size=32, patch_size=8, embed_dim=192, depth=2, num_heads=3, num_classes=10)
+
+
+def _same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+def _check_arch(got, want):
+    for field in ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "num_classes", "class_token",
+                  "distilled", "no_embed_class", "global_pool", "use_fc_norm", "representation_size", "qkv_bias",
+                  "mlp_ratio", "in_chans", "pos_embed"):
+        assert getattr(got, field) == getattr(want, field), field
+
+
+GOOGLE_CASES = {
+    "pre-linen": ("vit_base_patch16_224", dict(representation_size=24), lambda w: w),
+    "pre-linen opt/target": ("vit_base_patch16_224", {}, as_opt_target),
+    "linen": ("vit_base_patch16_224", {}, as_linen),
+    "big_vision tok scanned": ("vit_base_patch16_224", dict(no_embed_class=True), as_big_vision),
+    "big_vision tok unscanned": ("vit_base_patch16_224", dict(no_embed_class=True), lambda w: as_big_vision(w, False)),
+    "big_vision gap": ("vit_base_patch16_gap_224", {}, as_big_vision),
+    "big_vision map": ("vit_base_patch16_map_224", {}, as_big_vision),
+    "big_vision sincos2d gap": ("vit_base_patch16_gap_224", dict(pos_embed="sincos2d", img_size=224), as_big_vision),
+    "big_vision map features": ("vit_base_patch16_map_224", dict(num_classes=0), as_big_vision),
+}
+
+
+@pytest.mark.parametrize("case", list(GOOGLE_CASES))
+def test_google_npz_layouts(tmp_path, case):
+    preset, extra, build = GOOGLE_CASES[case]
+    cfg = get_config(preset, **{**TINY, **extra})
+    canonical = random_canonical(cfg)
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **build(canonical))  # no config inside: the architecture is inferred
+    ckpt = read_checkpoint(path)
+    _same(ckpt.weights, canonical)
+    _check_arch(ckpt.config, cfg)
+
+
+@pytest.mark.parametrize("name,extra", [("vit_base_patch16_224", {}), ("deit_tiny_distilled_patch16_224", {}),
+                                        ("vit_base_patch16_224", dict(global_pool="map", class_token=False))])
+def test_timm_safetensors_inferred(tmp_path, name, extra):
+    cfg = get_config(name, **{**TI, **extra})
+    canonical = random_canonical(cfg)
+    save_safetensors(tmp_path / "m.safetensors", TIMM.export(canonical, cfg))  # no config inside
+    ckpt = read_checkpoint(tmp_path / "m.safetensors")
+    _same(ckpt.weights, canonical)
+    _check_arch(ckpt.config, cfg)
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224", "deit_tiny_distilled_patch16_224"])
+def test_huggingface_state_dicts(tmp_path, name):
+    cfg = get_config(name, **TI)
+    canonical = random_canonical(cfg)
+    hf = as_hf(canonical, cfg)
+    assert detect_layout(hf) == "hf"
+    save_safetensors(tmp_path / "hf.safetensors", hf)
+    ckpt = read_checkpoint(tmp_path / "hf.safetensors")
+    _same(ckpt.weights, canonical)
+    _check_arch(ckpt.config, cfg)
+
+
+def test_heads_that_shapes_cannot_tell(tmp_path):
+    cfg = get_config("vit_base_patch16_224", **TINY)  # width 48: not an official width
+    save_safetensors(tmp_path / "m.safetensors", TIMM.export(random_canonical(cfg), cfg))
+    with pytest.raises(CheckpointError, match="cannot infer the number of heads for width 48"):
+        read_checkpoint(tmp_path / "m.safetensors")
+    assert read_checkpoint(tmp_path / "m.safetensors", num_heads=3).config.num_heads == 3
+
+
+def test_model_name_pins_the_architecture(tmp_path):
+    cfg = get_config("deit_tiny_patch16_224", img_size=64, num_classes=7, depth=12)
+    canonical = random_canonical(cfg)
+    save_safetensors(tmp_path / "m.safetensors", TIMM.export(canonical, cfg))
+    ckpt = read_checkpoint(tmp_path / "m.safetensors", "deit_tiny_patch16_224")
+    assert ckpt.config == cfg  # grid and class count from the weights, the rest from the preset
+    with pytest.raises(WeightsMismatchError) as err:
+        read_checkpoint(tmp_path / "m.safetensors", "deit_small_patch16_224")
+    text = str(err.value)
+    assert "blocks.0.norm1.weight: found (192,), which does not hold 1 x (384,)" in text
+    assert text.count("\n") < 25 and "more" in text  # capped, not the whole model
+
+
+def test_unknown_layout_and_broken_checkpoints(tmp_path):
+    np.savez(tmp_path / "odd.npz", foo=np.zeros(3), bar=np.ones(2))
+    with pytest.raises(CheckpointError, match="unknown weight layout.*found bar, foo"):
+        read_checkpoint(tmp_path / "odd.npz")
+    cfg = get_config("vit_base_patch16_224", **TINY)
+    w = random_canonical(cfg)
+    w["Transformer/posembed_input/pos_embedding"] = w["Transformer/posembed_input/pos_embedding"][:, :15]
+    np.savez(tmp_path / "pos.npz", **w)
+    with pytest.raises(CheckpointError, match="position embedding of 15 entries fits no square grid"):
+        read_checkpoint(tmp_path / "pos.npz")
+    bv = as_big_vision(random_canonical(cfg.replace(no_embed_class=True)))
+    bv["params/Transformer/encoderblock/LayerNorm_0/scale"] = bv["params/Transformer/encoderblock/LayerNorm_0/scale"][:1]
+    np.savez(tmp_path / "bv.npz", **bv)
+    with pytest.raises(CheckpointError, match="scanned encoder blocks disagree on depth: \\[1, 2\\]"):
+        read_checkpoint(tmp_path / "bv.npz")
+    hf = as_hf(random_canonical(get_config("vit_base_patch16_224", **TI)), get_config("vit_base_patch16_224", **TI))
+    del hf["vit.encoder.layer.1.attention.attention.key.weight"]
+    save_safetensors(tmp_path / "hf.safetensors", hf)
+    with pytest.raises(CheckpointError, match="block 1: attention weight needs query, key and value"):
+        read_checkpoint(tmp_path / "hf.safetensors")
+
+
+def test_mismatched_checkpoint_lists_every_offender(tmp_path):
+    cfg = get_config("vit_base_patch16_224", **TINY)
+    w = random_canonical(cfg)
+    w["Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel"] = np.zeros((48, 100), np.float32)
+    del w["Transformer/encoder_norm/bias"]
+    np.savez(tmp_path / "bad.npz", **w)
+    with pytest.raises(WeightsMismatchError) as err:
+        read_checkpoint(tmp_path / "bad.npz", "vit_base_patch16_224", **{k: v for k, v in TINY.items()})
+    text = str(err.value)
+    assert "encoderblock_1/MlpBlock_3/Dense_0/kernel: expected (48, 192), found (48, 100)" in text
+    assert "Transformer/encoder_norm/bias: expected (48,)" in text
+
+
+def test_new_class_count_gives_a_zero_head(tmp_path):
+    cfg = get_config("deit_tiny_distilled_patch16_224", **TI)
+    canonical = random_canonical(cfg)
+    np.savez(tmp_path / "m.npz", **canonical)
+    ckpt = read_checkpoint(tmp_path / "m.npz", num_classes=3)
+    assert ckpt.weights["head/kernel"].shape == (192, 3) and not ckpt.weights["head/kernel"].any()
+    assert ckpt.weights["head_dist/kernel"].shape == (192, 3)
+    assert any("head replaced" in c for c in ckpt.meta["adapted"])
+    body = [k for k in canonical if not k.startswith("head")]
+    _same({k: ckpt.weights[k] for k in body}, {k: canonical[k] for k in body})
