@@ -1,0 +1,28 @@
+"""vit_common.resample against torch.nn.functional.interpolate in float64."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vit_common.resample import resample_posemb
+
+GRIDS = [(14, 24), (24, 14), (7, 12), (12, 7), (4, (12, 16)), (16, (9, 5)), (5, 1), (1, 3)]
+TORCH_EQUIVALENT = {  # method -> (torch mode, align_corners)
+    "bilinear": ("bilinear", False),
+    "bicubic": ("bicubic", False),
+    "zoom": ("bilinear", True),  # the DESIGN's claim: scipy zoom(order=1) == align_corners=True
+}
+
+
+@pytest.mark.parametrize("method", TORCH_EQUIVALENT)
+@pytest.mark.parametrize("old,new", GRIDS)
+def test_matches_torch_interpolate(method, old, new):
+    prefix, width = 1, 6
+    table = np.random.default_rng(0).standard_normal((1, prefix + old * old, width))
+    h, w = (new, new) if isinstance(new, int) else new
+    mode, align_corners = TORCH_EQUIVALENT[method]
+    grid = torch.from_numpy(table[0, prefix:]).reshape(1, old, old, width).permute(0, 3, 1, 2)  # (1, C, gh, gw)
+    expected = F.interpolate(grid, size=(h, w), mode=mode, align_corners=align_corners, antialias=False)
+    expected = expected.permute(0, 2, 3, 1).reshape(1, h * w, width).numpy()
+    got = resample_posemb(table, new, num_prefix_tokens=prefix, method=method)
+    np.testing.assert_allclose(got[:, prefix:], expected, rtol=0, atol=1e-12)
