@@ -69,9 +69,10 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
         embed_dim=c, patch_size=s["patch_size"], in_chans=s["in_chans"], depth=s["depth"], num_heads=heads,
         mlp_ratio=s["mlp_dim"] / c, qkv_bias=s["qkv_bias"], class_token=s["class_token"],
         distilled=s["distilled"], num_classes=s["num_classes"], representation_size=s["representation_size"],
-        fc_norm=s["fc_norm"],
         global_pool="map" if s["map_head"] else "avg" if (s["fc_norm"] or not s["class_token"]) else "token",
     )
+    # None where the weights follow timm's rule (norm after pooling iff average pooling).
+    fields["fc_norm"] = None if s["fc_norm"] == (fields["global_pool"] == "avg") else s["fc_norm"]
     # Without class/distillation tokens the two position-embedding conventions coincide;
     # report timm's default then.
     if s["pos_len"] is None:  # no learned table: big_vision's fixed 2-D sin-cos
