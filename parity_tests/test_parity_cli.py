@@ -1,0 +1,54 @@
+"""vit-parity: clean table and exit 0 on a faithful checkpoint, exit 1 when a twin is off."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import vit_torch.models.layers
+from vit_common import get_config, save_npz
+from parity_tests.parity_cli import main as parity
+from tests.checkpoint_factories import random_canonical
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    cfg = get_config("deit_tiny_distilled_patch16_224", **TINY)
+    save_npz(path := tmp_path / "model.npz", random_canonical(cfg), cfg)
+    return path
+
+
+def test_clean_table_on_random_inputs(checkpoint, capsys):
+    assert parity([str(checkpoint), "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "block  1 attention" in out and "logits" in out
+    assert "top-1 agreement jax vs torch: 100%" in out and "-> PASS" in out
+
+
+def test_images_from_a_folder_and_bfloat16(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    assert parity([str(checkpoint), "--images", str(folder)]) == 0
+    assert f"2 images from {folder}" in capsys.readouterr().out
+    assert parity([str(checkpoint), "--dtype", "bfloat16"]) == 0
+    assert "tolerance 1e-02" in capsys.readouterr().out
+
+
+def test_a_twin_that_is_off_fails(checkpoint, tmp_path, monkeypatch, capsys):
+    # Quiet tokens (as in real checkpoints' small-variance channels) make LayerNorm's eps matter.
+    cfg = get_config("deit_tiny_distilled_patch16_224", **TINY)
+    w = random_canonical(cfg)
+    for k in ("embedding/kernel", "embedding/bias", "cls", "dist", "Transformer/posembed_input/pos_embedding"):
+        w[k] = w[k] * 1e-3
+    save_npz(quiet := tmp_path / "quiet.npz", w, cfg)
+    monkeypatch.setattr(vit_torch.models.layers, "LN_EPS", 1e-5)  # PyTorch's default: the classic bug
+    assert parity([str(quiet)]) == 1
+    assert "-> FAIL" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    assert parity([str(tmp_path / "missing.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
