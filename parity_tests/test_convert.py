@@ -116,3 +116,18 @@ def test_patch_size_change_keeps_the_tokens_of_upsampled_images(tmp_path):
         a = small_model.patch_embed(torch.from_numpy(images.transpose(0, 3, 1, 2)))
         b = big_model.patch_embed(torch.from_numpy(np.ascontiguousarray(up.transpose(0, 3, 1, 2)).astype(np.float32)))
     assert rel_error(b.numpy(), a.numpy()) <= FLOAT32_TOL
+
+
+@pytest.mark.parametrize("build,extra", [(as_opt_target, {}), (as_linen, {}), (as_big_vision, dict(no_embed_class=True))])
+def test_same_state_dict_as_timms_own_npz_loader(tmp_path, build, extra):
+    timm = pytest.importorskip("timm")  # timm needs torchvision, which has no CPU build on CI machines
+    from timm.models.vision_transformer import _load_weights
+
+    cfg = get_config("vit_base_patch16_224", **{**TI, **extra})
+    w = random_canonical(cfg)
+    np.savez(src := tmp_path / "google.npz", **build(w))
+    theirs = timm.create_model("vit_base_patch16_224", pretrained=False, **TI, no_embed_class=cfg.no_embed_class)
+    _load_weights(theirs, str(src))
+    ours = TIMM.export(read_checkpoint(src).weights, cfg)
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), ours[k], err_msg=k)
