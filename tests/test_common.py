@@ -229,3 +229,12 @@ def test_sincos_tables():
     cfg = get_config("vit_base_patch16_224", pos_embed="sincos2d", img_size=64)
     table = fixed_pos_embed(cfg)
     assert table.shape == (1, 17, 768) and table.dtype == np.float32 and np.all(table[0, 0] == 0)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    save_npz(tmp_path / "w.npz", {"a": np.zeros(2, np.float32)})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o666 & ~umask

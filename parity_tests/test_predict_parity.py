@@ -1,0 +1,144 @@
+"""vit-predict: both twins' predict() agree, and the CLI runs end to end in either framework."""
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import torch
+
+import vit_jax.predict
+import vit_torch
+import vit_torch.predict
+from parity_tests.configs import small
+from parity_tests.harness import FLOAT32_TOL, build_pair, perturb, random_images, rel_error
+from vit_common import TIMM, canonical_shapes, get_config, save_npz, save_safetensors
+from vit_common.attention_maps import attention_rollout, last_layer_cls_attention
+from vit_common.predict_cli import main
+
+CLASS_NAMES = [f"thing {i}" for i in range(10)]
+
+
+def small_pair(name: str):
+    """(torch model, jax model, canonical weights) of a tiny config, initialised in torch."""
+    preset, overrides = small(name)
+    return build_pair(preset, "torch", **overrides)
+
+
+@pytest.mark.parametrize("name", ["token", "deit-distilled"])  # class token; two prefix tokens
+def test_probabilities_and_maps_agree(name):
+    tm, jm, _ = small_pair(name)
+    cfg = tm.cfg
+    images = random_images(cfg, 2)
+    probs_t, att_t = vit_torch.predict.predict(tm, images, attention=True)
+    probs_j, att_j = vit_jax.predict.predict(jm, images, attention=True)
+    assert probs_t.dtype == probs_j.dtype == np.float32 and probs_t.shape == (2, cfg.num_classes)
+    np.testing.assert_allclose(probs_t.sum(-1), 1, rtol=1e-6)
+    assert len(att_t) == len(att_j) == cfg.depth
+    maps = lambda att: (attention_rollout(att, cfg.num_prefix_tokens, cfg.grid_size),
+                        last_layer_cls_attention(att, cfg.num_prefix_tokens, cfg.grid_size))
+    (roll_t, heads_t), (roll_j, heads_j) = maps(att_t), maps(att_j)
+    assert heads_t.shape == (2, cfg.num_heads, cfg.grid_size, cfg.grid_size)
+    errors = {"probs": rel_error(probs_j, probs_t), "rollout": rel_error(roll_j, roll_t),
+              "per-head": rel_error(heads_j, heads_t)}
+    assert max(errors.values()) <= FLOAT32_TOL, errors
+
+
+def test_without_attention_and_without_head():
+    tm, jm, _ = small_pair("token")
+    images = random_images(tm.cfg, 1)
+    headless = SimpleNamespace(cfg=tm.cfg.replace(num_classes=0))  # the guard reads only the config
+    for twin, model in ((vit_torch.predict, tm), (vit_jax.predict, jm)):
+        probs, att = twin.predict(model, images, attention=False)
+        assert probs.shape == (1, 10) and att == []
+        with pytest.raises(ValueError, match="num_classes=0"):
+            twin.predict(headless, images, attention=False)
+
+
+# The CLI ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny trained-looking ViT saved with its config and class names, as vit-convert writes."""
+    preset, overrides = small("token")
+    torch.manual_seed(0)  # torch only: jax work here would run outside the pinned-precision fixture
+    tm = vit_torch.create_model(preset, **overrides)
+    weights = perturb(vit_torch.to_canonical(tm), seed=0)
+    weights["head/kernel"] = weights["head/kernel"] * 50  # spread the probabilities apart
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
+    save_npz(path, weights, tm.cfg, meta={"class_names": CLASS_NAMES})
+    return path
+
+
+@pytest.fixture
+def two_images(tmp_path):
+    """A bright disc on dark, and a stripe pattern: different sizes, both need the resize + crop."""
+    y, x = np.mgrid[:60, :80]
+    disc = np.where(((x - 40) ** 2 + (y - 30) ** 2 < 300)[..., None], [250, 220, 90], [20, 30, 60])
+    stripes = np.stack([(np.arange(50)[None, :] // 5 % 2 * 255).repeat(70, 0)] * 3, -1)
+    paths = [tmp_path / "disc.png", tmp_path / "stripes.png"]
+    for path, pixels in zip(paths, (disc, stripes)):
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return paths
+
+
+def parse_predictions(text: str) -> dict[str, list[tuple[str, float]]]:
+    out, current = {}, None
+    for line in text.splitlines():
+        if m := re.fullmatch(r"  (\d\.\d{4})  (.+)", line):
+            out[current].append((m.group(2), float(m.group(1))))
+        elif line.endswith(":") and not line.startswith(" "):
+            current = line[:-1]
+            out[current] = []
+    return out
+
+
+def test_cli_end_to_end_in_both_frameworks(tiny_checkpoint, two_images, tmp_path, capsys):
+    printed = {}
+    for framework in ("torch", "jax"):
+        out = tmp_path / framework / "maps.png"
+        argv = ["--checkpoint", str(tiny_checkpoint), "--framework", framework, "--top-k", "3",
+                "--attention-map", str(out), *map(str, two_images)]
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        printed[framework] = parse_predictions(text)
+        for image in two_images:  # OUT.png -> OUT-<stem>.png per image, readable PNGs
+            png = out.with_name(f"maps-{image.stem}.png")
+            assert f"attention map: {png}" in text
+            with Image.open(png) as im:
+                assert im.format == "PNG" and im.size[0] > 400
+    torch_rows, jax_rows = printed["torch"], printed["jax"]
+    assert list(torch_rows) == [str(p) for p in two_images]
+    for image, rows in torch_rows.items():
+        assert len(rows) == 3 and all(name in CLASS_NAMES for name, _ in rows)
+        assert [p for _, p in rows] == sorted((p for _, p in rows), reverse=True)
+        assert [n for n, _ in rows] == [n for n, _ in jax_rows[image]]  # the same classes, same order
+        np.testing.assert_allclose([p for _, p in rows], [p for _, p in jax_rows[image]], atol=1.01e-4)
+
+
+def test_cli_single_image_writes_out_png_as_named(tiny_checkpoint, two_images, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--framework", "torch", "--top-k", "20",
+                 "--attention-map", str(out), str(two_images[0])]) == 0
+    assert out.is_file()
+    assert len(parse_predictions(capsys.readouterr().out)[str(two_images[0])]) == 10  # top-k capped at K
+
+
+def test_cli_errors(tiny_checkpoint, two_images, tmp_path, capsys):
+    def fails(argv, message):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+    fails(["--checkpoint", str(tiny_checkpoint), str(two_images[0]), str(tmp_path / "nope.jpg")],
+          f"image not found: {tmp_path / 'nope.jpg'}")
+    fails(["--checkpoint", str(tmp_path / "none.npz"), str(two_images[0])], "none.npz does not exist")
+    # timm names and no config: the head count of a 48-wide model cannot be read off the shapes.
+    preset, overrides = small("token")
+    cfg = get_config(preset, **overrides)
+    weights = {k: np.zeros(s, np.float32) for k, s in canonical_shapes(cfg).items()}
+    save_safetensors(tmp_path / "bare.safetensors", TIMM.export(weights, cfg))
+    fails(["--checkpoint", str(tmp_path / "bare.safetensors"), str(two_images[0])], "pass --model NAME")
+    headless = cfg.replace(num_classes=0)
+    save_npz(tmp_path / "features.npz", {k: np.zeros(s, np.float32) for k, s in canonical_shapes(headless).items()},
+             headless)
+    fails(["--checkpoint", str(tmp_path / "features.npz"), str(two_images[0])], "no classification head")

@@ -1,0 +1,136 @@
+"""Where a ViT looks: attention rollout, last-layer per-head maps, and a PNG showing both.
+
+Numpy and matplotlib only. Attention weights are (B, heads, T, T) per layer, rows = queries,
+tokens ordered [prefix tokens (class, distillation), patches in row-major grid order].
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .checkpoint_io import atomic_write
+
+
+def _grid_shape(grid: int | tuple[int, int]) -> tuple[int, int]:
+    return (grid, grid) if isinstance(grid, (int, np.integer)) else (int(grid[0]), int(grid[1]))
+
+
+def _read_row(maps: np.ndarray, num_prefix_tokens: int) -> np.ndarray:
+    """(..., T, T) -> (..., T): the row the prediction reads, the class token's; models without
+    one pool every token, so they get the mean over rows."""
+    return maps[..., 0, :] if num_prefix_tokens else maps.mean(axis=-2)
+
+
+def _patches(rows: np.ndarray, num_prefix_tokens: int, grid) -> np.ndarray:
+    gh, gw = _grid_shape(grid)
+    tokens = rows.shape[-1]
+    if tokens != num_prefix_tokens + gh * gw:
+        raise ValueError(f"attention over {tokens} tokens does not fit {num_prefix_tokens} prefix tokens "
+                         f"+ a {gh}x{gw} patch grid")
+    return rows[..., num_prefix_tokens:].reshape(*rows.shape[:-1], gh, gw)
+
+
+def attention_rollout(attentions: Sequence[np.ndarray], num_prefix_tokens: int,
+                      grid: int | tuple[int, int]) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020) -> (B, gh, gw).
+
+    Per layer: average the heads, add the identity for the residual path, renormalise the rows;
+    then chain the layers (later @ earlier), so entry [i, j] is how much token i at the top draws
+    on input token j. Values are the raw share each patch gets (not rescaled).
+    """
+    if not attentions:
+        raise ValueError("attention rollout needs at least one layer of attention weights")
+    rollout = None
+    for layer in attentions:
+        a = np.asarray(layer, np.float64).mean(axis=1)  # (B, T, T), float64 so deep chains stay exact
+        a = a + np.eye(a.shape[-1])
+        a = a / a.sum(axis=-1, keepdims=True)
+        rollout = a if rollout is None else a @ rollout
+    return _patches(_read_row(rollout, num_prefix_tokens), num_prefix_tokens, grid).astype(np.float32)
+
+
+def last_layer_cls_attention(attentions: Sequence[np.ndarray], num_prefix_tokens: int,
+                             grid: int | tuple[int, int]) -> np.ndarray:
+    """Each head's last-layer attention from the class token (mean over rows without one)
+    to the patches -> (B, heads, gh, gw)."""
+    if not attentions:
+        raise ValueError("per-head maps need at least one layer of attention weights")
+    last = np.asarray(attentions[-1], np.float32)
+    return _patches(_read_row(last, num_prefix_tokens), num_prefix_tokens, grid)
+
+
+# -------------------------------------------------------------------------------------------------
+def _upsample(heat: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (gh, gw) map stretched bilinearly to the image and scaled to [0, 1] for display."""
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(np.ascontiguousarray(heat, np.float32))
+                     .resize((width, height), Image.Resampling.BILINEAR))
+    lo, hi = float(big.min()), float(big.max())
+    return (big - lo) / (hi - lo) if hi > lo else np.zeros_like(big)
+
+
+def _layout(heads: int) -> tuple[int, int, float, float, float]:
+    """Head-panel columns and rows, figure width, heights of the top row and of the head rows
+    (inches): up to 6 heads a row, every panel about square, so little white space."""
+    cols = min(heads, 6)
+    rows = math.ceil(heads / cols)
+    width = max(6.5, 1.7 * cols)
+    top_height = (width - 0.9) / 2 + 0.6  # two square panels beside a colorbar, plus titles
+    return cols, rows, width, top_height, rows * (width / cols + 0.45)
+
+
+def figure_size(heads: int, dpi: int = 100) -> tuple[int, int]:
+    """Pixel size of the PNG save_attention_png writes for a model with `heads` heads."""
+    _, _, width, top_height, heads_height = _layout(heads)
+    return round(width * dpi), round((top_height + heads_height) * dpi)
+
+
+def save_attention_png(image_uint8_hwc: np.ndarray, rollout: np.ndarray, per_head: np.ndarray,
+                       path: str | os.PathLike, *, title: str | None = None,
+                       query: str = "class token") -> None:
+    """One PNG: the input, the rollout over it, and a row (or rows, past 6) of per-head maps.
+
+    `image_uint8_hwc` should be the crop the model saw, so the maps line up with it; `rollout`
+    is (gh, gw), `per_head` (heads, gh, gw); `query` names the row they read ("class token",
+    "mean of all tokens"). Each map is min-max scaled on its own panel.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    image = np.asarray(image_uint8_hwc)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    h, w = image.shape[:2]
+    cmap = "gray" if image.ndim == 2 else None
+    heads = len(per_head)
+    cols, rows, width, top_height, heads_height = _layout(heads)
+    fig = Figure(figsize=(width, top_height + heads_height), layout="constrained")
+    FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[top_height, heads_height])
+
+    ax_image, ax_rollout = top.subplots(1, 2)
+    ax_image.imshow(image, cmap=cmap)
+    ax_image.set_title("input (as the model sees it)", fontsize=10)
+    ax_rollout.imshow(image, cmap=cmap)
+    overlay = ax_rollout.imshow(_upsample(rollout, h, w), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    ax_rollout.set_title(f"attention rollout from the {query}", fontsize=10)
+    top.colorbar(overlay, ax=ax_rollout, shrink=0.8, label="attention (scaled to panel)")
+
+    bottom.suptitle(f"last layer, each head: attention from the {query}", fontsize=10)
+    head_axes = np.atleast_1d(bottom.subplots(rows, cols)).reshape(-1)
+    for i, ax in enumerate(head_axes):
+        ax.set_axis_off()
+        if i < heads:
+            ax.imshow(image, cmap=cmap)
+            ax.imshow(_upsample(per_head[i], h, w), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ax.set_title(f"head {i + 1}", fontsize=9)
+    for ax in (ax_image, ax_rollout):
+        ax.set_axis_off()
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))

@@ -1,0 +1,142 @@
+"""vit-predict: top-k classes of images, with attention heatmaps, in either twin.
+
+    vit-predict --checkpoint PATH [--model NAME] [--framework jax|torch] [--top-k 5]
+                [--attention-map OUT.png] IMAGE...
+
+The checkpoint is any file vit-convert reads; class names and preprocessing (crop_pct,
+interpolation, mean/std) come from its metadata when it carries them, else Google's
+[-1, 1] scaling with a 0.875 bicubic center crop. Only the chosen framework is imported.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .attention_maps import attention_rollout, last_layer_cls_attention, save_attention_png
+from .checkpoint_io import CheckpointError
+from .checkpoints import read_checkpoint
+from .config import ConfigError
+from .layout import WeightsMismatchError
+from .preprocess import ImageError, load_image, options_from_meta, resize_and_crop, to_array
+
+BATCH = 32  # images per forward pass; keeps memory flat for long image lists
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="vit-predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything Pillow reads)")
+    parser.add_argument("--checkpoint", required=True, type=Path, metavar="PATH",
+                        help=".npz, .safetensors, .pt or .pth weights")
+    parser.add_argument("--model", metavar="NAME",
+                        help="preset that pins the architecture (needed when the checkpoint carries no config "
+                             "and its shapes cannot say, e.g. the number of heads)")
+    parser.add_argument("--framework", choices=("jax", "torch"), default="jax", help="which twin runs (default: jax)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to print per image (default: 5)")
+    parser.add_argument("--attention-map", type=Path, metavar="OUT.png",
+                        help="write the input, its attention rollout and the last layer's per-head maps to this "
+                             "PNG; with several images, one file per image named OUT-<image stem>.png "
+                             "(OUT-<stem>-<position>.png where two images share a stem)")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    return args
+
+
+def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
+    """OUT.png for one image; OUT-<stem>.png each for several, made unique where stems repeat."""
+    if len(images) == 1:
+        return [out]
+    suffix = out.suffix or ".png"
+    stems = [p.stem for p in images]
+    return [out.with_name(f"{out.stem}-{stem}{'' if stems.count(stem) == 1 else f'-{i + 1}'}{suffix}")
+            for i, stem in enumerate(stems)]
+
+
+def class_labels(meta: dict, num_classes: int) -> list[str]:
+    names = meta.get("class_names")
+    if names is not None and len(names) != num_classes:
+        print(f"vit-predict: warning: the checkpoint names {len(names)} classes but its head has {num_classes}; "
+              "printing class numbers", file=sys.stderr)
+        names = None
+    return list(names) if names is not None else [f"class {i}" for i in range(num_classes)]
+
+
+def load_twin(framework: str):
+    """The chosen twin's predict module, imported only now so the other framework is never loaded."""
+    try:
+        return importlib.import_module(f"vit_{framework}.predict")
+    except ImportError as e:
+        other = "torch" if framework == "jax" else "jax"
+        raise UsageError(f"--framework {framework} needs {e.name or framework} installed "
+                         f"(pip install 'twin-vit[{framework}]'), or use --framework {other}") from e
+
+
+def run(args) -> None:
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:  # before the (slower) model load
+        raise UsageError(f"image not found: {', '.join(missing)}")
+    if not args.checkpoint.is_file():
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
+    try:
+        ckpt = read_checkpoint(args.checkpoint, args.model)
+    except CheckpointError as e:
+        if args.model is not None:
+            raise
+        raise UsageError(f"{e}\n  if the file carries no config, pass --model NAME to pin the architecture "
+                         "(a preset, e.g. vit_base_patch16_224)") from e
+    cfg = ckpt.config
+    if not cfg.num_classes:
+        raise UsageError(f"{args.checkpoint}: the model has no classification head (num_classes=0); "
+                         "it gives features, not class probabilities")
+    twin = load_twin(args.framework)
+    model = twin.load_model(ckpt)
+    labels = class_labels(ckpt.meta, cfg.num_classes)
+    options = options_from_meta(ckpt.meta)
+    crop_options = {k: options.pop(k) for k in ("crop_pct", "interpolation") if k in options}
+    want_maps = args.attention_map is not None
+    outputs = map_paths(args.attention_map, args.images) if want_maps else [None] * len(args.images)
+    query = "class token" if cfg.num_prefix_tokens else "mean of all tokens"
+    k = min(args.top_k, cfg.num_classes)
+
+    for start in range(0, len(args.images), BATCH):
+        paths = args.images[start:start + BATCH]
+        crops = [resize_and_crop(load_image(p), cfg.img_size, **crop_options) for p in paths]
+        probs, attentions = twin.predict(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
+        if want_maps:
+            rollout = attention_rollout(attentions, cfg.num_prefix_tokens, cfg.grid_size)
+            per_head = last_layer_cls_attention(attentions, cfg.num_prefix_tokens, cfg.grid_size)
+        for i, (path, p) in enumerate(zip(paths, probs)):
+            top = np.argsort(-p, kind="stable")[:k]
+            print(f"{path}:")
+            for c in top:
+                print(f"  {p[c]:.4f}  {labels[c]}")
+            if want_maps:
+                out = outputs[start + i]
+                image = np.asarray(crops[i].convert("L" if cfg.in_chans == 1 else "RGB"))
+                save_attention_png(image, rollout[i], per_head[i], out, query=query,
+                                   title=f"{path.name}: {labels[top[0]]} ({p[top[0]]:.1%})")
+                print(f"  attention map: {out}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (UsageError, ImageError, CheckpointError, ConfigError, WeightsMismatchError) as e:
+        print(f"vit-predict: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
