@@ -22,6 +22,7 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
+from vit_common.layouts import LAYOUT_NAMES
 from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, random_images, run_jax, run_torch
 from parity_tests.report import format_report
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     model_j = vit_jax.load_canonical_(
         vit_jax.VisionTransformer(cfg, dtype=jnp.bfloat16 if bf16 else jnp.float32, rngs=nnx.Rngs(0)), ckpt.weights)
     model_j.eval()
-    print(f"checkpoint {args.checkpoint} ({ckpt.meta['source_layout']} layout): embed_dim={cfg.embed_dim} "
+    print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): embed_dim={cfg.embed_dim} "
           f"depth={cfg.depth} num_heads={cfg.num_heads} img_size={cfg.img_size} patch_size={cfg.patch_size} "
           f"num_classes={cfg.num_classes}, {count_params(cfg):,} parameters")
     print(f"inputs: {source}; {args.dtype} ({'bf16 compute, float32 parameters' if bf16 else 'full precision'})\n")

@@ -19,6 +19,7 @@ from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, save_npz, save_
 from .checkpoints import Checkpoint, read_checkpoint
 from .config import ConfigError
 from .layout import WeightsMismatchError, count_params
+from .layouts import LAYOUT_NAMES
 from .timm_layout import TIMM
 
 OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth")
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
         print(f"vit-convert: error: {e}", file=sys.stderr)
         return 2
     cfg = ckpt.config
-    print(f"read  {args.src} ({ckpt.meta['source_layout']} layout)")
+    print(f"read  {args.src} ({LAYOUT_NAMES[ckpt.meta['source_layout']]})")
     print(f"model embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
           f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
           f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class} "

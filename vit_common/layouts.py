@@ -24,6 +24,15 @@ _LINEN_TO_CANONICAL = {
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/([^/]+)/(.*)$")
 
 
+LAYOUT_NAMES = {
+    "canonical": "Google vision_transformer, pre-Linen names (canonical)",
+    "linen": "Google vision_transformer, Linen names",
+    "big_vision": "Google big_vision",
+    "timm": "timm state dict",
+    "hf": "HuggingFace transformers state dict",
+}
+
+
 def detect_layout(keys) -> str:
     """'canonical' | 'linen' | 'big_vision' | 'timm' | 'hf' for a set of weight names."""
     keys = set(keys)
