@@ -1,0 +1,156 @@
+"""The training recipe, shared by both twins' training loops: one dataclass, named presets,
+and a command line that overrides any field."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from .config import ConfigError
+from .registry import get_config
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    # What to train.
+    model: str = "vit_tiny_patch16_224"
+    model_args: dict = dataclasses.field(default_factory=dict)  # timm-style overrides: depth, embed_dim...
+    img_size: int = 224
+    patch_size: int | None = None  # None: the preset's
+    framework: str = "jax"
+    # Data.
+    dataset: str = "digits"  # digits | idx:DIR | folder:DIR | a tfds name (mnist, cifar10, imagenet2012...)
+    data_dir: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    # Augmentation and regularisation.
+    random_resized_crop: bool = False
+    pad_crop: int = 0
+    hflip: bool = False
+    randaugment: str | None = None  # "n,m": n ops at magnitude m (timm's rand-m9-n2 is "2,9")
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # Optimisation: AdamW, linear warmup then cosine decay.
+    epochs: int = 10
+    batch_size: int = 128  # global, across devices and hosts
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05  # decoupled, on kernels only
+    beta2: float = 0.999
+    clip_grad_norm: float | None = 1.0
+    grad_accum_steps: int = 1
+    ema_decay: float | None = None
+    dtype: str = "float32"  # float32 | bfloat16 (bf16 compute, float32 parameters and optimizer state)
+    teacher: str | None = None  # DeiT hard distillation: a checkpoint of the teacher
+    # Scale.
+    sharding: str = "data"  # data (replicated parameters) | fsdp (parameters sharded over the devices)
+    # Bookkeeping.
+    seed: int = 0
+    workdir: str = "runs/default"
+    log_every: int = 10
+    checkpoint_every: int = 200  # steps; also at every epoch end and on SIGTERM
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
+
+    def model_config(self):
+        """The ViTConfig this recipe trains (validated, nothing allocated)."""
+        overrides = dict(self.model_args, img_size=self.img_size, drop_rate=self.drop_rate,
+                         drop_path_rate=self.drop_path_rate)
+        if self.patch_size is not None:
+            overrides["patch_size"] = self.patch_size
+        return get_config(self.model, **overrides)
+
+    def randaugment_ops(self) -> tuple[int, int] | None:
+        if not self.randaugment:
+            return None
+        try:
+            n, m = (int(v) for v in self.randaugment.split(","))
+        except ValueError as e:
+            raise ConfigError(f"randaugment must be 'num_ops,magnitude' like '2,9', got {self.randaugment!r}") from e
+        return n, m
+
+    def validate(self) -> None:
+        self.model_config()
+        self.randaugment_ops()
+        problems = []
+        if self.framework not in ("jax", "torch"):
+            problems.append(f"framework must be jax or torch, got {self.framework!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            problems.append(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.sharding not in ("data", "fsdp"):
+            problems.append(f"sharding must be data or fsdp, got {self.sharding!r}")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum_steps:
+            problems.append(f"batch_size {self.batch_size} is not divisible by grad_accum_steps {self.grad_accum_steps}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.teacher and not self.model_config().distilled:
+            problems.append(f"--teacher needs a distilled model (deit_*_distilled_*), not {self.model}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        values = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# Recipes documented in the README. `python train.py` with no arguments runs "digits".
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": dict(
+        model="vit_tiny_patch16_224", model_args=dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0, num_classes=10),
+        img_size=16, patch_size=4, dataset="digits", pad_crop=2, label_smoothing=0.1, epochs=60, batch_size=64,
+        lr=2e-3, warmup_epochs=5, weight_decay=0.05, workdir="runs/digits", checkpoint_every=500,
+    ),
+    "fashion_mnist": dict(
+        model="vit_tiny_patch16_224", model_args=dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10),
+        img_size=28, patch_size=4, dataset="idx:/usr/share/dataset-fashion-mnist", pad_crop=2, hflip=True,
+        label_smoothing=0.1, drop_path_rate=0.1, epochs=15, batch_size=128, lr=2e-3, warmup_epochs=1,
+        weight_decay=0.05, workdir="runs/fashion_mnist",
+    ),
+}
+
+
+def _field_parser(field: dataclasses.Field):
+    kind = typing.get_type_hints(TrainConfig)[field.name]
+    args = typing.get_args(kind)
+    base = next((a for a in args if a is not type(None)), kind) if args else kind
+    if base is bool:
+        return lambda s: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[s.lower()]
+    if base is dict:
+        return json.loads
+    if type(None) in args:
+        return lambda s, b=base: None if s.lower() in ("none", "") else b(s)
+    return base
+
+
+def parse_train_args(argv=None) -> TrainConfig:
+    """--preset NAME, then --FIELD VALUE for any TrainConfig field (dicts as JSON)."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train a ViT/DeiT in JAX (or --framework torch).",
+        epilog="Any field can be overridden, e.g. --epochs 5 --lr 3e-4 --model-args '{\"depth\": 6}'.")
+    parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
+    for field in dataclasses.fields(TrainConfig):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
+                            default=None, metavar=field.name.upper())
+    args = parser.parse_args(argv)
+    values = dict(PRESETS[args.preset])
+    overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
+    if "model_args" in overrides:  # merged into the preset's, not replacing them
+        overrides["model_args"] = {**values.get("model_args", {}), **overrides["model_args"]}
+    values.update(overrides)
+    config = TrainConfig(**values)
+    config.validate()
+    return config

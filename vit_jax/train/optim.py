@@ -1,0 +1,32 @@
+"""The optimizer: AdamW (decoupled decay on kernels only), warmup + cosine, clipping and a
+guard that skips non-finite steps. (Gradient accumulation happens inside the train step.)"""
+from __future__ import annotations
+
+import jax
+import optax
+
+from vit_common.train_config import TrainConfig
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warmup from 0 to lr, then cosine decay to min_lr, per optimizer step."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, max(warmup, 1), total, end_value=config.min_lr)
+
+
+def decay_mask(params):
+    """Weight decay on dense and conv kernels only: not biases, norms, tokens or position tables."""
+    def is_kernel(path, _):
+        return getattr(path[-1], "key", getattr(path[-1], "name", None)) == "kernel"
+    return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    parts = [optax.clip_by_global_norm(config.clip_grad_norm)] if config.clip_grad_norm else []
+    parts.append(optax.adamw(schedule, b1=0.9, b2=config.beta2, weight_decay=config.weight_decay, mask=decay_mask))
+    tx = optax.chain(*parts)
+    # A step whose gradients are not finite is skipped (and counted) instead of poisoning the
+    # run; the loop stops at max_bad_steps in a row, before optax would let one through.
+    return optax.apply_if_finite(tx, max_consecutive_errors=config.max_bad_steps + 1)

@@ -1,0 +1,124 @@
+"""The jitted train and eval steps, with explicit shardings over a device mesh."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh() -> Mesh:
+    """All devices (of all hosts) on one 'data' axis."""
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def state_shardings(mesh: Mesh, state, fsdp: bool):
+    """Replicated (data parallel), or FSDP: each array split over the devices along its largest
+    axis that divides evenly (small or indivisible arrays stay replicated)."""
+    n = mesh.devices.size
+
+    def spec(x):
+        if not fsdp or n == 1 or np.ndim(x) == 0 or np.size(x) < 2**14:
+            return NamedSharding(mesh, P())
+        axes = sorted(range(np.ndim(x)), key=lambda a: -np.shape(x)[a])
+        axis = next((a for a in axes if np.shape(x)[a] % n == 0), None)
+        if axis is None:
+            return NamedSharding(mesh, P())
+        return NamedSharding(mesh, P(*[("data" if a == axis else None) for a in range(np.ndim(x))]))
+
+    return jax.tree.map(spec, state)
+
+
+def _is_key(x) -> bool:
+    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def keys_to_data(tree):
+    """Typed PRNG keys -> raw uint32 key data, so checkpoints hold plain arrays."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def data_to_keys(tree, template):
+    return jax.tree.map(lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+                        tree, template)
+
+
+def soft_cross_entropy(logits, targets):
+    return -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+
+
+@dataclasses.dataclass
+class Steps:
+    """train(state, batch) -> (state, metrics) and evaluate(state, batch) -> metrics, jitted."""
+
+    graphdef: Any
+    tx: optax.GradientTransformation
+    accum: int
+    ema_decay: float | None
+    rest_template: Any  # the model's non-parameter state (RNG streams), with typed keys
+    teacher: Any = None  # graphdef of a teacher model for DeiT hard distillation
+
+    def loss(self, params, rest, teacher_state, images, labels, targets):
+        model = nnx.merge(self.graphdef, params, rest)
+        out = model(images)
+        if isinstance(out, tuple):  # distilled model in training: (class logits, distillation logits)
+            cls_logits, dist_logits = out
+            if self.teacher is not None:  # DeiT hard distillation: the teacher's argmax is the label
+                teacher = nnx.merge(self.teacher, teacher_state)
+                hard = jax.nn.one_hot(jnp.argmax(teacher(images), -1), dist_logits.shape[-1])
+                loss = 0.5 * soft_cross_entropy(cls_logits, targets) + 0.5 * soft_cross_entropy(dist_logits, hard)
+            else:
+                loss = 0.5 * (soft_cross_entropy(cls_logits, targets) + soft_cross_entropy(dist_logits, targets))
+            logits = (cls_logits + dist_logits) / 2
+        else:
+            logits = out
+            loss = soft_cross_entropy(logits, targets)
+        correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+        return jnp.mean(loss), (correct, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))))
+
+    def train_fn(self, state, batch, teacher_state):
+        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+
+        def micro_step(carry, mb):
+            grads, loss_sum, correct, rest = carry
+            (loss, (c, rest)), g = grad_fn(state["params"], rest, teacher_state, mb["image"], mb["label"], mb["target"])
+            return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, correct + c, rest), None
+
+        micro = jax.tree.map(lambda x: x.reshape(self.accum, -1, *x.shape[1:]), batch)
+        zeros = jax.tree.map(jnp.zeros_like, state["params"])
+        rest = data_to_keys(state["rest"], self.rest_template)
+        (grads, loss_sum, correct, rest), _ = jax.lax.scan(micro_step, (zeros, jnp.float32(0), jnp.int32(0), rest), micro)
+        rest = keys_to_data(rest)
+        grads = jax.tree.map(lambda g: g / self.accum, grads)
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = dict(state, step=state["step"] + 1, params=params, rest=rest, opt_state=opt_state)
+        if self.ema_decay is not None:
+            d = self.ema_decay
+            new["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
+        metrics = dict(loss=loss_sum / self.accum, correct=correct, grad_norm=optax.global_norm(grads),
+                       bad_steps=opt_state.notfinite_count, finite=opt_state.last_finite)
+        return new, metrics
+
+    def eval_fn(self, params, rest, batch):
+        model = nnx.merge(self.graphdef, params, data_to_keys(rest, self.rest_template))
+        model.eval()
+        logits = model(batch["image"])
+        loss = soft_cross_entropy(logits, jax.nn.one_hot(batch["label"], logits.shape[-1]))
+        mask = batch["mask"]
+        return dict(loss_sum=jnp.sum(jnp.where(mask, loss, 0.0)),
+                    correct=jnp.sum(jnp.where(mask, jnp.argmax(logits, -1) == batch["label"], False)),
+                    count=jnp.sum(mask))
+
+    def compile(self, state_sharding, batch_sharding, replicated):
+        """Jitted steps with explicit shardings; the train state's buffers are donated."""
+        train = jax.jit(self.train_fn, in_shardings=(state_sharding, batch_sharding, replicated),
+                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+        evaluate = jax.jit(self.eval_fn, in_shardings=(state_sharding["params"], state_sharding["rest"], batch_sharding),
+                           out_shardings=replicated)
+        return train, evaluate
