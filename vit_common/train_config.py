@@ -111,12 +111,12 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(
         model="vit_tiny_patch16_224", model_args=dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0, num_classes=10),
-        img_size=16, patch_size=4, dataset="digits", pad_crop=2, label_smoothing=0.1, epochs=60, batch_size=64,
-        lr=2e-3, warmup_epochs=5, weight_decay=0.05, workdir="runs/digits", checkpoint_every=500,
+        img_size=16, patch_size=4, dataset="digits", label_smoothing=0.1, epochs=20, batch_size=32,
+        lr=2e-3, warmup_epochs=2, weight_decay=0.05, workdir="runs/digits", checkpoint_every=500,
     ),
     "fashion_mnist": dict(
         model="vit_tiny_patch16_224", model_args=dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10),
-        img_size=28, patch_size=4, dataset="idx:/usr/share/dataset-fashion-mnist", pad_crop=2, hflip=True,
+        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", pad_crop=2, hflip=True,
         label_smoothing=0.1, drop_path_rate=0.1, epochs=15, batch_size=128, lr=2e-3, warmup_epochs=1,
         weight_decay=0.05, workdir="runs/fashion_mnist",
     ),

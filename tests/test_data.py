@@ -1,0 +1,330 @@
+"""vit_data: sources read back exactly, and the loader is deterministic, resumable and shardable."""
+import gzip
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_data import AugmentConfig, Source, load_source, make_loader
+from vit_data.augment import RAND_OPS, augment_record, mix_batch, pad_and_crop, rand_augment, soft_targets
+from vit_data.sources import ArrayRecords, digits_split_indices
+
+HEAVY = AugmentConfig(random_resized_crop=True, hflip=True, randaugment=(2, 9), pad_crop=2,
+                      mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
+
+
+def indexed_source(n: int, size: int = 8, chans: int = 1, constant: bool = False) -> Source:
+    """Record i has label i (so batches reveal which records they hold) and a distinct image."""
+    if constant:
+        images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None] * 3, (n, size, size, chans))
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (n, size, size, chans), dtype=np.uint8)
+    return Source(ArrayRecords(np.ascontiguousarray(images), np.arange(n)), num_classes=n, class_names=None,
+                  in_chans=chans, name=f"indexed{n}")
+
+
+def take(loader, k):
+    return [next(loader) for _ in range(k)]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def test_digits_source():
+    train, test = load_source("digits", "train"), load_source("digits", "test")
+    assert (len(train), len(test)) == (1438, 359)
+    assert train.num_classes == 10 and train.in_chans == 1 and train.class_names == [str(d) for d in range(10)]
+    record = train[0]
+    assert record["image"].shape == (8, 8, 1) and record["image"].dtype == np.uint8
+    train_labels = np.array([r["label"] for r in (train[i] for i in range(len(train)))])
+    test_labels = np.array([test[i]["label"] for i in range(len(test))])
+    assert set(train_labels) == set(test_labels) == set(range(10))
+    assert max(train[i]["image"].max() for i in range(len(train))) == 255
+    parts = digits_split_indices(np.concatenate([train_labels, test_labels]))  # any labels: disjoint, complete
+    assert not set(parts["train"]) & set(parts["test"])
+    assert len(load_source("digits", "train[:10%]")) == round(0.1 * 1438)
+    with pytest.raises(ValueError, match="splits"):
+        load_source("digits", "validation")
+
+
+def write_idx(path, array, compress):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = b"\0\0" + bytes([codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_source_reads_back_exactly(tmp_path, compress):
+    rng = np.random.default_rng(1)
+    data = {}
+    for prefix, n in (("train", 12), ("t10k", 5)):
+        images = rng.integers(0, 256, (n, 6, 7), dtype=np.uint8)
+        labels = rng.integers(0, 4, n).astype(np.uint8)
+        labels[0] = 3
+        suffix = ".gz" if compress else ""
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", images, compress)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", labels, compress)
+        data[prefix] = images, labels
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        source = load_source(f"idx:{tmp_path}", split)
+        images, labels = data[prefix]
+        assert len(source) == len(labels) and source.num_classes == 4 and source.in_chans == 1
+        assert source.class_names is None  # names only for Fashion-MNIST paths
+        for i in range(len(labels)):
+            np.testing.assert_array_equal(source[i]["image"], images[i][..., None])
+            assert source[i]["label"] == labels[i]
+    assert len(load_source(f"idx:{tmp_path}", "train[-4:]")) == 4
+
+
+def test_idx_errors_name_the_path(tmp_path):
+    with pytest.raises(ValueError, match=str(tmp_path / "missing")):
+        load_source(f"idx:{tmp_path / 'missing'}", "train")
+    with pytest.raises(ValueError, match="train-images"):
+        load_source(f"idx:{tmp_path}", "train")
+
+
+def test_fashion_idx_dir_gets_class_names(tmp_path):
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((10, 4, 4), np.uint8), False)
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(10, dtype=np.uint8), False)
+    source = load_source(f"idx:{folder}", "train")
+    assert source.class_names[0] == "T-shirt/top" and source.class_names[9] == "Ankle boot"
+
+
+def test_image_folder_source(tmp_path):
+    rng = np.random.default_rng(2)
+    written = {}
+    for split, counts in (("train", {"zebra": 2, "ant": 3}), ("test", {"ant": 1, "bee": 1})):
+        for name, count in counts.items():
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (5, 9, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+                written[(split, name, i)] = pixels
+    train = load_source(f"folder:{tmp_path}", "train")
+    assert train.class_names == ["ant", "bee", "zebra"] and train.num_classes == 3 and train.in_chans == 3
+    assert [train[i]["label"] for i in range(len(train))] == [0, 0, 0, 2, 2]
+    np.testing.assert_array_equal(train[3]["image"], written[("train", "zebra", 0)])
+    test = load_source(f"folder:{tmp_path}", "test")
+    assert [test[i]["label"] for i in range(len(test))] == [0, 1]
+    with pytest.raises(ValueError, match="splits"):
+        load_source(f"folder:{tmp_path}", "val")
+    with pytest.raises(ValueError, match="nowhere"):
+        load_source(f"folder:{tmp_path / 'nowhere'}", "train")
+
+
+def test_tfds_source_through_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=20):
+        source = load_source("mnist", "train")
+        assert len(source) == 20 and source.num_classes == 10 and source.in_chans == 1
+        record = source[3]
+        assert record["image"].shape == (28, 28, 1) and record["image"].dtype == np.uint8
+        assert 0 <= record["label"] < 10
+        loader = make_loader(source, img_size=16, in_chans=3, batch_size=8, seed=0, train=True, augment=HEAVY)
+        batch = next(loader)
+        assert batch["image"].shape == (8, 16, 16, 3) and batch["target"].shape == (8, 10)
+        cifar = load_source("cifar10", "test[:50%]")  # the mock serves num_examples whatever the slice
+        assert cifar.in_chans == 3 and cifar[0]["image"].shape == (32, 32, 3)
+
+
+def test_tfds_errors_say_how_to_prepare(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ValueError, match="tfds build mnist"):
+        load_source("mnist", "train", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_source("no_such_dataset_anywhere", "train", data_dir=str(tmp_path))
+
+
+# --- loader: determinism, checkpoints, epochs, shards, eval --------------------------------------
+
+def test_loader_batches_and_determinism():
+    source = load_source("digits", "train")
+    make = lambda seed: make_loader(source, img_size=16, in_chans=3, batch_size=32, seed=seed, train=True,
+                                    augment=HEAVY)
+    first = take(make(0), 3)
+    batch = first[0]
+    assert batch["image"].shape == (32, 16, 16, 3) and batch["image"].dtype == np.float32
+    assert batch["label"].dtype == np.int32 and batch["mask"].dtype == bool and batch["mask"].all()
+    assert -1 <= batch["image"].min() and batch["image"].max() <= 1
+    assert make(0).steps_per_epoch == 1438 // 32
+    assert_batches_equal(first, take(make(0), 3))
+    other = take(make(1), 3)
+    assert not any(np.array_equal(a["image"], b["image"]) for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("k", [2, 5])  # mid-epoch, and across the epoch boundary (4 steps per epoch)
+def test_restore_mid_epoch_continues_bit_for_bit(k):
+    source = indexed_source(70)
+    make = lambda: make_loader(source, img_size=12, in_chans=3, batch_size=16, seed=7, train=True, augment=HEAVY)
+    loader = make()
+    take(loader, k)
+    state = json.loads(json.dumps(loader.get_state()))  # it goes through a JSON checkpoint
+    expected = take(loader, 4)
+    restored = make()
+    restored.set_state(state)
+    assert_batches_equal(expected, take(restored, 4))
+    with pytest.raises(ValueError, match="saved for"):
+        make_loader(source, img_size=12, in_chans=3, batch_size=16, seed=8, train=True).set_state(state)
+
+
+def test_state_carries_over_between_read_ahead_settings():
+    source = indexed_source(70)
+    make = lambda **kw: make_loader(source, img_size=12, in_chans=1, batch_size=16, seed=7, train=True,
+                                    augment=HEAVY, **kw)
+    loader = make(num_threads=0)
+    take(loader, 3)
+    state = loader.get_state()
+    assert state["step"] == 3
+    expected = take(loader, 3)
+    for kw in (dict(num_threads=2, prefetch=1), dict(num_workers=1)):  # threads, then a worker process
+        restored = make(**kw)
+        restored.set_state(state)
+        assert_batches_equal(expected, take(restored, 3))
+
+
+def test_epochs_reshuffle_and_drop_the_remainder():
+    source = indexed_source(50)
+    loader = make_loader(source, img_size=8, in_chans=1, batch_size=8, seed=0, train=True, num_epochs=2)
+    assert loader.steps_per_epoch == 6 and loader.num_batches == 12
+    labels = np.concatenate([b["label"] for b in loader])
+    epoch0, epoch1 = labels[:48], labels[48:]
+    assert len(set(epoch0)) == len(set(epoch1)) == 48  # no record twice within an epoch
+    assert not np.array_equal(epoch0, epoch1)
+
+
+def test_shards_split_every_global_batch():
+    source = indexed_source(64)
+    augment = AugmentConfig(random_resized_crop=True, hflip=True, randaugment=(2, 9), label_smoothing=0.1)
+    kwargs = dict(img_size=8, in_chans=1, seed=3, train=True, augment=augment)
+    whole = take(make_loader(source, batch_size=16, **kwargs), 6)  # crosses an epoch boundary
+    parts = [take(make_loader(source, batch_size=8, shard_index=i, shard_count=2, **kwargs), 6) for i in range(2)]
+    for global_batch, a, b in zip(whole, *parts):
+        assert not set(a["label"]) & set(b["label"])
+        for key in global_batch:  # per-record transforms do not depend on the shard
+            np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), global_batch[key])
+
+
+def test_eval_is_ordered_unaugmented_and_padded():
+    source = indexed_source(10, constant=True)
+    loader = make_loader(source, img_size=8, in_chans=1, batch_size=4, seed=5, train=False, augment=HEAVY)
+    batches = list(loader)  # one pass by default
+    assert loader.steps_per_epoch == len(batches) == 3
+    mask = np.concatenate([b["mask"] for b in batches])
+    labels = np.concatenate([b["label"] for b in batches])
+    assert mask.tolist() == [True] * 10 + [False] * 2
+    assert labels[:10].tolist() == list(range(10))
+    last = batches[-1]
+    assert np.all(last["target"][~last["mask"]] == 0) and np.all(last["target"][last["mask"]].sum(1) == 1)
+    np.testing.assert_array_equal(batches[0]["image"][2], np.full((8, 8, 1), 6 / 127.5 - 1, np.float32))
+    sharded = [list(make_loader(source, img_size=8, in_chans=1, batch_size=2, seed=0, train=False,
+                                shard_index=i, shard_count=2)) for i in range(2)]
+    seen = np.concatenate([b["label"][b["mask"]] for shard in sharded for b in shard])
+    assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_mean_std_normalisation():
+    source = indexed_source(4, constant=True)
+    batch = next(make_loader(source, img_size=8, in_chans=3, batch_size=4, seed=0, train=False,
+                             mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5)))
+    np.testing.assert_allclose(batch["image"][1, 0, 0], (3 / 255 - np.array([0.5, 0.4, 0.3])) / [0.2, 0.25, 0.5],
+                               rtol=1e-6)
+
+
+# --- augmentations -------------------------------------------------------------------------------
+
+def test_label_smoothing_value():
+    targets = soft_targets(np.array([2, 0]), 5, smoothing=0.1)
+    np.testing.assert_allclose(targets[0], [0.02, 0.02, 0.92, 0.02, 0.02], rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(1), 1, rtol=1e-6)
+    loader = make_loader(indexed_source(32), img_size=8, in_chans=1, batch_size=8, seed=0, train=True,
+                         augment=AugmentConfig(label_smoothing=0.2))
+    batch = next(loader)
+    on = batch["target"][np.arange(8), batch["label"]]
+    np.testing.assert_allclose(on, 1 - 0.2 + 0.2 / 32, rtol=1e-6)
+
+
+def test_mixup_targets_sum_to_one_and_match_the_pixels():
+    images = np.random.default_rng(0).uniform(-1, 1, (6, 4, 4, 1)).astype(np.float32)
+    targets = soft_targets(np.arange(6), 6, 0.1)
+    mixed, mixed_targets = mix_batch(images.copy(), targets, AugmentConfig(mixup_alpha=0.8),
+                                     np.random.default_rng(3))
+    np.testing.assert_allclose(mixed_targets.sum(1), 1, rtol=1e-6)
+    lam = (mixed_targets[0, 0] - 0.1 / 6) / (1 - 0.1)  # weight left on sample 0's own label
+    np.testing.assert_allclose(mixed[0], lam * images[0] + (1 - lam) * images[5], rtol=1e-5, atol=1e-6)
+    unmixed, _ = mix_batch(images.copy(), targets, AugmentConfig(mixup_alpha=0.8, mix_prob=0.0),
+                           np.random.default_rng(3))
+    np.testing.assert_array_equal(unmixed, images)
+
+
+def test_cutmix_lambda_is_the_pasted_area():
+    source = indexed_source(16, size=16, constant=True)
+    loader = make_loader(source, img_size=16, in_chans=1, batch_size=8, seed=0, train=True,
+                         augment=AugmentConfig(cutmix_alpha=1.0))
+    for batch in take(loader, 4):
+        own = batch["label"].astype(np.float32)[:, None, None, None] * 3 / 127.5 - 1
+        pasted = np.mean(~np.isclose(batch["image"], own), axis=(1, 2, 3))
+        partner = batch["label"][::-1]
+        np.testing.assert_allclose(batch["target"].sum(1), 1, rtol=1e-6)
+        np.testing.assert_allclose(batch["target"][np.arange(8), partner], pasted, atol=1e-6)
+        assert np.all(pasted == pasted[0])  # one box for the whole batch
+
+
+def test_pad_and_crop_matches_numpy_pad():
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for pad in (1, 2, 9):
+        padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)))
+        for top in range(2 * pad + 1):
+            for left in range(2 * pad + 1):
+                np.testing.assert_array_equal(pad_and_crop(pixels, pad, top, left),
+                                              padded[top:top + 5, left:left + 7])
+
+
+def test_randaugment_changes_pixels_deterministically():
+    image = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    config = AugmentConfig(randaugment=(2, 9))
+    outs = [augment_record(image, 20, 3, config, np.random.default_rng(s)) for s in range(12)]
+    assert all(o.shape == (20, 20, 3) and o.dtype == np.uint8 for o in outs)
+    assert sum(not np.array_equal(o, image) for o in outs) >= 6
+    np.testing.assert_array_equal(outs[4], augment_record(image, 20, 3, config, np.random.default_rng(4)))
+    for mode in ("L", "RGB"):  # every op runs on both modes and keeps size and mode
+        pil = Image.fromarray(image).convert(mode)
+        for name, op in RAND_OPS.items():
+            out = op(pil, 0.9, np.random.default_rng(0))
+            assert out.size == pil.size and out.mode == mode, name
+    assert rand_augment(Image.fromarray(image), 0, 9, np.random.default_rng(0)).tobytes() == image.tobytes()
+
+
+def test_vit_data_imports_no_framework():
+    import ast
+    import pathlib
+
+    import vit_data
+    for path in pathlib.Path(vit_data.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("jax", "torch", "tensorflow") for n in names), path
+    # Importing vit_data loads nothing heavy; building a loader imports grain, which itself imports
+    # jax when it is installed (grain's profiler), but never torch or TensorFlow.
+    code = ("import sys, vit_data; heavy = ('grain', 'jax', 'torch', 'tensorflow', 'sklearn');"
+            "print(sorted(m for m in heavy if m in sys.modules));"
+            "next(vit_data.make_loader(vit_data.load_source('digits', 'test'), img_size=8, in_chans=1,"
+            " batch_size=4, seed=0, train=False));"
+            "print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "[]"]
