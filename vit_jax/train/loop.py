@@ -136,7 +136,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     images_seen, best, history = 0, 0.0, []
     bar = tqdm(total=total_steps, initial=start, disable=not progress or host != 0, unit="step", dynamic_ncols=True)
-    step = start
+    step = last_saved = start
     window = dict(loss=0.0, correct=0, n=0, images=0, t=time.perf_counter())
     try:
         while step < total_steps and not stop_requested:
@@ -163,6 +163,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step % config.checkpoint_every == 0:
                 checkpointer.save(step, state, train_loader.get_state())
+                last_saved = step
             if epoch_end:
                 result = evaluate()
                 best = max(best, result["accuracy"])
@@ -171,8 +172,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                     log.write(step, "test", result)
                 tqdm.write(f"epoch {step // steps_per_epoch}/{config.epochs}: test loss {result['loss']:.4f} "
                            f"accuracy {result['accuracy']:.4f}") if progress and host == 0 else None
-        if stop_requested:  # SIGTERM: save where we are and leave cleanly
-            checkpointer.save(step, state, train_loader.get_state(), force=True)
+        if stop_requested:  # SIGTERM: save where we are (unless just saved) and leave cleanly
+            if last_saved != step:
+                checkpointer.save(step, state, train_loader.get_state(), force=True)
             checkpointer.close()
             print(f"SIGTERM: saved step {step} to {workdir / 'checkpoints'}; rerun the same command to resume")
             return dict(stopped_at=step)

@@ -1,0 +1,165 @@
+"""train.py with the JAX engine: resume after SIGKILL, SIGTERM, many devices, guards, errors.
+
+The run-level tests start real `python train.py` processes on a tiny model (digits at 8x8).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train as train_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--img-size", "8", "--patch-size", "4", "--batch-size", "32", "--epochs", "2", "--lr", "2e-3",
+        "--warmup-epochs", "0.5", "--drop-path-rate", "0.1", "--log-every", "1", "--checkpoint-every", "5",
+        "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}']
+
+
+def _cmd(workdir, *extra):
+    return [sys.executable, str(ROOT / "train.py"), *TINY, "--workdir", str(workdir), *extra]
+
+
+def _env(devices=1):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _run(workdir, *extra, devices=1):
+    result = subprocess.run(_cmd(workdir, *extra), cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _final(workdir):
+    with np.load(Path(workdir) / "final.npz") as f:
+        return {k: f[k] for k in f.files if not k.startswith("__")}
+
+
+def _train_losses(workdir):
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
+
+
+def _wait_for_checkpoint(workdir, proc, timeout=120):
+    ckpts = Path(workdir) / "checkpoints"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+            return
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        time.sleep(0.02)
+    raise TimeoutError("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    _run(workdir)
+    return workdir
+
+
+def test_uninterrupted_run_leaves_everything_people_expect(reference_run):
+    names = {p.name for p in reference_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "summary.json", "final.npz", "training_curves.png", "tensorboard",
+            "checkpoints"} <= names
+    summary = json.loads((reference_run / "summary.json").read_text())
+    assert summary["steps"] == 2 * 44 and summary["parameters"] > 0 and 0 < summary["test_accuracy"] <= 1
+    from vit_common import read_checkpoint
+    ckpt = read_checkpoint(reference_run / "final.npz")  # the canonical export loads with no flags
+    assert ckpt.config.embed_dim == 32 and ckpt.meta["class_names"][:2] == ["0", "1"]
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, tmp_path):
+    proc = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "final.npz").exists()
+    resumed = _run(tmp_path)
+    assert "resumed from step" in resumed.stdout
+    want, got = _final(reference_run), _final(tmp_path)
+    assert want.keys() == got.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert _train_losses(tmp_path) == _train_losses(reference_run)  # the log has no gaps or repeats
+
+
+def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
+    proc = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: saved step" in out
+    _run(tmp_path)
+    want, got = _final(reference_run), _final(tmp_path)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_eight_devices_match_one_data_parallel_and_fsdp(tmp_path):
+    # Wide enough that FSDP really shards the MLP kernels (arrays of >= 2^14 elements).
+    args = ["--epochs", "1", "--model-args", '{"embed_dim": 128, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}']
+    _run(tmp_path / "one", *args, devices=1)
+    one = _train_losses(tmp_path / "one")
+    assert len(one) == 44
+    for sharding in ("data", "fsdp"):
+        _run(tmp_path / sharding, *args, "--sharding", sharding, devices=8)
+        assert json.loads((tmp_path / sharding / "summary.json").read_text())["devices"] == 8
+        eight = _train_losses(tmp_path / sharding)
+        assert eight.keys() == one.keys()
+        for step in one:
+            # float32: only the order of the cross-device sums differs
+            assert abs(eight[step] - one[step]) / max(1.0, abs(one[step])) <= 1e-5, (sharding, step)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "vit_nope_patch16_224"], "unknown model name"),
+    (["--img-size", "10"], "img_size 10 is not divisible by patch_size 4"),
+    (["--grad-accum-steps", "3"], "batch_size 32 is not divisible by grad_accum_steps 3"),
+    (["--dataset", "idx:/nonexistent/fashion"], "/nonexistent/fashion"),
+    (["--dataset", "not_a_dataset_name"], "not_a_dataset_name"),
+    (["--teacher", "teacher.npz"], "--teacher needs a distilled model"),
+])
+def test_bad_configuration_fails_before_any_compute(tmp_path, capsys, args, message):
+    assert train_cli.main(TINY + ["--workdir", str(tmp_path / "run"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    import vit_jax.train.loop as loop
+    from vit_common.train_config import parse_train_args
+
+    real = loop.make_loader
+
+    def poisoned(*args, **kwargs):
+        loader = real(*args, **kwargs)
+        if not kwargs.get("train"):
+            return loader
+
+        class Poisoned:
+            steps_per_epoch = loader.steps_per_epoch
+
+            def __next__(self):
+                batch = dict(next(loader))
+                batch["image"] = np.full_like(batch["image"], np.nan)
+                return batch
+
+            get_state, set_state = loader.get_state, loader.set_state
+
+        return Poisoned()
+
+    monkeypatch.setattr(loop, "make_loader", poisoned)
+    config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3"])
+    with pytest.raises(loop.TrainingStopped, match="3 steps in a row had non-finite loss or gradients"):
+        loop.train(config, progress=False)
