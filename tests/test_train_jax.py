@@ -163,3 +163,27 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3"])
     with pytest.raises(loop.TrainingStopped, match="3 steps in a row had non-finite loss or gradients"):
         loop.train(config, progress=False)
+
+
+def test_vit_convert_reads_training_runs(reference_run, tmp_path, capsys):
+    from vit_common import TIMM, read_checkpoint
+    from vit_common.convert import main as convert
+
+    final = _final(reference_run)
+    assert convert([str(reference_run), str(tmp_path / "run.safetensors")]) == 0  # a workdir: its latest step
+    assert "train.py run (orbax checkpoint of the Flax twin)" in capsys.readouterr().out
+    ckpt = read_checkpoint(tmp_path / "run.safetensors")
+    assert ckpt.weights.keys() == final.keys()
+    for k in final:
+        np.testing.assert_array_equal(ckpt.weights[k], final[k], err_msg=k)
+    step = max((p for p in (reference_run / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert convert([str(step), str(tmp_path / "step.npz")]) == 0  # one step folder
+    assert read_checkpoint(tmp_path / "step.npz").config == ckpt.config
+    assert convert([str(tmp_path), str(tmp_path / "x.npz")]) == 2
+    assert "neither a train.py workdir nor one of its checkpoint steps" in capsys.readouterr().err
+
+
+def test_deit_hard_distillation_from_a_teacher(reference_run, tmp_path):
+    result = _run(tmp_path, "--model", "deit_tiny_distilled_patch16_224", "--teacher",
+                  str(reference_run / "final.npz"), "--epochs", "1")
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 44, result.stdout[-500:]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, _existing, _read_npz, _read_state_dict
 from .config import ViTConfig
+from .flax_layout import FLAX
 from .infer import config_from_summary, summarize_canonical, summarize_timm
 from .layout import Weights, canonical_shapes, check_weights
 from .layouts import detect_layout, google_to_canonical, hf_to_timm
@@ -36,16 +39,20 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     of img_size / patch_size / num_classes adapt the weights (position embedding resampled
     with `posemb_method`, patch embedding PI-resized, a new zero head); others must fit.
     """
-    path = _existing(path)
-    if path.suffix == ".npz":
+    path = Path(path)
+    if path.is_dir():
+        raw, stored, meta = _read_training_run(path)
+    elif (path := _existing(path)).suffix == ".npz":
         raw, stored, meta = _read_npz(path)
     elif path.suffix in STATE_DICT_SUFFIXES:
         raw, stored, meta = _read_state_dict(path)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}")
-    layout = detect_layout(raw)
+    layout = "flax" if path.is_dir() else detect_layout(raw)
     meta = {**meta, "source_layout": layout}
-    if layout in ("timm", "hf"):
+    if layout == "flax":  # already canonical, converted from the twin's names on reading
+        summary = summarize_canonical(raw)
+    elif layout in ("timm", "hf"):
         raw = hf_to_timm(raw) if layout == "hf" else raw
         summary = summarize_timm(raw)
     else:
@@ -98,3 +105,38 @@ def adapt(weights: Weights, source: ViTConfig, target: ViTConfig, *, posemb_meth
                     weights[f"{head}/{part}"] = np.zeros(shapes[f"{head}/{part}"], np.float32)
         changes.append(f"head replaced: {source.num_classes} -> {target.num_classes} classes (zeros)")
     return weights, changes
+
+
+def _read_training_run(path: Path) -> tuple[Weights, ViTConfig, dict]:
+    """Parameters (the EMA ones when the run kept them, as its final export does) of the latest
+    orbax checkpoint of a train.py workdir, or of one checkpoint step folder in it."""
+    if (path / "checkpoints").is_dir():
+        workdir, steps = path, [p for p in (path / "checkpoints").iterdir() if p.name.isdigit()]
+        if not steps:
+            raise CheckpointError(f"{path}: a training workdir without a finished checkpoint")
+        step_dir = max(steps, key=lambda p: int(p.name))
+    elif path.name.isdigit() and (path / "state").is_dir():
+        workdir, step_dir = path.parent.parent, path
+    else:
+        raise CheckpointError(f"{path}: a folder, but neither a train.py workdir nor one of its checkpoint steps")
+    config_file = workdir / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{workdir}: no config.json beside the checkpoints")
+    config = ViTConfig.from_dict(json.loads(config_file.read_text())["model"])
+    import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
+
+    try:
+        state = ocp.StandardCheckpointer().restore(step_dir.absolute() / "state")
+    except Exception as e:  # orbax raises many types for a damaged folder
+        raise CheckpointError(f"{step_dir}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
+    params = state.get("ema", state["params"])
+    flat = {".".join(map(str, k)): np.asarray(v) for k, v in _flatten(params)}
+    return FLAX.import_(flat, config), config, {"source": f"{step_dir} (step {step_dir.name})"}
+
+
+def _flatten(tree, prefix=()):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v

@@ -30,6 +30,7 @@ LAYOUT_NAMES = {
     "big_vision": "Google big_vision",
     "timm": "timm state dict",
     "hf": "HuggingFace transformers state dict",
+    "flax": "train.py run (orbax checkpoint of the Flax twin)",
 }
 
 
