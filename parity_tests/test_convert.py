@@ -131,3 +131,32 @@ def test_same_state_dict_as_timms_own_npz_loader(tmp_path, build, extra):
     ours = TIMM.export(read_checkpoint(src).weights, cfg)
     for k, v in theirs.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), ours[k], err_msg=k)
+
+
+@pytest.mark.parametrize("layout", ["linen", "big_vision", "run folder"])
+def test_writing_the_other_layouts_and_run_folders(tmp_path, capsys, layout):
+    cfg = get_config("vit_base_patch16_map_224", **TI)  # no class token: every layout can hold it
+    w = random_canonical(cfg)
+    save_npz(src := tmp_path / "src.npz", w, cfg)
+    dst = tmp_path / ("run" if layout == "run folder" else "out.npz")
+    extra = [] if layout == "run folder" else ["--layout", layout]
+    assert convert([str(src), str(dst), *extra]) == 0
+    if layout != "run folder":
+        with np.load(dst) as f:
+            assert any(k.startswith("params/" if layout == "big_vision" else "Transformer/encoderblock_0/LayerNorm_1")
+                       for k in f.files)
+    back = read_checkpoint(dst)
+    assert back.config == cfg and back.weights.keys() == w.keys()
+    assert all(np.array_equal(back.weights[k], w[k]) for k in w)
+    images = random_images(cfg, 2)
+    want, _, _ = reference.forward(w, cfg, images)
+    assert rel_error(run_jax(vit_jax.create_model(checkpoint=dst), images).logits, want) <= FLOAT32_TOL
+    assert rel_error(run_torch(vit_torch.create_model(checkpoint=dst), images).logits, want) <= FLOAT32_TOL
+
+
+def test_big_vision_cannot_hold_a_class_token_position(tmp_path, capsys):
+    cfg = get_config("vit_base_patch16_224", **TI)
+    save_npz(src := tmp_path / "src.npz", random_canonical(cfg), cfg)
+    assert convert([str(src), str(tmp_path / "bv.npz"), "--layout", "big_vision"]) == 2
+    assert "big_vision adds the position embedding before the class token" in capsys.readouterr().err
+    assert not (tmp_path / "bv.npz").exists()

@@ -138,3 +138,18 @@ def test_new_class_count_gives_a_zero_head(tmp_path):
     assert any("head replaced" in c for c in ckpt.meta["adapted"])
     body = [k for k in canonical if not k.startswith("head")]
     _same({k: ckpt.weights[k] for k in body}, {k: canonical[k] for k in body})
+
+
+def test_writers_produce_the_official_layouts():
+    from vit_common.layouts import canonical_to_big_vision, canonical_to_linen
+
+    cfg = get_config("vit_base_patch16_map_224", **TINY)
+    w = random_canonical(cfg)
+    for ours, independent in [(canonical_to_linen(w), as_linen(w)), (canonical_to_big_vision(w), as_big_vision(w)),
+                              (canonical_to_big_vision(w, scanned=False), as_big_vision(w, scanned=False))]:
+        _same(ours, independent)
+    bv = canonical_to_big_vision(w)
+    assert bv["params/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"].shape == (2, 48, 192)
+    assert bv["params/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"].shape == (2, 48, 3, 16)
+    assert bv["params/pos_embedding"].shape == (1, 16, 48) and "params/MAPHead_0/probe" in bv
+    assert "Transformer/encoderblock_1/LayerNorm_1/scale" in canonical_to_linen(w)

@@ -146,6 +146,37 @@ def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], co
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ViTConfig) -> None:
+    """A folder laid out like a train.py run (config.json, checkpoints/0/state as orbax), so the
+    JAX engine and read_checkpoint take it like a real run. Built aside, then renamed."""
+    import orbax.checkpoint as ocp  # lazily: it brings jax
+
+    from .flax_layout import FLAX
+
+    path = Path(path).absolute()
+    if path.exists():
+        raise CheckpointError(f"{path} exists; choose a new folder")
+    nested: dict = {}
+    for name, value in FLAX.export(weights, config).items():
+        *parents, leaf = name.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = np.asarray(value)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps({"model": config.to_dict()}, indent=2))
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / "checkpoints" / "0" / "state", {"params": nested})
+        checkpointer.wait_until_finished()
+        os.replace(tmp, path)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _tensor_to_numpy(t) -> np.ndarray:
     import torch
 

@@ -7,7 +7,7 @@ Reads Google's .npz files (vision_transformer before and after Linen, big_vision
 not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' / 'model' /
 'module.' or not) and HuggingFace ViT/DeiT state dicts. The architecture is inferred from the
 weights unless --model pins it; the config travels inside DST, so loading it needs no flags.
-DST is written atomically and is never SRC.
+It also reads and writes train.py run folders (orbax). DST is written atomically and is never SRC.
 """
 from __future__ import annotations
 
@@ -15,28 +15,45 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, save_npz, save_safetensors, save_torch
+from .checkpoint_io import CheckpointError, save_npz, save_safetensors, save_torch, save_training_dir
 from .checkpoints import Checkpoint, read_checkpoint
 from .config import ConfigError
 from .layout import WeightsMismatchError, count_params
-from .layouts import LAYOUT_NAMES
+from .layouts import LAYOUT_NAMES, canonical_to_big_vision, canonical_to_linen
 from .timm_layout import TIMM
 
-OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth")
+OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "(none: a train.py run folder)")
+NPZ_LAYOUTS = ("canonical", "linen", "big_vision")
 
 
-def write_checkpoint(ckpt: Checkpoint, dst: str | Path) -> None:
-    """Canonical .npz, or timm-named .safetensors / .pt / .pth, with config and metadata inside."""
+def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical") -> None:
+    """.npz in a Google layout, timm-named .safetensors / .pt / .pth, or (no suffix) a folder
+    laid out like a train.py run; the config and metadata always travel inside."""
     dst = Path(dst)
     meta = {k: v for k, v in ckpt.meta.items() if k in ("class_names", "preprocess")}
-    if dst.suffix == ".npz":
-        save_npz(dst, ckpt.weights, ckpt.config, meta)
+    if layout != "canonical" and dst.suffix != ".npz":
+        raise CheckpointError(f"--layout {layout} is for .npz files, not {dst.suffix or 'folders'}")
+    if dst.suffix == "":
+        save_training_dir(dst, ckpt.weights, ckpt.config)
+    elif dst.suffix == ".npz":
+        save_npz(dst, _google_layout(ckpt, layout), ckpt.config, meta)
     elif dst.suffix == ".safetensors":
         save_safetensors(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
     elif dst.suffix in (".pt", ".pth"):
         save_torch(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
     else:
         raise CheckpointError(f"{dst}: cannot write {dst.suffix!r}; choose one of {OUTPUT_SUFFIXES}")
+
+
+def _google_layout(ckpt: Checkpoint, layout: str):
+    if layout == "canonical":
+        return ckpt.weights
+    if layout == "linen":
+        return canonical_to_linen(ckpt.weights)
+    if ckpt.config.num_prefix_tokens and not ckpt.config.no_embed_class and ckpt.config.pos_embed == "learn":
+        raise CheckpointError("big_vision adds the position embedding before the class token, but this model's "
+                              "table has an entry for it (no_embed_class=False); write --layout canonical or linen")
+    return canonical_to_big_vision(ckpt.weights)
 
 
 def parse_args(argv):
@@ -49,6 +66,8 @@ def parse_args(argv):
     parser.add_argument("--patch-size", type=int, help="PI-resize the patch embedding to this patch size")
     parser.add_argument("--num-classes", type=int, help="replace the head by a zero head with K classes (0: none)")
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
+    parser.add_argument("--layout", default="canonical", choices=NPZ_LAYOUTS,
+                        help="for .npz output: Google's pre-Linen names (canonical, default), Linen names, or big_vision")
     parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),
                         help="zoom: bilinear with corners aligned, as Google's code (default); "
                              "bilinear / bicubic: timm's (corners not aligned)")
@@ -60,12 +79,12 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in (("img_size", args.img_size), ("patch_size", args.patch_size),
                                    ("num_classes", args.num_classes), ("num_heads", args.num_heads)) if v is not None}
     try:
-        if args.dst.suffix not in OUTPUT_SUFFIXES:
+        if args.dst.suffix not in OUTPUT_SUFFIXES[:-1] + ("",):
             raise CheckpointError(f"{args.dst}: cannot write {args.dst.suffix!r}; choose one of {OUTPUT_SUFFIXES}")
         if args.dst.resolve() == args.src.resolve():
             raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
-        write_checkpoint(ckpt, args.dst)
+        write_checkpoint(ckpt, args.dst, args.layout)
     except (CheckpointError, ConfigError, WeightsMismatchError) as e:
         print(f"vit-convert: error: {e}", file=sys.stderr)
         return 2
@@ -77,7 +96,8 @@ def main(argv=None) -> int:
           f"({count_params(cfg):,} parameters)")
     for change in ckpt.meta.get("adapted", []):
         print(f"adapt {change}")
-    print(f"wrote {args.dst} ({args.dst.stat().st_size / 2**20:.1f} MiB)")
+    size = sum(p.stat().st_size for p in args.dst.rglob("*") if p.is_file()) if args.dst.is_dir() else args.dst.stat().st_size
+    print(f"wrote {args.dst} ({size / 2**20:.1f} MiB)")
     return 0
 
 

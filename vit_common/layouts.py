@@ -146,3 +146,37 @@ def hf_to_timm(raw: Weights) -> Weights:
     if unknown:
         raise CheckpointError(f"HuggingFace checkpoint has names this converter does not know: {unknown[:8]}")
     return out
+
+
+# Writers: canonical -> the other Google layouts (the inverse of google_to_canonical).
+_CANONICAL_TO_LINEN = {v: k for k, v in _LINEN_TO_CANONICAL.items()}
+
+
+def canonical_to_linen(weights: Weights) -> Weights:
+    """vision_transformer's Linen names: modules numbered per type inside a block."""
+    out = {}
+    for name, value in weights.items():
+        if match := _BLOCK.match(name):
+            index, module, rest = match.groups()
+            name = f"Transformer/encoderblock_{index}/{_CANONICAL_TO_LINEN[module]}/{rest}"
+        out[name] = value
+    return out
+
+
+def canonical_to_big_vision(weights: Weights, scanned: bool = True) -> Weights:
+    """big_vision: params/ prefix, Linen names, top-level pos_embedding, optionally scanned blocks.
+
+    big_vision adds the position embedding before the class token is attached, so a table with
+    entries for the class token cannot be written in this layout."""
+    linen = canonical_to_linen(weights)
+    table = linen.pop("Transformer/posembed_input/pos_embedding", None)
+    if table is not None:
+        linen["pos_embedding"] = table
+    if scanned:
+        blocks: dict[str, dict[int, np.ndarray]] = {}
+        for name in [k for k in linen if k.startswith("Transformer/encoderblock_")]:
+            index, rest = re.match(r"^Transformer/encoderblock_(\d+)/(.*)$", name).groups()
+            blocks.setdefault(rest, {})[int(index)] = linen.pop(name)
+        for rest, per_block in blocks.items():
+            linen[f"Transformer/encoderblock/{rest}"] = np.stack([per_block[i] for i in sorted(per_block)])
+    return {f"params/{k}": v for k, v in linen.items()}

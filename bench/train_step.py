@@ -1,0 +1,123 @@
+"""Training-step throughput (images/s) of vit_jax and vit_torch on the same config, side by side.
+
+    python bench/train_step.py [--model vit_tiny_patch16_224] [--img-size 224] [--batch 32]
+                               [--steps 20] [--dtype float32|bfloat16] [--model-args JSON]
+
+One step = forward, cross-entropy, backward, AdamW update, for the same model, batch and
+precision in both frameworks (jax: the engine's jitted, donated step; torch: eager, and
+torch.compile with --compile). Reports images/s and the JAX/PyTorch ratio; on a GPU also model
+FLOPs utilisation. Absolute numbers only mean something on a GPU; on a CPU read the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import vit_torch
+from vit_common import count_params, get_config
+from vit_common.train_config import TrainConfig
+from vit_jax.models import VisionTransformer
+from vit_jax.train.optim import make_optimizer
+from vit_jax.train.step import Steps, keys_to_data, make_mesh, state_shardings
+
+
+def time_steps(step, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def jax_step(cfg, batch: int, dtype):
+    model = VisionTransformer(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
+    tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=1000)
+    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params))
+    mesh = make_mesh()
+    shardings = state_shardings(mesh, state, fsdp=False)
+    state = jax.device_put(state, shardings)
+    train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
+        shardings, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
+    rng = np.random.default_rng(0)
+    data = dict(image=rng.uniform(-1, 1, (batch, cfg.img_size, cfg.img_size, cfg.in_chans)).astype(np.float32),
+                label=rng.integers(0, cfg.num_classes, batch).astype(np.int32))
+    data["target"] = np.eye(cfg.num_classes, dtype=np.float32)[data["label"]]
+    data = jax.device_put(data, NamedSharding(mesh, P("data")))
+    box = [state]
+
+    def step():
+        box[0], metrics = train(box[0], data, {})
+        jax.block_until_ready(metrics["loss"])
+
+    return step
+
+
+def torch_step(cfg, batch: int, dtype, compile_model: bool):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False  # the same float32 work as JAX's 'highest'
+    model = vit_torch.VisionTransformer(cfg).to(device).train()
+    forward = torch.compile(model) if compile_model else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    x = torch.rand(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device) * 2 - 1
+    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == jnp.bfloat16)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vit_tiny_patch16_224")
+    parser.add_argument("--model-args", type=json.loads, default={})
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    args = parser.parse_args(argv)
+    cfg = get_config(args.model, img_size=args.img_size, **args.model_args)
+    dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+    runs = {"jax (jit)": jax_step(cfg, args.batch, dtype), "torch (eager)": torch_step(cfg, args.batch, dtype, False)}
+    if args.compile:
+        runs["torch (compile)"] = torch_step(cfg, args.batch, dtype, True)
+    # ~6 * params * tokens FLOPs per image for forward + backward (attention's T^2 terms aside).
+    flops = 6 * count_params(cfg) * (cfg.num_patches + cfg.num_prefix_tokens)
+    print(f"{args.model} img {cfg.img_size} batch {args.batch} {args.dtype}, {count_params(cfg):,} parameters, "
+          f"on {jax.devices()[0].platform}")
+    results = {}
+    for name, step in runs.items():
+        time_steps(step, 3)  # compile and warm up
+        median = statistics.median(time_steps(step, args.steps))
+        results[name] = args.batch / median
+        print(f"  {name:16s} {results[name]:10,.1f} images/s  ({median * 1e3:.1f} ms/step, "
+              f"{flops * results[name] / 1e12:.2f} TFLOP/s model)")
+    base = results["torch (eager)"]
+    for name, rate in results.items():
+        print(f"  {name:16s} {rate / base:5.2f}x torch eager")
+
+
+if __name__ == "__main__":
+    main()
