@@ -4,8 +4,6 @@ For each one: both twins match the float64 reference, and the broken variant (ta
 eps 1e-5, a missing NHWC/NCHW transpose, the other position-embedding convention) is caught
 by a margin above the float32 tolerance.
 """
-import functools
-
 import jax
 import numpy as np
 import pytest

@@ -217,7 +217,7 @@ def test_unreadable_checkpoints_fail_clearly(tmp_path):
 
 def test_sincos_tables():
     t1 = sincos_1d(10, 8)
-    pos, i = 7, 3  # channel 2i = 6 is sin, 7 is cos, at frequency 10000^(-2i/d)
+    pos = 7  # channel 2i = 6 (i = 3) is sin, 7 is cos, at frequency 10000^(-2i/d)
     np.testing.assert_allclose(t1[pos, 6], np.sin(pos / 10000 ** (6 / 8)))
     np.testing.assert_allclose(t1[pos, 7], np.cos(pos / 10000 ** (6 / 8)))
     t2 = sincos_2d(4, 16)

@@ -1,7 +1,6 @@
 """vit_torch alone: parameter counts, options, shapes, modes, initialisation, errors."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

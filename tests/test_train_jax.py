@@ -136,7 +136,8 @@ def test_bad_configuration_fails_before_any_compute(tmp_path, capsys, args, mess
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 5])  # the guard is read at log steps; optax must hold until then
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, log_every):
     import vit_jax.train.loop as loop
     from vit_common.train_config import parse_train_args
 
@@ -160,13 +161,14 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
         return Poisoned()
 
     monkeypatch.setattr(loop, "make_loader", poisoned)
-    config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3"])
-    with pytest.raises(loop.TrainingStopped, match="3 steps in a row had non-finite loss or gradients"):
+    config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3", "--log-every", str(log_every)])
+    with pytest.raises(loop.TrainingStopped, match=f"{max(3, log_every)} steps in a row had non-finite loss or gradients"):
         loop.train(config, progress=False)
+    # Counting up to 5 in a row shows optax kept skipping until the loop looked.
 
 
 def test_vit_convert_reads_training_runs(reference_run, tmp_path, capsys):
-    from vit_common import TIMM, read_checkpoint
+    from vit_common import read_checkpoint
     from vit_common.convert import main as convert
 
     final = _final(reference_run)

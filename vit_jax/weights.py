@@ -8,7 +8,7 @@ import numpy as np
 from flax import nnx
 
 from vit_common import Weights, check_weights
-from vit_common.flax_layout import FLAX, FlaxLayout  # noqa: F401  (re-exported)
+from vit_common.flax_layout import FLAX  # noqa: F401  (re-exported for the engine)
 
 from .models import VisionTransformer
 

@@ -134,16 +134,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         return dict(loss=totals["loss_sum"] / totals["count"], accuracy=totals["correct"] / totals["count"])
 
     t0 = time.perf_counter()
-    images_seen, best, history = 0, 0.0, []
+    best = 0.0
     bar = tqdm(total=total_steps, initial=start, disable=not progress or host != 0, unit="step", dynamic_ncols=True)
     step = last_saved = start
-    window = dict(loss=0.0, correct=0, n=0, images=0, t=time.perf_counter())
+    window = dict(images=0, t=time.perf_counter())  # images/s over the last log interval
     try:
         while step < total_steps and not stop_requested:
             batch = next(train_loader)
             state, metrics = train_step(state, global_batch(batch), teacher_state)
             step += 1
-            window["n"] += 1
             window["images"] += config.batch_size
             if step % config.log_every == 0 or step == total_steps:
                 m = jax.device_get(metrics)
@@ -157,8 +156,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 if log:
                     log.write(step, "train", values)
                 bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{values['accuracy']:.3f}", img_s=f"{rate:,.0f}")
-                images_seen += window["images"]
-                window = dict(loss=0.0, correct=0, n=0, images=0, t=time.perf_counter())
+                window = dict(images=0, t=time.perf_counter())
             bar.update(1)
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step % config.checkpoint_every == 0:
@@ -167,11 +165,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             if epoch_end:
                 result = evaluate()
                 best = max(best, result["accuracy"])
-                history.append(result)
                 if log:
                     log.write(step, "test", result)
-                tqdm.write(f"epoch {step // steps_per_epoch}/{config.epochs}: test loss {result['loss']:.4f} "
-                           f"accuracy {result['accuracy']:.4f}") if progress and host == 0 else None
+                if progress and host == 0:
+                    tqdm.write(f"epoch {step // steps_per_epoch}/{config.epochs}: test loss {result['loss']:.4f} "
+                               f"accuracy {result['accuracy']:.4f}")
         if stop_requested:  # SIGTERM: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
                 checkpointer.save(step, state, train_loader.get_state(), force=True)

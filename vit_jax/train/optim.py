@@ -28,5 +28,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     parts.append(optax.adamw(schedule, b1=0.9, b2=config.beta2, weight_decay=config.weight_decay, mask=decay_mask))
     tx = optax.chain(*parts)
     # A step whose gradients are not finite is skipped (and counted) instead of poisoning the
-    # run; the loop stops at max_bad_steps in a row, before optax would let one through.
-    return optax.apply_if_finite(tx, max_consecutive_errors=config.max_bad_steps + 1)
+    # run. optax must never let one through (it would after max_consecutive_errors); the loop
+    # reads the count at each log step and stops the run at max_bad_steps in a row.
+    return optax.apply_if_finite(tx, max_consecutive_errors=2**30)
