@@ -22,7 +22,12 @@ def main(argv=None) -> int:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     if config.framework == "torch":
-        from vit_torch.train import TrainingStopped, train
+        try:
+            from vit_torch.train import TrainingStopped, train
+        except ModuleNotFoundError:
+            print("train.py: error: --framework torch: the PyTorch training loop is not in this version yet; "
+                  "train with --framework jax (the default) and convert with vit-convert", file=sys.stderr)
+            return 2
     else:
         from vit_jax.train import TrainingStopped, train
     try:
