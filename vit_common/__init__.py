@@ -2,8 +2,8 @@
 
 Imports neither jax nor torch.
 """
-from .checkpoint_io import CheckpointError, load_canonical, load_npz, load_state_dict, save_npz, save_safetensors
-from .checkpoints import Checkpoint, read_checkpoint
+from .checkpoint_io import CheckpointError, load_npz, load_state_dict, save_npz, save_safetensors
+from .checkpoints import Checkpoint, load_canonical, read_checkpoint
 from .config import ConfigError, ViTConfig
 from .layout import Weights, WeightsMismatchError, canonical_shapes, check_weights, count_params, links
 from .posemb import fixed_pos_embed

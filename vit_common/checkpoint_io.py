@@ -11,8 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .config import ViTConfig
-from .layout import Weights, check_weights
-from .timm_layout import TIMM
+from .layout import Weights
 
 CONFIG_KEY = "__config__"  # npz entry / safetensors metadata key holding the model config as JSON
 META_KEY = "__meta__"  # JSON: class names, the preprocessing the weights expect, where they came from
@@ -151,18 +150,12 @@ def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray]
     JAX engine and read_checkpoint take it like a real run. Built aside, then renamed."""
     import orbax.checkpoint as ocp  # lazily: it brings jax
 
-    from .flax_layout import FLAX
+    from .flax_layout import FLAX, nest_params
 
     path = Path(path).absolute()
     if path.exists():
         raise CheckpointError(f"{path} exists; choose a new folder")
-    nested: dict = {}
-    for name, value in FLAX.export(weights, config).items():
-        *parents, leaf = name.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = np.asarray(value)
+    nested = nest_params(FLAX.export(weights, config))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "config.json").write_text(json.dumps({"model": config.to_dict()}, indent=2))
@@ -184,22 +177,6 @@ def _tensor_to_numpy(t) -> np.ndarray:
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16; widening is exact
         t = t.float()
     return t.numpy()
-
-
-def load_canonical(path: str | os.PathLike, config: ViTConfig) -> Weights:
-    """Canonical weights for `config` from a canonical .npz or a timm-named state dict."""
-    path = _existing(path)
-    if path.suffix == ".npz":
-        weights, _ = load_npz(path)
-    elif path.suffix in STATE_DICT_SUFFIXES:
-        state_dict, _ = load_state_dict(path)
-        weights = TIMM.import_(state_dict, config)
-    else:
-        raise CheckpointError(
-            f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}"
-        )
-    check_weights(weights, config, what=str(path))
-    return weights
 
 
 def _existing(path: str | os.PathLike) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, _existing, _read_npz, _read_state_dict
 from .config import ViTConfig
-from .flax_layout import FLAX
+from .flax_layout import FLAX, flatten_params
 from .infer import config_from_summary, summarize_canonical, summarize_timm
 from .layout import Weights, canonical_shapes, check_weights
 from .layouts import detect_layout, google_to_canonical, hf_to_timm
@@ -39,25 +39,9 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     of img_size / patch_size / num_classes adapt the weights (position embedding resampled
     with `posemb_method`, patch embedding PI-resized, a new zero head); others must fit.
     """
-    path = Path(path)
-    if path.is_dir():
-        raw, stored, meta = _read_training_run(path)
-    elif (path := _existing(path)).suffix == ".npz":
-        raw, stored, meta = _read_npz(path)
-    elif path.suffix in STATE_DICT_SUFFIXES:
-        raw, stored, meta = _read_state_dict(path)
-    else:
-        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}")
-    layout = "flax" if path.is_dir() else detect_layout(raw)
+    raw, layout, stored, meta = _read(path)
     meta = {**meta, "source_layout": layout}
-    if layout == "flax":  # already canonical, converted from the twin's names on reading
-        summary = summarize_canonical(raw)
-    elif layout in ("timm", "hf"):
-        raw = hf_to_timm(raw) if layout == "hf" else raw
-        summary = summarize_timm(raw)
-    else:
-        raw = google_to_canonical(raw)
-        summary = summarize_canonical(raw)
+    summary = summarize_timm(raw) if layout in ("timm", "hf") else summarize_canonical(raw)
 
     structural = {k: v for k, v in overrides.items() if k not in ADAPTABLE}
     if stored is not None and model is None:
@@ -77,6 +61,36 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
         meta["adapted"] = changes
     check_weights(weights, target, what=str(path))
     return Checkpoint(weights, target, meta)
+
+
+def load_canonical(path: str | os.PathLike, config: ViTConfig) -> Weights:
+    """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand."""
+    raw, layout, _, _ = _read(path)
+    weights = TIMM.import_(raw, config) if layout in ("timm", "hf") else raw
+    check_weights(weights, config, what=str(path))
+    return weights
+
+
+def _read(path: str | os.PathLike) -> tuple[Weights, str, ViTConfig | None, dict]:
+    """(weights, layout, stored config, metadata): canonical names for Google layouts and runs,
+    timm names for PyTorch state dicts (their heads need a config to split)."""
+    path = Path(path)
+    if path.is_dir():
+        raw, stored, meta = _read_training_run(path)  # already canonical
+        return raw, "flax", stored, meta
+    path = _existing(path)
+    if path.suffix == ".npz":
+        raw, stored, meta = _read_npz(path)
+    elif path.suffix in STATE_DICT_SUFFIXES:
+        raw, stored, meta = _read_state_dict(path)
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}")
+    layout = detect_layout(raw)
+    if layout == "hf":
+        raw = hf_to_timm(raw)
+    elif layout not in ("timm",):
+        raw = google_to_canonical(raw)
+    return raw, layout, stored, meta
 
 
 def adapt(weights: Weights, source: ViTConfig, target: ViTConfig, *, posemb_method: str = "zoom",
@@ -130,13 +144,5 @@ def _read_training_run(path: Path) -> tuple[Weights, ViTConfig, dict]:
     except Exception as e:  # orbax raises many types for a damaged folder
         raise CheckpointError(f"{step_dir}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
     params = state.get("ema", state["params"])
-    flat = {".".join(map(str, k)): np.asarray(v) for k, v in _flatten(params)}
-    return FLAX.import_(flat, config), config, {"source": f"{step_dir} (step {step_dir.name})"}
+    return FLAX.import_(flatten_params(params), config), config, {"source": f"{step_dir} (step {step_dir.name})"}
 
-
-def _flatten(tree, prefix=()):
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, prefix + (k,))
-        else:
-            yield prefix + (k,), v

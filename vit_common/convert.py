@@ -22,14 +22,21 @@ from .layout import WeightsMismatchError, count_params
 from .layouts import LAYOUT_NAMES, canonical_to_big_vision, canonical_to_linen
 from .timm_layout import TIMM
 
-OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "(none: a train.py run folder)")
+OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "")  # "": a folder laid out like a train.py run
 NPZ_LAYOUTS = ("canonical", "linen", "big_vision")
+
+
+def check_writable(dst: Path) -> None:
+    if dst.suffix not in OUTPUT_SUFFIXES:
+        raise CheckpointError(f"{dst}: cannot write {dst.suffix!r}; choose one of .npz, .safetensors, .pt, .pth, "
+                              "or a folder (no suffix)")
 
 
 def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical") -> None:
     """.npz in a Google layout, timm-named .safetensors / .pt / .pth, or (no suffix) a folder
     laid out like a train.py run; the config and metadata always travel inside."""
     dst = Path(dst)
+    check_writable(dst)
     meta = {k: v for k, v in ckpt.meta.items() if k in ("class_names", "preprocess")}
     if layout != "canonical" and dst.suffix != ".npz":
         raise CheckpointError(f"--layout {layout} is for .npz files, not {dst.suffix or 'folders'}")
@@ -39,10 +46,8 @@ def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical
         save_npz(dst, _google_layout(ckpt, layout), ckpt.config, meta)
     elif dst.suffix == ".safetensors":
         save_safetensors(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
-    elif dst.suffix in (".pt", ".pth"):
-        save_torch(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
     else:
-        raise CheckpointError(f"{dst}: cannot write {dst.suffix!r}; choose one of {OUTPUT_SUFFIXES}")
+        save_torch(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
 
 
 def _google_layout(ckpt: Checkpoint, layout: str):
@@ -79,8 +84,7 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in (("img_size", args.img_size), ("patch_size", args.patch_size),
                                    ("num_classes", args.num_classes), ("num_heads", args.num_heads)) if v is not None}
     try:
-        if args.dst.suffix not in OUTPUT_SUFFIXES[:-1] + ("",):
-            raise CheckpointError(f"{args.dst}: cannot write {args.dst.suffix!r}; choose one of {OUTPUT_SUFFIXES}")
+        check_writable(args.dst)  # before the (slow) read
         if args.dst.resolve() == args.src.resolve():
             raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)

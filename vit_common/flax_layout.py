@@ -36,3 +36,26 @@ class FlaxLayout(FrameworkLayout):
 
 
 FLAX = FlaxLayout()
+
+
+def flatten_params(tree) -> dict[str, np.ndarray]:
+    """A nested parameter dict (nnx.to_pure_dict, an orbax restore) -> '.'-joined flat names."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": v for name, v in flatten_params(value).items()})
+        else:
+            flat[str(key)] = np.asarray(value)
+    return flat
+
+
+def nest_params(flat) -> dict:
+    """The inverse of flatten_params (block indices stay strings, as orbax restores them)."""
+    nested: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = np.asarray(value)
+    return nested

@@ -97,15 +97,6 @@ class TrainConfig:
         if problems:
             raise ConfigError("; ".join(problems))
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        values = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
 
 # Recipes documented in the README. `python train.py` with no arguments runs "digits".
 PRESETS: dict[str, dict[str, Any]] = {

@@ -8,13 +8,13 @@ import numpy as np
 from flax import nnx
 
 from vit_common import Weights, check_weights
-from vit_common.flax_layout import FLAX  # noqa: F401  (re-exported for the engine)
+from vit_common.flax_layout import FLAX, flatten_params
 
 from .models import VisionTransformer
 
 
 def _flat(state: nnx.State) -> dict[str, np.ndarray]:
-    return {".".join(map(str, path)): np.asarray(var[...]) for path, var in nnx.to_flat_state(state)}
+    return flatten_params(nnx.to_pure_dict(state))
 
 
 def to_canonical(model: VisionTransformer) -> Weights:

@@ -1,6 +1,7 @@
 """The JAX training loop: data, sharded steps, checkpoints, evaluation, what a run leaves behind."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -13,12 +14,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from vit_common import ConfigError, count_params, save_npz
+from vit_common.flax_layout import FLAX, flatten_params
 from vit_common.run_log import RunLog, write_json
 from vit_common.train_config import TrainConfig
 from vit_data import AugmentConfig, load_source, make_loader
 
 from ..models import VisionTransformer
-from ..weights import FLAX
 from .checkpointing import RunCheckpointer, abstract_like
 from .optim import make_optimizer
 from .step import Steps, keys_to_data, make_mesh, state_shardings
@@ -111,15 +112,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         train_loader.set_state(data_state)
         print(f"resumed from step {start} ({workdir / 'checkpoints'})")
     if host == 0:
-        write_json(workdir / "config.json", dict(train=dataclass_dict(config), model=cfg.to_dict()))
+        write_json(workdir / "config.json", dict(train=dataclasses.asdict(config), model=cfg.to_dict()))
     log = RunLog(workdir, resume_step=start) if host == 0 else None
 
     stop_requested = []
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
 
     def global_batch(batch):
-        return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in batch.items()
-                if k != "mask"}
+        """This host's part of a batch -> arrays spanning the mesh (train steps ignore 'mask')."""
+        return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in batch.items()}
 
     def evaluate():
         params_for_eval = state["ema"] if config.ema_decay is not None else state["params"]
@@ -127,8 +128,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                              seed=0, train=False, shard_index=host, shard_count=hosts)
         totals = dict(loss_sum=0.0, correct=0, count=0)
         for batch in loader:
-            arrays = {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in batch.items()}
-            out = jax.device_get(eval_step(params_for_eval, state["rest"], arrays))
+            out = jax.device_get(eval_step(params_for_eval, state["rest"], global_batch(batch)))
             for k in totals:
                 totals[k] += out[k]
         return dict(loss=totals["loss_sum"] / totals["count"], accuracy=totals["correct"] / totals["count"])
@@ -192,23 +192,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         images_per_s=(step - start) * config.batch_size / wall if step > start else None,
         devices=devices, dtype=config.dtype, model=config.model)
     if host == 0:
-        flat = {".".join(map(str, k)): np.asarray(v) for k, v in _flatten(jax.device_get(params_out))}
-        save_npz(workdir / "final.npz", FLAX.import_(flat, cfg), cfg,
+        save_npz(workdir / "final.npz", FLAX.import_(flatten_params(jax.device_get(params_out)), cfg), cfg,
                  meta=dict(class_names=train_source.class_names, source=f"train.py {config.dataset}"))
         write_json(workdir / "summary.json", summary)
         log.plot(f"{config.model} on {config.dataset}")
     return summary
 
-
-def dataclass_dict(config) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(config)
-
-
-def _flatten(tree, prefix=()):
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, prefix + (k,))
-        else:
-            yield prefix + (k,), v
