@@ -3,60 +3,16 @@
 The run-level tests start real `python train.py` processes on a tiny model (digits at 8x8).
 """
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import train as train_cli
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--img-size", "8", "--patch-size", "4", "--batch-size", "32", "--epochs", "2", "--lr", "2e-3",
-        "--warmup-epochs", "0.5", "--drop-path-rate", "0.1", "--log-every", "1", "--checkpoint-every", "5",
-        "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}']
-
-
-def _cmd(workdir, *extra):
-    return [sys.executable, str(ROOT / "train.py"), *TINY, "--workdir", str(workdir), *extra]
-
-
-def _env(devices=1):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
-
-
-def _run(workdir, *extra, devices=1):
-    result = subprocess.run(_cmd(workdir, *extra), cwd=ROOT, env=_env(devices), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def _final(workdir):
-    with np.load(Path(workdir) / "final.npz") as f:
-        return {k: f[k] for k in f.files if not k.startswith("__")}
-
-
-def _train_losses(workdir):
-    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
-
-
-def _wait_for_checkpoint(workdir, proc, timeout=120):
-    ckpts = Path(workdir) / "checkpoints"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
-            return
-        assert proc.poll() is None, "the run ended before writing a checkpoint"
-        time.sleep(0.02)
-    raise TimeoutError("no checkpoint appeared")
+from tests.train_runs import (ROOT, TINY, final_weights as _final, poison_training_batches, run_train as _run,
+                        train_cmd as _cmd, train_env as _env, train_losses as _train_losses,
+                        wait_for_checkpoint as _wait_for_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +85,6 @@ def test_eight_devices_match_one_data_parallel_and_fsdp(tmp_path):
     (["--dataset", "idx:/nonexistent/fashion"], "/nonexistent/fashion"),
     (["--dataset", "not_a_dataset_name"], "not_a_dataset_name"),
     (["--teacher", "teacher.npz"], "--teacher needs a distilled model"),
-    (["--framework", "torch"], "the PyTorch training loop is not in this version yet"),
 ])
 def test_bad_configuration_fails_before_any_compute(tmp_path, capsys, args, message):
     assert train_cli.main(TINY + ["--workdir", str(tmp_path / "run"), *args]) == 2
@@ -139,32 +94,13 @@ def test_bad_configuration_fails_before_any_compute(tmp_path, capsys, args, mess
 
 @pytest.mark.parametrize("log_every", [1, 5])  # the guard is read at log steps; optax must hold until then
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, log_every):
-    import vit_jax.train.loop as loop
+    import vit_jax.train as loop
     from vit_common.train_config import parse_train_args
 
-    real = loop.make_loader
-
-    def poisoned(*args, **kwargs):
-        loader = real(*args, **kwargs)
-        if not kwargs.get("train"):
-            return loader
-
-        class Poisoned:
-            steps_per_epoch = loader.steps_per_epoch
-
-            def __next__(self):
-                batch = dict(next(loader))
-                batch["image"] = np.full_like(batch["image"], np.nan)
-                return batch
-
-            get_state, set_state = loader.get_state, loader.set_state
-
-        return Poisoned()
-
-    monkeypatch.setattr(loop, "make_loader", poisoned)
+    poison_training_batches(monkeypatch)
     config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3", "--log-every", str(log_every)])
     with pytest.raises(loop.TrainingStopped, match=f"{max(3, log_every)} steps in a row had non-finite loss or gradients"):
-        loop.train(config, progress=False)
+        loop.train(config, show_progress=False)
     # Counting up to 5 in a row shows optax kept skipping until the loop looked.
 
 

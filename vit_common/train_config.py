@@ -48,6 +48,7 @@ class TrainConfig:
     ema_decay: float | None = None
     dtype: str = "float32"  # float32 | bfloat16 (bf16 compute, float32 parameters and optimizer state)
     teacher: str | None = None  # DeiT hard distillation: a checkpoint of the teacher
+    init: str | None = None  # start from these weights: any checkpoint vit-convert reads, or a run folder
     # Scale.
     sharding: str = "data"  # data (replicated parameters) | fsdp (parameters sharded over the devices)
     # Bookkeeping.

@@ -1,4 +1,6 @@
 """The JAX training engine behind train.py."""
-from .loop import TrainingStopped, train
+from vit_common.train_run import TrainingStopped
+
+from .loop import train
 
 __all__ = ["TrainingStopped", "train"]

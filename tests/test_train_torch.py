@@ -1,0 +1,117 @@
+"""train.py --framework torch: resume after SIGKILL, SIGTERM, DDP, guards, errors (the mirror of
+tests/test_train_jax.py). The run-level tests start real `python train.py` processes on a tiny
+model (digits at 8x8)."""
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import train as train_cli
+from tests.train_runs import (ROOT, TINY, final_weights, poison_training_batches, run_train, train_cmd, train_env,
+                              train_losses, wait_for_checkpoint)
+
+TORCH = ("--framework", "torch")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    run_train(workdir, *TORCH)
+    return workdir
+
+
+def test_uninterrupted_run_leaves_everything_people_expect(reference_run):
+    names = {p.name for p in reference_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "summary.json", "final.npz", "training_curves.png", "tensorboard",
+            "checkpoints"} <= names
+    summary = json.loads((reference_run / "summary.json").read_text())
+    assert summary["framework"] == "torch" and summary["steps"] == 2 * 44 and 0 < summary["test_accuracy"] <= 1
+    from vit_common import read_checkpoint
+    ckpt = read_checkpoint(reference_run / "final.npz")
+    assert ckpt.config.embed_dim == 32 and ckpt.meta["class_names"][:2] == ["0", "1"]
+    assert len(list((reference_run / "checkpoints").glob("step_*.pt"))) == 3  # --keep-checkpoints
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, tmp_path):
+    proc = subprocess.Popen(train_cmd(tmp_path, *TORCH), cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "final.npz").exists()
+    resumed = run_train(tmp_path, *TORCH)
+    assert "resumed from step" in resumed.stdout
+    want, got = final_weights(reference_run), final_weights(tmp_path)
+    assert want.keys() == got.keys()
+    for k in want:  # drop path is on: its masks are a function of the step, so they replay exactly
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert train_losses(tmp_path) == train_losses(reference_run)
+
+
+def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
+    proc = subprocess.Popen(train_cmd(tmp_path, *TORCH), cwd=ROOT, env=train_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: saved step" in out
+    run_train(tmp_path, *TORCH)
+    want, got = final_weights(reference_run), final_weights(tmp_path)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_two_ddp_processes_match_one_process(tmp_path):
+    # Drop path off: each process draws its own masks, so with it on the runs agree in law only.
+    args = [*TORCH, "--epochs", "1", "--drop-path-rate", "0", "--grad-accum-steps", "2"]
+    run_train(tmp_path / "one", *args)
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    run_train(tmp_path / "two", *args, launcher=torchrun)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["devices"] == 2
+    one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert len(one) == 44 and two.keys() == one.keys()
+    for step in one:  # float32: only the order of the cross-process sums differs
+        assert abs(two[step] - one[step]) / max(1.0, abs(one[step])) <= 1e-5, step
+    # Not the parameters one by one: the attention key bias has an exactly zero gradient, and Adam
+    # scales its rounding noise up to full-size steps, so it wanders differently in each run (while
+    # the softmax ignores it). What the model computes is compared instead.
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert abs(two["test_loss"] - one["test_loss"]) <= 1e-4 * one["test_loss"]
+
+
+def test_bad_configuration_fails_before_any_compute(reference_run, tmp_path, capsys):
+    # A workdir resumes only the framework that started it.
+    assert train_cli.main(TINY + ["--workdir", str(reference_run)]) == 2
+    assert f"{reference_run} holds a --framework torch run" in capsys.readouterr().err
+    assert train_cli.main(TINY + [*TORCH, "--workdir", str(tmp_path / "run"), "--init", str(tmp_path / "nope.npz")]) == 2
+    assert "nope.npz" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("log_every", [1, 5])
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, log_every):
+    import vit_torch.train as loop
+    from vit_common.train_config import parse_train_args
+
+    poison_training_batches(monkeypatch)
+    config = parse_train_args(TINY + [*TORCH, "--workdir", str(tmp_path), "--max-bad-steps", "3",
+                                      "--log-every", str(log_every)])
+    with pytest.raises(loop.TrainingStopped, match=f"{max(3, log_every)} steps in a row had non-finite loss or gradients"):
+        loop.train(config, show_progress=False)
+
+
+def test_deit_hard_distillation_from_a_teacher(reference_run, tmp_path):
+    result = run_train(tmp_path, *TORCH, "--model", "deit_tiny_distilled_patch16_224", "--teacher",
+                       str(reference_run / "final.npz"), "--epochs", "1")
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 44, result.stdout[-500:]
+
+
+def test_bfloat16_autocast_trains(tmp_path):
+    run_train(tmp_path, *TORCH, "--dtype", "bfloat16", "--epochs", "1")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["dtype"] == "bfloat16" and np.isfinite(summary["test_loss"])
+    assert all(v.dtype == np.float32 for v in final_weights(tmp_path).values())  # float32 parameters

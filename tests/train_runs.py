@@ -1,0 +1,89 @@
+"""Run `python train.py` in a subprocess and read what the run left: shared by both twins'
+training tests (tests/test_train_jax.py, tests/test_train_torch.py)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny model on digits at 8x8: 44 steps per epoch at batch 32.
+TINY = ["--img-size", "8", "--patch-size", "4", "--batch-size", "32", "--epochs", "2", "--lr", "2e-3",
+        "--warmup-epochs", "0.5", "--drop-path-rate", "0.1", "--log-every", "1", "--checkpoint-every", "5",
+        "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}']
+
+
+def train_cmd(workdir, *extra, launcher=(sys.executable,)):
+    return [*launcher, str(ROOT / "train.py"), *TINY, "--workdir", str(workdir), *extra]
+
+
+def train_env(devices=1):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def run_train(workdir, *extra, devices=1, launcher=(sys.executable,)):
+    result = subprocess.run(train_cmd(workdir, *extra, launcher=launcher), cwd=ROOT, env=train_env(devices),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_weights(workdir):
+    with np.load(Path(workdir) / "final.npz") as f:
+        return {k: f[k] for k in f.files if not k.startswith("__")}
+
+
+def train_losses(workdir):
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
+
+
+def saved_steps(workdir):
+    """Finished checkpoints of either twin: orbax step folders (jax), step_N.pt files (torch)."""
+    folder = Path(workdir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.iterdir()]
+    return sorted(int(n) for n in names if n.isdigit()) + sorted(
+        int(n[5:-3]) for n in names if n.startswith("step_") and n.endswith(".pt"))
+
+
+def wait_for_checkpoint(workdir, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if saved_steps(workdir):
+            return
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        time.sleep(0.02)
+    raise TimeoutError("no checkpoint appeared")
+
+
+def poison_training_batches(monkeypatch):
+    """Make every training batch NaN (evaluation batches stay clean), for the guard tests."""
+    import vit_data
+
+    real = vit_data.make_loader
+
+    def poisoned(*args, **kwargs):
+        loader = real(*args, **kwargs)
+        if not kwargs.get("train"):
+            return loader
+
+        class Poisoned:
+            steps_per_epoch = loader.steps_per_epoch
+
+            def __next__(self):
+                batch = dict(next(loader))
+                batch["image"] = np.full_like(batch["image"], np.nan)
+                return batch
+
+            get_state, set_state = loader.get_state, loader.set_state
+
+        return Poisoned()
+
+    monkeypatch.setattr(vit_data, "make_loader", poisoned)

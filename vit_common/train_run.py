@@ -1,0 +1,176 @@
+"""What both twins' training loops share and is framework-free: the data and model config a
+recipe resolves to, initial weights from --init, the progress bar and logs, and what a finished
+run leaves behind (final.npz, summary.json, the curve PNG)."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint_io import save_npz
+from .config import ConfigError
+from .layout import Weights, count_params
+from .run_log import RunLog, write_json
+from .train_config import TrainConfig
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (too many non-finite steps in a row)."""
+
+
+@dataclasses.dataclass
+class RunData:
+    """A recipe's data and the model config it trains, for one host (or process) of several."""
+
+    config: TrainConfig
+    cfg: Any  # the model config, with the dataset's classes and channels
+    train_source: Any
+    test_source: Any
+    local_batch: int
+    shard_index: int
+    shard_count: int
+
+    def augment(self):
+        from vit_data import AugmentConfig
+
+        c = self.config
+        return AugmentConfig(random_resized_crop=c.random_resized_crop, pad_crop=c.pad_crop, hflip=c.hflip,
+                             randaugment=c.randaugment_ops(), mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
+                             label_smoothing=c.label_smoothing)
+
+    def train_loader(self):
+        from vit_data import make_loader
+
+        return make_loader(self.train_source, img_size=self.cfg.img_size, in_chans=self.cfg.in_chans,
+                           batch_size=self.local_batch, seed=self.config.seed, train=True, augment=self.augment(),
+                           shard_index=self.shard_index, shard_count=self.shard_count)
+
+    def test_loader(self):
+        from vit_data import make_loader
+
+        return make_loader(self.test_source, img_size=self.cfg.img_size, in_chans=self.cfg.in_chans,
+                           batch_size=self.local_batch, seed=0, train=False, shard_index=self.shard_index,
+                           shard_count=self.shard_count)
+
+
+def resolve_run(config: TrainConfig, *, shard_index: int, shard_count: int, replicas: int) -> RunData:
+    """Check the recipe against the data and the hardware (before any compute) and resolve it.
+    shard_count: hosts or processes reading data; replicas: devices the global batch splits over."""
+    from vit_data import load_source
+
+    if config.batch_size % (replicas * config.grad_accum_steps):
+        raise ConfigError(f"batch_size {config.batch_size} is not divisible by {replicas} devices x "
+                          f"{config.grad_accum_steps} accumulation steps; choose a multiple of "
+                          f"{replicas * config.grad_accum_steps}")
+    train_source = load_source(config.dataset, config.train_split, config.data_dir)
+    test_source = load_source(config.dataset, config.test_split, config.data_dir)
+    num_classes = config.model_args.get("num_classes", train_source.num_classes)
+    if num_classes != train_source.num_classes:
+        raise ConfigError(f"model_args num_classes={num_classes} but {config.dataset} has {train_source.num_classes} classes")
+    cfg = config.model_config().replace(num_classes=num_classes, in_chans=train_source.in_chans)
+    return RunData(config, cfg, train_source, test_source, config.batch_size // shard_count, shard_index, shard_count)
+
+
+def initial_weights(path: str, cfg) -> Weights:
+    """--init: canonical weights for `cfg` from any checkpoint vit-convert reads. Image size,
+    patch size and class count are adapted (a new zero head for a new class count); any other
+    difference is an error that lists the mismatched entries."""
+    from .checkpoints import read_checkpoint
+    from .layout import check_weights
+
+    ckpt = read_checkpoint(path, img_size=cfg.img_size, patch_size=cfg.patch_size, num_classes=cfg.num_classes)
+    check_weights(ckpt.weights, cfg, what=f"--init {path}")
+    return ckpt.weights
+
+
+def bad_steps_message(bad_steps: int, step: int) -> str:
+    return (f"{bad_steps} steps in a row had non-finite loss or gradients (step {step}); lower --lr, raise "
+            "--warmup-epochs, set --clip-grad-norm, or try --dtype float32")
+
+
+class Progress:
+    """The progress bar, metrics.jsonl / TensorBoard rows and per-epoch lines of one run (only the
+    first host or process writes; the others keep quiet)."""
+
+    def __init__(self, config: TrainConfig, total_steps: int, start: int, *, writer: bool, show: bool):
+        from tqdm import tqdm
+
+        self.config, self.steps_per_epoch = config, None
+        self.log = RunLog(config.workdir, resume_step=start) if writer else None
+        self.bar = tqdm(total=total_steps, initial=start, disable=not (show and writer), unit="step", dynamic_ncols=True)
+        self.show = show and writer
+        self.best = 0.0
+        self._window_start, self._window_images = time.perf_counter(), 0
+
+    def step(self, step: int, metrics: dict | None) -> None:
+        """One step done; `metrics` (loss, correct, grad_norm, bad_steps, global) at log steps."""
+        self._window_images += self.config.batch_size
+        if metrics is not None:
+            if int(metrics["bad_steps"]) >= self.config.max_bad_steps:
+                raise TrainingStopped(bad_steps_message(int(metrics["bad_steps"]), step))
+            rate = self._window_images / (time.perf_counter() - self._window_start)
+            values = dict(loss=float(metrics["loss"]), accuracy=float(metrics["correct"]) / self.config.batch_size,
+                          grad_norm=float(metrics["grad_norm"]), images_per_s=rate, bad_steps=float(metrics["bad_steps"]))
+            if self.log:
+                self.log.write(step, "train", values)
+            self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.3f}", img_s=f"{rate:,.0f}")
+            self._window_start, self._window_images = time.perf_counter(), 0
+        self.bar.update(1)
+
+    def evaluated(self, step: int, epoch: int, result: dict) -> None:
+        self.best = max(self.best, result["accuracy"])
+        if self.log:
+            self.log.write(step, "test", result)
+        if self.show:
+            self.bar.write(f"epoch {epoch}/{self.config.epochs}: test loss {result['loss']:.4f} "
+                           f"accuracy {result['accuracy']:.4f}")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log:
+            self.log.close()
+
+
+def eval_result(totals: dict) -> dict:
+    """Summed loss / correct / count over the test set -> mean loss and accuracy."""
+    return dict(loss=float(totals["loss_sum"]) / float(totals["count"]),
+                accuracy=float(totals["correct"]) / float(totals["count"]))
+
+
+def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[str, np.ndarray], steps: int,
+               start: int, wall: float, devices: int) -> dict:
+    """Write final.npz (canonical), summary.json and training_curves.png; return the summary."""
+    config, cfg = run.config, run.cfg
+    summary = dict(
+        test_accuracy=final["accuracy"], test_loss=final["loss"], best_test_accuracy=max(progress.best, final["accuracy"]),
+        steps=steps, epochs=config.epochs, wall_time_s=wall, parameters=count_params(cfg), framework=config.framework,
+        images_per_s=(steps - start) * config.batch_size / wall if steps > start else None,
+        devices=devices, dtype=config.dtype, model=config.model)
+    if progress.log:
+        workdir = Path(config.workdir)
+        save_npz(workdir / "final.npz", weights, cfg,
+                 meta=dict(class_names=run.train_source.class_names, source=f"train.py {config.dataset} ({config.framework})"))
+        write_json(workdir / "summary.json", summary)
+        progress.log.plot(f"{config.model} on {config.dataset} ({config.framework})")
+    return summary
+
+
+def check_workdir(config: TrainConfig) -> None:
+    """A workdir resumes only the framework that started it (their checkpoints differ); to move
+    a run across, start a new workdir with --init OLD_WORKDIR."""
+    path = Path(config.workdir) / "config.json"
+    if not path.is_file():
+        return
+    import json
+
+    started = json.loads(path.read_text()).get("train", {}).get("framework", "jax")
+    if started != config.framework:
+        raise ConfigError(f"{config.workdir} holds a --framework {started} run; to continue it in {config.framework}, "
+                          f"train in a new --workdir with --init {config.workdir}")
+
+
+def save_run_config(run: RunData) -> None:
+    write_json(Path(run.config.workdir) / "config.json", dict(train=dataclasses.asdict(run.config), model=run.cfg.to_dict()))

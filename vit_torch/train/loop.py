@@ -1,0 +1,159 @@
+"""The PyTorch training loop, mirroring vit_jax/train/loop.py: the same recipe, batches,
+checkpoints and outputs. Several processes (torchrun) train with DistributedDataParallel."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+
+import torch
+import torch.distributed as dist
+
+from vit_common import TIMM, ConfigError
+from vit_common.train_config import TrainConfig
+from vit_common.train_run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
+                                  save_run_config)
+
+from ..factory import create_model
+from ..models import VisionTransformer
+from ..weights import load_canonical_, state_dict_numpy
+from .checkpointing import RunCheckpointer
+from .optim import learning_rate_schedule, make_optimizer
+from .step import Steps, step_seed, to_torch
+
+
+def _init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun: a process group (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def _all_reduce(values: dict, world: int, device: torch.device, average: tuple[str, ...] = ()) -> dict:
+    """Sum (or average) scalar metrics over the processes."""
+    if world == 1:
+        return {k: float(v) for k, v in values.items()}
+    names = sorted(values)
+    packed = torch.tensor([float(values[k]) for k in names], dtype=torch.float64, device=device)
+    dist.all_reduce(packed)
+    return {k: float(v) / (world if k in average else 1) for k, v in zip(names, packed.tolist())}
+
+
+def _teacher(config: TrainConfig, cfg, device: torch.device):
+    teacher = create_model(checkpoint=config.teacher)
+    if (teacher.cfg.img_size, teacher.cfg.in_chans, teacher.cfg.num_classes) != (cfg.img_size, cfg.in_chans, cfg.num_classes):
+        raise ConfigError(f"teacher {config.teacher} takes {teacher.cfg.img_size}px x {teacher.cfg.in_chans} channels "
+                          f"with {teacher.cfg.num_classes} classes; the student {cfg.img_size}px x {cfg.in_chans} "
+                          f"with {cfg.num_classes}")
+    return teacher.requires_grad_(False).eval().to(device)
+
+
+def train(config: TrainConfig, show_progress: bool = True) -> dict:
+    """Train (or resume) the run in config.workdir; returns the summary."""
+    config.validate()
+    rank, world, device = _init_distributed()
+    try:
+        return _train(config, show_progress, rank, world, device)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, device: torch.device) -> dict:
+    # Data: each process reads its own part of every global batch.
+    run = resolve_run(config, shard_index=rank, shard_count=world, replicas=world)
+    cfg = run.cfg
+    check_workdir(config)
+    train_loader = run.train_loader()
+    steps_per_epoch = train_loader.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+
+    # Model (the same initial weights in every process), optimizer, EMA.
+    torch.manual_seed(config.seed)
+    model = VisionTransformer(cfg)
+    if config.init:
+        load_canonical_(model, initial_weights(config.init, cfg))
+    model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    optimizer = make_optimizer(model, config)
+    trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if world > 1 else model
+    steps = Steps(trained, optimizer, learning_rate_schedule(config, steps_per_epoch), config.grad_accum_steps,
+                  config.clip_grad_norm, torch.bfloat16 if config.dtype == "bfloat16" else None, ema=ema,
+                  ema_decay=config.ema_decay, teacher=_teacher(config, cfg, device) if config.teacher else None)
+
+    # Resume from the latest checkpoint in the workdir, if any.
+    checkpointer = RunCheckpointer(config.workdir, config.keep_checkpoints)
+    start = checkpointer.latest_step() or 0
+    if start:
+        state, data_state = checkpointer.restore(start)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        steps.updates, steps.bad_steps = state["updates"], state["bad_steps"]
+        train_loader.set_state(data_state)
+        if rank == 0:
+            print(f"resumed from step {start} ({checkpointer.folder})")
+    if rank == 0:
+        save_run_config(run)
+
+    def save(step: int) -> None:
+        if rank == 0:
+            state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), updates=steps.updates,
+                         bad_steps=steps.bad_steps, ema=ema.state_dict() if ema is not None else None)
+            checkpointer.save(step, state, train_loader.get_state())
+
+    def evaluate() -> dict:
+        totals = dict(loss_sum=0.0, correct=0, count=0)
+        for batch in run.test_loader():
+            out = steps.evaluate(ema if ema is not None else model, to_torch(batch, device))
+            for k in totals:
+                totals[k] += float(out[k])
+        return eval_result(_all_reduce(totals, world, device))
+
+    stop_requested = []
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
+
+    def stopping() -> bool:  # every process stops at the same step
+        return bool(_all_reduce(dict(stop=float(bool(stop_requested))), world, device)["stop"])
+
+    t0 = time.perf_counter()
+    progress = Progress(config, total_steps, start, writer=rank == 0, show=show_progress)
+    step = last_saved = start
+    try:
+        while step < total_steps and not stopping():
+            batch = to_torch(next(train_loader), device)
+            torch.manual_seed(step_seed(config.seed, step, rank))
+            metrics = steps.train(batch)
+            step += 1
+            log_now = step % config.log_every == 0 or step == total_steps
+            progress.step(step, _all_reduce(metrics, world, device, average=("loss", "grad_norm", "bad_steps"))
+                          if log_now else None)
+            epoch_end = step % steps_per_epoch == 0
+            if epoch_end or step % config.checkpoint_every == 0:
+                save(step)
+                last_saved = step
+            if epoch_end:
+                progress.evaluated(step, step // steps_per_epoch, evaluate())
+        if step < total_steps:  # SIGTERM: save where we are (unless just saved) and leave cleanly
+            if last_saved != step:
+                save(step)
+            if rank == 0:
+                print(f"SIGTERM: saved step {step} to {checkpointer.folder}; rerun the same command to resume")
+            return dict(stopped_at=step)
+    finally:
+        progress.close()
+        signal.signal(signal.SIGTERM, previous_handler)
+
+    final = evaluate()
+    weights = TIMM.import_(state_dict_numpy(ema if ema is not None else model), cfg)
+    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start,
+                      wall=time.perf_counter() - t0, devices=world)
