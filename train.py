@@ -1,7 +1,8 @@
 """Train a ViT / DeiT. With no arguments: a small ViT on scikit-learn's digits, about a minute
 on 2 CPU cores.
 
-    python train.py [--preset digits|fashion_mnist] [--FIELD VALUE ...]
+    python train.py [--preset digits|fashion_mnist] [--framework jax|torch] [--FIELD VALUE ...]
+    torchrun --nproc_per_node N train.py --framework torch ...   (PyTorch DDP)
 
 Every field of vit_common.train_config.TrainConfig can be overridden (see --help). A workdir
 that holds a checkpoint resumes automatically.
@@ -21,15 +22,17 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
-    if config.framework == "torch":
-        try:
-            from vit_torch.train import TrainingStopped, train
-        except ModuleNotFoundError:
-            print("train.py: error: --framework torch: the PyTorch training loop is not in this version yet; "
-                  "train with --framework jax (the default) and convert with vit-convert", file=sys.stderr)
-            return 2
-    else:
-        from vit_jax.train import TrainingStopped, train
+    from vit_common.train_run import TrainingStopped
+
+    try:
+        if config.framework == "torch":
+            from vit_torch.train import train
+        else:
+            from vit_jax.train import train
+    except ModuleNotFoundError as e:
+        print(f"train.py: error: --framework {config.framework} needs {e.name}, which is not installed: "
+              f"pip install -e '.[{config.framework}]'", file=sys.stderr)
+        return 2
     try:
         summary = train(config)
     except (ConfigError, CheckpointError, ValueError) as e:

@@ -108,9 +108,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "fashion_mnist": dict(
         model="vit_tiny_patch16_224", model_args=dict(embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10),
-        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", pad_crop=2, hflip=True,
-        label_smoothing=0.1, drop_path_rate=0.05, epochs=10, batch_size=128, lr=2e-3, warmup_epochs=1,
-        weight_decay=0.05, workdir="runs/fashion_mnist", checkpoint_every=500,
+        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, label_smoothing=0.1,
+        epochs=10, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist",
+        checkpoint_every=500,
     ),
 }
 

@@ -101,7 +101,7 @@ class Steps:
         if self.ema_decay is not None:
             d = self.ema_decay
             new["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
-        metrics = dict(loss=loss_sum / self.accum, correct=correct, grad_norm=optax.global_norm(grads),
+        metrics = dict(loss=loss_sum / self.accum, correct=correct, grad_norm=optax.tree.norm(grads),
                        bad_steps=opt_state.notfinite_count, finite=opt_state.last_finite)
         return new, metrics
 

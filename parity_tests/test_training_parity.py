@@ -1,0 +1,120 @@
+"""Training-trajectory parity: the two training loops, from the same initial weights and the
+same batches (dropout and drop path off, float32), take the same steps.
+
+Both loops run for real (`train()` of each twin, on digits at 8x8) with MixUp, CutMix, label
+smoothing, gradient accumulation, clipping and the warmup/cosine schedule all active, so any
+difference in the recipe's semantics shows in the loss curves and the checkpoints."""
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import vit_jax
+import vit_torch
+from parity_tests.harness import FLOAT32_TOL, rel_error
+from vit_common import TIMM, get_config, read_checkpoint, save_npz
+from vit_common.flax_layout import FLAX, flatten_params
+from vit_common.train_config import parse_train_args
+
+RECIPE = ["--img-size", "8", "--patch-size", "4", "--batch-size", "64", "--epochs", "1", "--lr", "2e-3",
+          "--warmup-epochs", "0.25", "--clip-grad-norm", "1.0", "--grad-accum-steps", "2", "--label-smoothing", "0.1",
+          "--mixup-alpha", "0.8", "--cutmix-alpha", "1.0", "--log-every", "1", "--checkpoint-every", "1",
+          "--keep-checkpoints", "100", "--drop-rate", "0", "--drop-path-rate", "0",
+          "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}']
+
+
+def _config(workdir, *extra):
+    return parse_train_args(RECIPE + ["--workdir", str(workdir), *extra])
+
+
+def _losses(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
+
+
+def _jax_params(workdir, step):
+    return read_checkpoint(workdir / "checkpoints" / str(step)).weights
+
+
+def _torch_params(workdir, step, cfg):
+    state = torch.load(workdir / "checkpoints" / f"step_{step:09d}.pt", weights_only=True)["model"]
+    return TIMM.import_({k: v.numpy() for k, v in state.items()}, cfg)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from vit_jax.train import train as train_jax
+    from vit_torch.train import train as train_torch
+
+    tmp = tmp_path_factory.mktemp("trajectory")
+    cfg = _config(tmp).model_config().replace(num_classes=10, in_chans=1)
+    init = tmp / "init.npz"
+    save_npz(init, vit_jax.to_canonical(vit_jax.VisionTransformer(cfg, rngs=nnx.Rngs(7))), cfg)
+    train_jax(_config(tmp / "jax", "--init", str(init)), show_progress=False)
+    train_torch(_config(tmp / "torch", "--framework", "torch", "--init", str(init)), show_progress=False)
+    return tmp, cfg
+
+
+def test_loss_curves_agree_step_by_step(runs):
+    tmp, _ = runs
+    jax_losses, torch_losses = _losses(tmp / "jax"), _losses(tmp / "torch")
+    assert len(jax_losses) == 22 and jax_losses.keys() == torch_losses.keys()  # 1,437 images / 64
+    worst = max(abs(jax_losses[s] - torch_losses[s]) / abs(jax_losses[s]) for s in jax_losses)
+    assert worst <= 1e-4, worst
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_parameters_after_the_first_steps_agree(runs, step):
+    # Step 1 applies update 0, which the warmup runs at lr 0 (as optax and big_vision do): its
+    # parameters equal the initial ones in both twins. Steps 2 and 3 are the first real moves.
+    tmp, cfg = runs
+    ours, theirs = _jax_params(tmp / "jax", step), _torch_params(tmp / "torch", step, cfg)
+    assert ours.keys() == theirs.keys()
+    errors = {k: rel_error(ours[k], theirs[k]) for k in ours}
+    assert max(errors.values()) <= FLOAT32_TOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
+    if step == 1:
+        with np.load(tmp / "init.npz") as init:
+            for k in ours:
+                np.testing.assert_array_equal(ours[k], init[k], err_msg=k)
+    else:
+        with np.load(tmp / "init.npz") as init:
+            assert any(not np.array_equal(ours[k], init[k]) for k in ours)
+
+
+def test_the_schedules_are_the_same_numbers():
+    from vit_jax.train.optim import learning_rate_schedule as jax_schedule
+    from vit_torch.train.optim import learning_rate_schedule as torch_schedule
+
+    for extra in ([], ["--warmup-epochs", "0"], ["--warmup-epochs", "3", "--epochs", "4", "--min-lr", "0"]):
+        config = parse_train_args(RECIPE + extra)
+        ours, theirs = jax_schedule(config, 22), torch_schedule(config, 22)
+        for count in range(config.epochs * 22 + 3):
+            assert abs(float(ours(count)) - theirs(count)) <= 1e-6 * config.lr, (extra, count)
+
+
+@pytest.mark.parametrize("model_args", [
+    {"embed_dim": 32, "depth": 2, "num_heads": 2},
+    {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map", "representation_size": 16},
+])
+def test_weight_decay_falls_on_the_same_parameters(model_args):
+    from vit_jax.train.optim import decay_mask
+    from vit_torch.train.optim import decayed_parameters
+
+    cfg = get_config("vit_tiny_patch16_224", img_size=16, patch_size=4, num_classes=10, **model_args)
+    jax_model = vit_jax.VisionTransformer(cfg, rngs=nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(jax_model, nnx.Param))
+    # Each parameter filled with 1.0 where it is decayed, 0.0 where not, in canonical names.
+    jax_flags = FLAX.import_(flatten_params(
+        jax.tree.map(lambda p, m: np.full(np.shape(p), float(m), np.float32), params, decay_mask(params))), cfg)
+    torch_model = vit_torch.VisionTransformer(cfg)
+    decayed = {id(p) for p in decayed_parameters(torch_model)[0]}
+    torch_flags = TIMM.import_({n: np.full(tuple(p.shape), float(id(p) in decayed), np.float32)
+                                for n, p in torch_model.named_parameters()}, cfg)
+    assert jax_flags.keys() == torch_flags.keys()
+    for k in jax_flags:
+        np.testing.assert_array_equal(jax_flags[k], torch_flags[k], err_msg=k)
+    assert {k for k, v in jax_flags.items() if v.all()} == {k for k in jax_flags if k.endswith("kernel")}
+
