@@ -118,3 +118,65 @@ def test_weight_decay_falls_on_the_same_parameters(model_args):
         np.testing.assert_array_equal(jax_flags[k], torch_flags[k], err_msg=k)
     assert {k for k, v in jax_flags.items() if v.all()} == {k for k in jax_flags if k.endswith("kernel")}
 
+
+
+def _draws(tm, jm, draws: int, seed: int = 3):
+    """Logits of one image repeated `draws` times in training mode: every copy draws its own masks."""
+    from parity_tests.harness import nhwc_to_nchw, random_images
+
+    image = np.repeat(random_images(jm.cfg, 1, seed=seed), draws, axis=0)
+    tm.train()
+    jm.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        torch_logits = tm(torch.from_numpy(nhwc_to_nchw(image))).numpy().astype(np.float64)
+    jax_logits = np.asarray(nnx.jit(lambda m, x: m(x))(jm, image), np.float64)
+    return jax_logits, torch_logits
+
+
+TINY_STOCHASTIC = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2, num_classes=10)
+
+
+def test_drop_path_outcomes_have_the_same_law():
+    """Drop path keeps or drops whole residual branches, so one image's logits take one of a few
+    values, one per pattern of dropped branches. Depth 3 at rate 0.5 gives the blocks rates
+    0, 0.25, 0.5: four random branches, 16 patterns. Each pattern's frequency must be the same in
+    both twins, and equal to its probability."""
+    from parity_tests.harness import build_pair
+
+    tm, jm, _ = build_pair("vit_tiny_patch16_224", "jax", drop_path_rate=0.5, **TINY_STOCHASTIC)
+    draws = 8192
+    jax_logits, torch_logits = _draws(tm, jm, draws)
+
+    def frequencies(logits):
+        keys, counts = np.unique(np.round(logits[:, :3], 3), axis=0, return_counts=True)
+        return {tuple(k): c / draws for k, c in zip(keys, counts)}
+
+    ours, theirs = frequencies(jax_logits), frequencies(torch_logits)
+    assert len(ours) == 16 and ours.keys() == theirs.keys()
+    expected = sorted(a * b * c * d for a in (0.75, 0.25) for b in (0.75, 0.25) for c in (0.5, 0.5) for d in (0.5, 0.5))
+    for name, freq in (("jax", ours), ("torch", theirs)):
+        got = sorted(freq.values())
+        assert all(abs(g - e) <= 5 * np.sqrt(e * (1 - e) / draws) for g, e in zip(got, expected)), (name, got, expected)
+    for key in ours:
+        p = (ours[key] + theirs[key]) / 2
+        assert abs(ours[key] - theirs[key]) <= 5 * np.sqrt(2 * p * (1 - p) / draws), key
+
+
+def test_dropout_has_the_same_statistics():
+    """Element-wise dropout (after the position embedding, in attention and MLPs, before the head)
+    draws different masks in the two frameworks, so the twins agree in law: over many draws for
+    one image, each logit's mean and spread must match. (MixUp and CutMix come from the shared
+    loader: the trajectory tests above feed both twins the very same mixed batches.)"""
+    from parity_tests.harness import build_pair
+
+    tm, jm, _ = build_pair("vit_tiny_patch16_224", "jax", drop_rate=0.2, attn_drop_rate=0.2, **TINY_STOCHASTIC)
+    draws = 8192
+    jax_logits, torch_logits = _draws(tm, jm, draws)
+    standard_error = np.sqrt(jax_logits.var(0) / draws + torch_logits.var(0) / draws)
+    z = np.abs(jax_logits.mean(0) - torch_logits.mean(0)) / standard_error
+    assert z.max() < 5, z
+    # The spread's standard error is about 1/sqrt(2 * draws) = 0.8% relative.
+    spread_ratio = jax_logits.std(0) / torch_logits.std(0)
+    assert np.all(np.abs(spread_ratio - 1) < 0.04), spread_ratio
+    assert np.all(torch_logits.std(0) > 0.01)  # the regulariser really is on
