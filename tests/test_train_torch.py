@@ -115,3 +115,22 @@ def test_bfloat16_autocast_trains(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["dtype"] == "bfloat16" and np.isfinite(summary["test_loss"])
     assert all(v.dtype == np.float32 for v in final_weights(tmp_path).values())  # float32 parameters
+
+
+def test_runs_move_across_frameworks_with_init(reference_run, tmp_path, capsys):
+    """A torch run folder is read by vit-convert (its latest checkpoint) and starts a JAX run with
+    --init; the JAX run's final.npz starts a torch run."""
+    from vit_common import read_checkpoint
+    from vit_common.convert import main as convert
+
+    assert convert([str(reference_run), str(tmp_path / "run.npz")]) == 0
+    assert "train.py run (checkpoint of the PyTorch twin)" in capsys.readouterr().out
+    latest = read_checkpoint(tmp_path / "run.npz").weights
+    final = final_weights(reference_run)  # the same step (the last) and weights
+    for k in final:
+        np.testing.assert_array_equal(latest[k], final[k], err_msg=k)
+    run_train(tmp_path / "jax", "--init", str(reference_run), "--epochs", "1", "--lr", "1e-4")
+    run_train(tmp_path / "torch", *TORCH, "--init", str(tmp_path / "jax" / "final.npz"), "--epochs", "1", "--lr", "1e-4")
+    first_loss = train_losses(tmp_path / "jax")[1]
+    assert first_loss < train_losses(reference_run)[1]  # it starts from the trained weights, not from scratch
+    assert json.loads((tmp_path / "torch" / "summary.json").read_text())["test_accuracy"] > 0.5

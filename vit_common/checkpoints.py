@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def _read(path: str | os.PathLike) -> tuple[Weights, str, ViTConfig | None, dict
     path = Path(path)
     if path.is_dir():
         raw, stored, meta = _read_training_run(path)  # already canonical
-        return raw, "flax", stored, meta
+        return raw, meta.pop("layout"), stored, meta
     path = _existing(path)
     if path.suffix == ".npz":
         raw, stored, meta = _read_npz(path)
@@ -123,26 +124,46 @@ def adapt(weights: Weights, source: ViTConfig, target: ViTConfig, *, posemb_meth
 
 def _read_training_run(path: Path) -> tuple[Weights, ViTConfig, dict]:
     """Parameters (the EMA ones when the run kept them, as its final export does) of the latest
-    orbax checkpoint of a train.py workdir, or of one checkpoint step folder in it."""
+    checkpoint of a train.py workdir (an orbax step folder from the JAX twin, a step_N.pt file
+    from the PyTorch twin), or of one orbax checkpoint step folder in it."""
     if (path / "checkpoints").is_dir():
-        workdir, steps = path, [p for p in (path / "checkpoints").iterdir() if p.name.isdigit()]
-        if not steps:
+        workdir, entries = path, list((path / "checkpoints").iterdir())
+        torch_steps = [p for p in entries if re.fullmatch(r"step_\d+\.pt", p.name)]
+        orbax_steps = [p for p in entries if p.name.isdigit()]
+        if not torch_steps and not orbax_steps:
             raise CheckpointError(f"{path}: a training workdir without a finished checkpoint")
-        step_dir = max(steps, key=lambda p: int(p.name))
+        if torch_steps:
+            step_path = max(torch_steps, key=lambda p: int(p.name[5:-3]))
+        else:
+            step_path = max(orbax_steps, key=lambda p: int(p.name))
     elif path.name.isdigit() and (path / "state").is_dir():
-        workdir, step_dir = path.parent.parent, path
+        workdir, step_path = path.parent.parent, path
     else:
         raise CheckpointError(f"{path}: a folder, but neither a train.py workdir nor one of its checkpoint steps")
     config_file = workdir / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{workdir}: no config.json beside the checkpoints")
     config = ViTConfig.from_dict(json.loads(config_file.read_text())["model"])
+    if step_path.suffix == ".pt":
+        return _read_torch_run_step(step_path, config)
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
 
     try:
-        state = ocp.StandardCheckpointer().restore(step_dir.absolute() / "state")
+        state = ocp.StandardCheckpointer().restore(step_path.absolute() / "state")
     except Exception as e:  # orbax raises many types for a damaged folder
-        raise CheckpointError(f"{step_dir}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
     params = state.get("ema", state["params"])
-    return FLAX.import_(flatten_params(params), config), config, {"source": f"{step_dir} (step {step_dir.name})"}
+    return (FLAX.import_(flatten_params(params), config), config,
+            {"source": f"{step_path} (step {step_path.name})", "layout": "flax"})
 
+
+def _read_torch_run_step(step_path: Path, config: ViTConfig) -> tuple[Weights, ViTConfig, dict]:
+    import torch  # lazily: only the PyTorch twin's runs need it
+
+    try:
+        state = torch.load(step_path, map_location="cpu", weights_only=True)
+        model = state["ema"] if state.get("ema") is not None else state["model"]
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{step_path}: not a readable train.py checkpoint ({type(e).__name__}: {e})") from e
+    weights = TIMM.import_({k: v.float().numpy() for k, v in model.items()}, config)
+    return weights, config, {"source": f"{step_path} (step {int(step_path.name[5:-3])})", "layout": "torch_run"}

@@ -31,6 +31,7 @@ LAYOUT_NAMES = {
     "timm": "timm state dict",
     "hf": "HuggingFace transformers state dict",
     "flax": "train.py run (orbax checkpoint of the Flax twin)",
+    "torch_run": "train.py run (checkpoint of the PyTorch twin)",
 }
 
 
