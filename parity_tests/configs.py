@@ -25,3 +25,21 @@ FULL_SIZE = ["vit_base_patch16_224", "deit_small_distilled_patch16_224"]
 def small(name: str) -> tuple[str, dict]:
     preset, overrides = SMALL_GRID[name]
     return preset, {**TINY, **overrides}
+
+# Swin: two stages of 4x4 windows (shifted on odd blocks) over a 16x16 grid, width 16 -> 32.
+SWIN_PRESET = "swin_tiny_patch4_window7_224"
+SWIN_TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
+                 num_classes=10)
+SWIN_GRID = {
+    "swin": {},
+    "swin-3-stages": dict(depths=(2, 2, 2), num_heads=(2, 2, 4)),  # the last stage is one window: no shift
+    "swin-shrink": dict(depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4)),  # 2x2 last stage: its window shrinks to 2
+    "swin-w7-1ch": dict(img_size=28, window_size=7, in_chans=1),  # odd window, shift 3
+    "swin-no-qkv-bias": dict(qkv_bias=False),
+    "swin-no-pool": dict(global_pool=""),  # timm: features and logits per position
+}
+SWIN_FULL_SIZE = ["swin_tiny_patch4_window7_224"]
+
+
+def swin_small(name: str) -> tuple[str, dict]:
+    return SWIN_PRESET, {**SWIN_TINY, **SWIN_GRID[name]}

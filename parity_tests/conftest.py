@@ -8,7 +8,7 @@ import pytest
 from parity_tests.harness import full_precision
 
 _RESULTS: dict[tuple[str, str], dict[str, float]] = collections.defaultdict(dict)
-KINDS = ("logits", "pooled", "hidden", "attention", "grads", "bf16 logits")
+KINDS = ("logits", "pooled", "hidden", "stages", "attention", "grads", "bf16 logits")
 
 
 @pytest.fixture(autouse=True)

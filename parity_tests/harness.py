@@ -17,7 +17,7 @@ from flax import nnx
 
 import vit_jax
 import vit_torch
-from vit_common import ViTConfig, Weights
+from vit_common import ModelConfig, Weights
 
 FLOAT32_TOL = 1e-5  # DESIGN.md: every tensor within 1e-5 (relative to max(1, max|b|))
 BF16_TOL = 1e-2
@@ -43,7 +43,7 @@ def full_precision() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
-def random_images(cfg: ViTConfig, batch: int, seed: int = 0) -> np.ndarray:
+def random_images(cfg: ModelConfig, batch: int, seed: int = 0) -> np.ndarray:
     """NHWC float32 pixels in [-1, 1], the range Google's checkpoints expect."""
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (batch, cfg.img_size, cfg.img_size, cfg.in_chans)).astype(np.float32)
@@ -75,6 +75,7 @@ class Outputs:
     hidden_states: list[np.ndarray]
     attentions: list[np.ndarray]
     grads: Weights = field(default_factory=dict)
+    stages: list[np.ndarray] = field(default_factory=list)  # Swin: every stage's output
 
 
 def _np(x) -> np.ndarray:
@@ -83,14 +84,19 @@ def _np(x) -> np.ndarray:
     return np.asarray(jnp.asarray(x, jnp.float32))
 
 
-def run_torch(model: vit_torch.VisionTransformer, images_nhwc: np.ndarray, attention: bool = True,
+def run_torch(model: vit_torch.models.Model, images_nhwc: np.ndarray, attention: bool = True,
               dtype: torch.dtype | None = None) -> Outputs:
     x = torch.from_numpy(nhwc_to_nchw(images_nhwc))
     autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         out = model.forward_intermediates(x, attention=attention)
+    return _outputs(out)
+
+
+def _outputs(out) -> Outputs:
     return Outputs(None if out.logits is None else _np(out.logits), _np(out.pooled),
-                   [_np(h) for h in out.hidden_states], [_np(a) for a in out.attentions])
+                   [_np(h) for h in out.hidden_states], [_np(a) for a in out.attentions],
+                   stages=[_np(h) for h in getattr(out, "stages", [])])
 
 
 @nnx.jit(static_argnames="attention")
@@ -98,17 +104,15 @@ def _jax_forward(model, x, attention):
     return model.forward_intermediates(x, attention=attention)
 
 
-def run_jax(model: vit_jax.VisionTransformer, images_nhwc: np.ndarray, attention: bool = True) -> Outputs:
-    out = _jax_forward(model, jnp.asarray(images_nhwc), attention)
-    return Outputs(None if out.logits is None else _np(out.logits), _np(out.pooled),
-                   [_np(h) for h in out.hidden_states], [_np(a) for a in out.attentions])
+def run_jax(model: vit_jax.models.Model, images_nhwc: np.ndarray, attention: bool = True) -> Outputs:
+    return _outputs(_jax_forward(model, jnp.asarray(images_nhwc), attention))
 
 
-def labels_for(cfg: ViTConfig, batch: int, seed: int = 0) -> np.ndarray:
+def labels_for(cfg: ModelConfig, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed + 1).integers(0, cfg.num_classes, batch)
 
 
-def torch_grads(model: vit_torch.VisionTransformer, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+def torch_grads(model: vit_torch.models.Model, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
     """Mean cross-entropy and its gradient for every parameter, in canonical names."""
     model.zero_grad(set_to_none=True)
     logits = model(torch.from_numpy(nhwc_to_nchw(images_nhwc)))
@@ -127,7 +131,7 @@ def _jax_loss_and_grads(model, x, labels):
     return nnx.value_and_grad(loss_fn)(model)
 
 
-def jax_grads(model: vit_jax.VisionTransformer, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+def jax_grads(model: vit_jax.models.Model, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
     loss, grads = _jax_loss_and_grads(model, jnp.asarray(images_nhwc), jnp.asarray(labels))
     return float(loss), vit_jax.grads_to_canonical(grads, model.cfg)
 
@@ -138,6 +142,8 @@ def compare(a: Outputs, b: Outputs) -> dict[str, float]:
     if b.logits is not None:
         errors["logits"] = rel_error(a.logits, b.logits)
     errors["hidden"] = max((rel_error(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True)), default=0.0)
+    if b.stages:
+        errors["stages"] = max(rel_error(x, y) for x, y in zip(a.stages, b.stages, strict=True))
     if b.attentions:
         errors["attention"] = max(rel_error(x, y) for x, y in zip(a.attentions, b.attentions, strict=True))
     return errors
@@ -149,7 +155,7 @@ def compare_weights(a: Weights, b: Weights) -> dict[str, float]:
     return {k: rel_error(a[k], b[k]) for k in b}
 
 
-def build_pair(name: str, source: str, seed: int = 0, **overrides) -> tuple[vit_torch.VisionTransformer, vit_jax.VisionTransformer, Weights]:
+def build_pair(name: str, source: str, seed: int = 0, **overrides) -> tuple[vit_torch.models.Model, vit_jax.models.Model, Weights]:
     """Initialise in `source` ('torch' or 'jax'), perturb, convert through the canonical layout
     into the other twin. Returns (torch model, jax model, canonical weights), both in eval mode."""
     if source == "torch":

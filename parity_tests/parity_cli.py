@@ -1,4 +1,4 @@
-"""vit-parity: prove a checkpoint computes the same function in Flax and in PyTorch.
+"""vit-parity: prove a checkpoint (ViT or Swin) computes the same function in Flax and in PyTorch.
 
     vit-parity CHECKPOINT [--images DIR] [--batch N] [--dtype float32|bfloat16] [--model NAME]
 
@@ -22,6 +22,7 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
+from vit_common.convert import describe
 from vit_common.layouts import LAYOUT_NAMES
 from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, random_images, run_jax, run_torch
 from parity_tests.report import format_report
@@ -68,13 +69,15 @@ def main(argv=None) -> int:
         print(f"vit-parity: error: {e}", file=sys.stderr)
         return 2
     bf16 = args.dtype == "bfloat16"
-    model_t = vit_torch.load_canonical_(vit_torch.VisionTransformer(cfg), ckpt.weights).eval()
+    model_t = vit_torch.load_canonical_(vit_torch.build_model(cfg), ckpt.weights).eval()
     model_j = vit_jax.load_canonical_(
-        vit_jax.VisionTransformer(cfg, dtype=jnp.bfloat16 if bf16 else jnp.float32, rngs=nnx.Rngs(0)), ckpt.weights)
+        vit_jax.build_model(cfg, dtype=jnp.bfloat16 if bf16 else jnp.float32, rngs=nnx.Rngs(0)), ckpt.weights)
     model_j.eval()
-    print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): embed_dim={cfg.embed_dim} "
-          f"depth={cfg.depth} num_heads={cfg.num_heads} img_size={cfg.img_size} patch_size={cfg.patch_size} "
-          f"num_classes={cfg.num_classes}, {count_params(cfg):,} parameters")
+    arch = (describe(cfg) if cfg.arch == "swin" else
+            f"embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} img_size={cfg.img_size} "
+            f"patch_size={cfg.patch_size} num_classes={cfg.num_classes}")
+    print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): {arch}, "
+          f"{count_params(cfg):,} parameters")
     print(f"inputs: {source}; {args.dtype} ({'bf16 compute, float32 parameters' if bf16 else 'full precision'})\n")
     with full_precision():
         out_t = run_torch(model_t, images, dtype=torch.bfloat16 if bf16 else None)

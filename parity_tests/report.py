@@ -7,13 +7,16 @@ from parity_tests.harness import FLOAT32_TOL, Outputs, rel_error
 
 
 def layer_rows(a: Outputs, b: Outputs) -> list[tuple[str, float, float]]:
-    """(tensor, max |a-b|, metric) for every hidden state, attention map, pooled features, logits."""
+    """(tensor, max |a-b|, metric) for every hidden state, attention map, (Swin) stage output, pooled
+    features, logits."""
     rows = []
     for i, (x, y) in enumerate(zip(a.hidden_states, b.hidden_states, strict=True)):
         rows.append((f"block {i:2d} hidden", float(np.abs(x - y).max()), rel_error(x, y)))
         if a.attentions and b.attentions:
             rows.append((f"block {i:2d} attention", float(np.abs(a.attentions[i] - b.attentions[i]).max()),
                          rel_error(a.attentions[i], b.attentions[i])))
+    for i, (x, y) in enumerate(zip(a.stages, b.stages, strict=True)):  # Swin
+        rows.append((f"stage {i} output", float(np.abs(x - y).max()), rel_error(x, y)))
     rows.append(("pooled", float(np.abs(a.pooled - b.pooled).max()), rel_error(a.pooled, b.pooled)))
     if a.logits is not None:
         rows.append(("logits", float(np.abs(a.logits - b.logits).max()), rel_error(a.logits, b.logits)))

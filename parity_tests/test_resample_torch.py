@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_common.resample import resample_posemb
+from vit_common.resample import resample_posemb, resample_relative_position_bias
 
 GRIDS = [(14, 24), (24, 14), (7, 12), (12, 7), (4, (12, 16)), (16, (9, 5)), (5, 1), (1, 3)]
 TORCH_EQUIVALENT = {  # method -> (torch mode, align_corners)
@@ -26,3 +26,17 @@ def test_matches_torch_interpolate(method, old, new):
     expected = expected.permute(0, 2, 3, 1).reshape(1, h * w, width).numpy()
     got = resample_posemb(table, new, num_prefix_tokens=prefix, method=method)
     np.testing.assert_allclose(got[:, prefix:], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("old,new", [(7, 12), (12, 7), (4, 8), (7, 3), (2, 7)])
+def test_relative_position_bias_matches_torch_bicubic(old, new):
+    """Swin's tables resampled as Microsoft's fine-tuning code does: each head's (2w-1)^2 grid of
+    offsets through F.interpolate(mode='bicubic', align_corners=False)."""
+    heads = 3
+    table = np.random.default_rng(0).standard_normal(((2 * old - 1) ** 2, heads))
+    grid = torch.from_numpy(table).T.reshape(1, heads, 2 * old - 1, 2 * old - 1)
+    expected = F.interpolate(grid, size=(2 * new - 1, 2 * new - 1), mode="bicubic", align_corners=False)
+    expected = expected.reshape(heads, -1).T.numpy()
+    got = resample_relative_position_bias(table, new)
+    assert got.shape == ((2 * new - 1) ** 2, heads)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)

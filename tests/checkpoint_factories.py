@@ -73,3 +73,53 @@ def as_hf(w: dict, cfg: ViTConfig) -> dict:
         else:
             raise KeyError(name)
     return out
+
+
+def as_microsoft_swin(w: dict, cfg) -> dict:
+    """Microsoft's released Swin checkpoints (the dict under 'model'; timm before 0.9 saved the
+    same names): PyTorch shapes, the patch merging that starts canonical stage i stored at the
+    end of stage i-1, a plain `head`, and the `relative_position_index` / `attn_mask` buffers."""
+    sd = {}
+    for name, value in w.items():
+        *path, leaf = name.split("/")
+        module = ".".join(re.sub(r"^(layers|blocks)_(\d+)$", r"\1.\2", part) for part in path)
+        if leaf == "kernel":
+            value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)  # (in, out) / HWIO -> torch
+            leaf = "weight"
+        elif leaf == "scale":
+            leaf = "weight"
+        if m := re.match(r"^layers\.(\d+)\.downsample(\..+)$", module):
+            module = f"layers.{int(m[1]) - 1}.downsample{m[2]}"
+        if module == "head.fc":
+            module = "head"
+        sd[f"{module}.{leaf}"] = np.ascontiguousarray(value)
+    grid = cfg.img_size // cfg.patch_size
+    for i, depth in enumerate(cfg.depths):
+        res = grid // 2**i
+        window = min(cfg.window_size, res)
+        for j in range(depth):
+            sd[f"layers.{i}.blocks.{j}.attn.relative_position_index"] = _ms_relative_index(window)
+            if j % 2 and res > window:
+                sd[f"layers.{i}.blocks.{j}.attn_mask"] = _ms_attn_mask(res, window, window // 2)
+    return sd
+
+
+def _ms_relative_index(window: int) -> np.ndarray:
+    index = np.zeros((window * window, window * window), np.int64)
+    for a in range(window * window):
+        for b in range(window * window):
+            (ya, xa), (yb, xb) = divmod(a, window), divmod(b, window)
+            index[a, b] = (ya - yb + window - 1) * (2 * window - 1) + (xa - xb + window - 1)
+    return index
+
+
+def _ms_attn_mask(res: int, window: int, shift: int) -> np.ndarray:
+    """Label the 3 x 3 regions of the rolled image, then compare labels inside each window."""
+    labels = np.zeros((res, res))
+    bounds = [(0, res - window), (res - window, res - shift), (res - shift, res)]
+    for r, (h0, h1) in enumerate(bounds):
+        for c, (w0, w1) in enumerate(bounds):
+            labels[h0:h1, w0:w1] = 3 * r + c
+    n = res // window
+    tiles = labels.reshape(n, window, n, window).transpose(0, 2, 1, 3).reshape(n * n, window * window)
+    return np.where(tiles[:, :, None] != tiles[:, None, :], -100.0, 0.0).astype(np.float32)

@@ -101,3 +101,20 @@ def test_pi_resize_is_pinv_of_the_patch_resize_matrix(method, p, new_p):
     full = np.linalg.pinv(np.kron(m, m).T) @ kernel.reshape(p * p, -1)
     np.testing.assert_allclose(resample_patch_embed(kernel, new_p, method=method).reshape(new_p * new_p, -1), full,
                                rtol=0, atol=1e-10)
+
+
+def test_relative_position_bias_tables():
+    from vit_common.resample import resample_relative_position_bias
+
+    table = np.random.default_rng(5).standard_normal((169, 4)).astype(np.float32)  # window 7
+    same = resample_relative_position_bias(table, 7)
+    assert np.array_equal(same, table) and same is not table
+    big = resample_relative_position_bias(table, 12)
+    assert big.shape == (529, 4) and big.dtype == np.float32
+    # Rows of every resampling matrix sum to one, so a constant table stays constant.
+    flat = resample_relative_position_bias(np.full((169, 2), 0.5), 12)
+    np.testing.assert_allclose(flat, 0.5, atol=1e-12)
+    with pytest.raises(ValueError, match="not \\(2w-1\\)\\^2"):
+        resample_relative_position_bias(np.zeros((16, 2)), 4)
+    with pytest.raises(ValueError, match="new_window must be a positive integer"):
+        resample_relative_position_bias(table, 0)

@@ -2,6 +2,12 @@
 
 Numpy and matplotlib only. Attention weights are (B, heads, T, T) per layer, rows = queries,
 tokens ordered [prefix tokens (class, distillation), patches in row-major grid order].
+
+Swin attends inside windows, and its stages see different token grids, so its maps cover the
+last stage only (the one that feeds the pooled features): swin_last_stage_attention puts each of
+its blocks' window attention back on the stage's grid as a (B, heads, T, T) matrix (zero across
+windows, the shift undone), which the functions here then treat like a ViT's without a class
+token: rollout over the last stage's blocks, and each head's mean attention over all queries.
 """
 from __future__ import annotations
 
@@ -31,6 +37,20 @@ def _patches(rows: np.ndarray, num_prefix_tokens: int, grid) -> np.ndarray:
         raise ValueError(f"attention over {tokens} tokens does not fit {num_prefix_tokens} prefix tokens "
                          f"+ a {gh}x{gw} patch grid")
     return rows[..., num_prefix_tokens:].reshape(*rows.shape[:-1], gh, gw)
+
+
+def swin_last_stage_attention(attentions: Sequence[np.ndarray], cfg) -> list[np.ndarray]:
+    """Every block's window attention of a Swin model (B * windows, heads, w*w, w*w) -> the last
+    stage's blocks as (B, heads, T, T) over its R x R grid (T = R*R), in grid order."""
+    from .windows import full_attention
+
+    last = cfg.num_stages - 1
+    depth = cfg.depths[last]
+    if len(attentions) != cfg.depth:
+        raise ValueError(f"expected attention weights of all {cfg.depth} blocks, got {len(attentions)}")
+    res, window = cfg.stage_resolution(last), cfg.stage_window(last)
+    return [full_attention(a, res, window, cfg.block_shift(last, j))
+            for j, a in enumerate(attentions[len(attentions) - depth:])]
 
 
 def attention_rollout(attentions: Sequence[np.ndarray], num_prefix_tokens: int,

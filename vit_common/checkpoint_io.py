@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .config import ViTConfig
+from .config import ConfigError, ModelConfig, config_from_dict
 from .layout import Weights
 
 CONFIG_KEY = "__config__"  # npz entry / safetensors metadata key holding the model config as JSON
@@ -41,7 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
         raise
 
 
-def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ViTConfig | None = None,
+def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig | None = None,
              meta: Mapping[str, Any] | None = None) -> None:
     """Save canonical weights (and the config, so loading needs no flags) as a plain .npz."""
     arrays = {k: np.asarray(v) for k, v in weights.items()}
@@ -52,13 +52,13 @@ def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_npz(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
+def load_npz(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None]:
     """Canonical weights and the stored config (None if the file carries none)."""
     weights, config, _ = _read_npz(path)
     return weights, config
 
 
-def _read_npz(path) -> tuple[Weights, ViTConfig | None, dict]:
+def _read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
     path = _existing(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -66,7 +66,7 @@ def _read_npz(path) -> tuple[Weights, ViTConfig | None, dict]:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path}: not a readable .npz file ({e})") from e
     config = weights.pop(CONFIG_KEY, None)
-    config = ViTConfig.from_dict(json.loads(str(config))) if config is not None else None
+    config = config_from_dict(json.loads(str(config))) if config is not None else None
     meta = weights.pop(META_KEY, None)
     meta = json.loads(str(meta)) if meta is not None else {}
     for prefix in ("opt/target/",):  # vision_transformer's optimizer-wrapped checkpoints
@@ -75,7 +75,7 @@ def _read_npz(path) -> tuple[Weights, ViTConfig | None, dict]:
     return weights, config, meta
 
 
-def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ViTConfig | None = None,
+def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
                      meta: Mapping[str, Any] | None = None) -> None:
     from safetensors.numpy import save
 
@@ -87,13 +87,13 @@ def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarra
     atomic_write(path, lambda f: f.write(blob))
 
 
-def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ViTConfig | None]:
+def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None]:
     """A PyTorch state dict as numpy arrays, from .safetensors (no torch needed) or a pickle."""
     weights, config, _ = _read_state_dict(path)
     return weights, config
 
 
-def _read_state_dict(path) -> tuple[Weights, ViTConfig | None, dict]:
+def _read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
     path = _existing(path)
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
@@ -107,7 +107,10 @@ def _read_state_dict(path) -> tuple[Weights, ViTConfig | None, dict]:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     config = meta = None
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict):  # written by vit-convert
-        config, meta = ViTConfig.from_dict(obj["config"]), obj.get("meta") or {}
+        try:
+            config, meta = config_from_dict(obj["config"]), obj.get("meta") or {}
+        except (ConfigError, TypeError):  # another program's 'config' (a training recipe): not a model config
+            config = meta = None
     for wrapper in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -118,7 +121,7 @@ def _read_state_dict(path) -> tuple[Weights, ViTConfig | None, dict]:
     return {k: _tensor_to_numpy(v) for k, v in obj.items()}, config, meta or {}
 
 
-def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None, dict]:
+def _load_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -127,12 +130,12 @@ def _load_safetensors(path: Path) -> tuple[Weights, ViTConfig | None, dict]:
             weights = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from e
-    config = ViTConfig.from_dict(json.loads(metadata[CONFIG_KEY])) if CONFIG_KEY in metadata else None
+    config = config_from_dict(json.loads(metadata[CONFIG_KEY])) if CONFIG_KEY in metadata else None
     meta = json.loads(metadata[META_KEY]) if META_KEY in metadata else {}
     return weights, config, meta
 
 
-def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ViTConfig | None = None,
+def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
                meta: Mapping[str, Any] | None = None) -> None:
     """A PyTorch pickle {'state_dict', 'config', 'meta'}; loads with torch.load(weights_only=True)."""
     import torch
@@ -145,7 +148,7 @@ def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], co
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ViTConfig) -> None:
+def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig) -> None:
     """A folder laid out like a train.py run (config.json, checkpoints/0/state as orbax), so the
     JAX engine and read_checkpoint take it like a real run. Built aside, then renamed."""
     import orbax.checkpoint as ocp  # lazily: it brings jax

@@ -1,13 +1,19 @@
-"""vit-convert: any supported ViT checkpoint -> canonical .npz, .safetensors or .pt.
+"""vit-convert: any supported ViT or Swin checkpoint -> canonical .npz, .safetensors or .pt.
 
     vit-convert SRC DST [--model NAME] [--img-size N] [--patch-size P] [--num-classes K]
-                [--num-heads H] [--posemb-method zoom|bilinear|bicubic]
+                [--num-heads H] [--window-size W] [--posemb-method zoom|bilinear|bicubic]
 
 Reads Google's .npz files (vision_transformer before and after Linen, big_vision, scanned or
 not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' / 'model' /
-'module.' or not) and HuggingFace ViT/DeiT state dicts. The architecture is inferred from the
-weights unless --model pins it; the config travels inside DST, so loading it needs no flags.
-It also reads and writes train.py run folders (orbax). DST is written atomically and is never SRC.
+'module.' or not), HuggingFace ViT/DeiT state dicts, and Swin Transformers: timm's state dicts,
+Microsoft's released checkpoints ({'model': ...}, patch merging at the end of each stage) and
+canonical Swin .npz files. The architecture is inferred from the weights unless --model pins it;
+the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
+run folders (orbax). DST is written atomically and is never SRC.
+
+Swin: --window-size (or an --img-size whose stages are smaller than the window) resamples the
+relative position bias tables bicubically, as Microsoft's fine-tuning code and timm's simple
+resize do.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from pathlib import Path
 
 from .checkpoint_io import CheckpointError, save_npz, save_safetensors, save_torch, save_training_dir
 from .checkpoints import Checkpoint, read_checkpoint
-from .config import ConfigError
+from .config import ConfigError, ModelConfig, SwinConfig
 from .layout import WeightsMismatchError, count_params
 from .layouts import LAYOUT_NAMES, canonical_to_big_vision, canonical_to_linen
 from .timm_layout import TIMM
@@ -53,12 +59,27 @@ def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical
 def _google_layout(ckpt: Checkpoint, layout: str):
     if layout == "canonical":
         return ckpt.weights
+    if isinstance(ckpt.config, SwinConfig):
+        raise CheckpointError(f"Google never released Swin models, so there is no {layout} layout for them; "
+                              "write --layout canonical")
     if layout == "linen":
         return canonical_to_linen(ckpt.weights)
     if ckpt.config.num_prefix_tokens and not ckpt.config.no_embed_class and ckpt.config.pos_embed == "learn":
         raise CheckpointError("big_vision adds the position embedding before the class token, but this model's "
                               "table has an entry for it (no_embed_class=False); write --layout canonical or linen")
     return canonical_to_big_vision(ckpt.weights)
+
+
+def describe(cfg: ModelConfig) -> str:
+    """The architecture on one line, as vit-convert prints it."""
+    if isinstance(cfg, SwinConfig):
+        heads = ",".join(map(str, cfg.num_heads))
+        return (f"swin embed_dim={cfg.embed_dim} depths={','.join(map(str, cfg.depths))} num_heads={heads} "
+                f"window_size={cfg.window_size} patch_size={cfg.patch_size} img_size={cfg.img_size} "
+                f"num_classes={cfg.num_classes} global_pool={cfg.global_pool or 'none'}")
+    return (f"embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
+            f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
+            f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class}")
 
 
 def parse_args(argv):
@@ -71,6 +92,8 @@ def parse_args(argv):
     parser.add_argument("--patch-size", type=int, help="PI-resize the patch embedding to this patch size")
     parser.add_argument("--num-classes", type=int, help="replace the head by a zero head with K classes (0: none)")
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
+    parser.add_argument("--window-size", type=int,
+                        help="Swin: resample the relative position bias tables to this window (bicubic)")
     parser.add_argument("--layout", default="canonical", choices=NPZ_LAYOUTS,
                         help="for .npz output: Google's pre-Linen names (canonical, default), Linen names, or big_vision")
     parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),
@@ -82,7 +105,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in (("img_size", args.img_size), ("patch_size", args.patch_size),
-                                   ("num_classes", args.num_classes), ("num_heads", args.num_heads)) if v is not None}
+                                   ("num_classes", args.num_classes), ("num_heads", args.num_heads),
+                                   ("window_size", args.window_size)) if v is not None}
     try:
         check_writable(args.dst)  # before the (slow) read
         if args.dst.resolve() == args.src.resolve():
@@ -94,10 +118,7 @@ def main(argv=None) -> int:
         return 2
     cfg = ckpt.config
     print(f"read  {args.src} ({LAYOUT_NAMES[ckpt.meta['source_layout']]})")
-    print(f"model embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
-          f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
-          f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class} "
-          f"({count_params(cfg):,} parameters)")
+    print(f"model {describe(cfg)} ({count_params(cfg):,} parameters)")
     for change in ckpt.meta.get("adapted", []):
         print(f"adapt {change}")
     size = sum(p.stat().st_size for p in args.dst.rglob("*") if p.is_file()) if args.dst.is_dir() else args.dst.stat().st_size

@@ -1,4 +1,4 @@
-"""Infer the architecture (a ViTConfig) from weight shapes."""
+"""Infer the architecture (a ViTConfig or SwinConfig) from weight shapes."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from .checkpoint_io import CheckpointError
-from .config import ViTConfig
+from .config import SwinConfig, ViTConfig
 from .layout import Weights
 
 # Official widths -> heads; timm and HF fuse or flatten the heads, so their shapes cannot say.
@@ -86,3 +86,69 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
                               f"(with {prefix} class/distillation tokens)")
     fields.update(overrides)
     return ViTConfig(**fields)
+
+
+# Swin ----------------------------------------------------------------------------------------------
+def _window_of_table(rows: int) -> int:
+    side = math.isqrt(rows)
+    if side * side != rows or side % 2 == 0:
+        raise CheckpointError(f"a relative position bias table of {rows} rows is not (2w-1)^2 for any window w")
+    return (side + 1) // 2
+
+
+def summarize_swin_timm(sd: Weights) -> dict[str, Any]:
+    """Shapes of a Swin state dict in timm's names (Microsoft's already brought to them)."""
+    proj = sd["patch_embed.proj.weight"]  # (C, in, p, p)
+    return _swin_summary(
+        sd, r"^layers\.(\d+)\.blocks\.(\d+)\.", "layers.{i}.blocks.0.attn.relative_position_bias_table",
+        embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2],
+        mlp_dim=sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0], qkv_bias="layers.0.blocks.0.attn.qkv.bias" in sd,
+        num_classes=sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else 0,
+    )
+
+
+def summarize_swin_canonical(w: Weights) -> dict[str, Any]:
+    """Shapes of canonical Swin weights (vit_common.swin_layout)."""
+    proj = w["patch_embed/proj/kernel"]  # (p, p, in, C)
+    return _swin_summary(
+        w, r"^layers_(\d+)/blocks_(\d+)/", "layers_{i}/blocks_0/attn/relative_position_bias_table",
+        embed_dim=proj.shape[3], in_chans=proj.shape[2], patch_size=proj.shape[0],
+        mlp_dim=w["layers_0/blocks_0/mlp/fc1/kernel"].shape[1], qkv_bias="layers_0/blocks_0/attn/qkv/bias" in w,
+        num_classes=w["head/fc/kernel"].shape[1] if "head/fc/kernel" in w else 0,
+    )
+
+
+def _swin_summary(w: Weights, block_pattern: str, table_name: str, **fields: Any) -> dict[str, Any]:
+    blocks: dict[int, set[int]] = {}
+    for k in w:
+        if m := re.match(block_pattern, k):
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if not blocks or sorted(blocks) != list(range(len(blocks))):
+        raise CheckpointError(f"Swin weights without consecutive stages of blocks: found stages {sorted(blocks)}")
+    tables = [w[table_name.format(i=i)].shape for i in range(len(blocks))]
+    return dict(fields, depths=tuple(len(blocks[i]) for i in sorted(blocks)), num_heads=tuple(t[1] for t in tables),
+                windows=tuple(_window_of_table(t[0]) for t in tables))
+
+
+def swin_config_from_summary(s: dict[str, Any], **overrides: Any) -> SwinConfig:
+    """The Swin config the weights describe; `overrides` win.
+
+    No Swin weight depends on the image size, except through the windows: a stage whose window is
+    smaller than stage 0's has its resolution equal to its window. Otherwise the image size is
+    the smallest where the last stage is one window, patch * window * 2**(stages-1): 224 for
+    window 7 and 384 for window 12 at patch 4, as in every released checkpoint.
+    """
+    windows, n = s["windows"], len(s["depths"])
+    window = windows[0]
+    grid = window * 2 ** (n - 1)
+    for i, w in enumerate(windows):
+        if w < window:
+            grid = w * 2**i
+            break
+    fields: dict[str, Any] = dict(
+        embed_dim=s["embed_dim"], patch_size=s["patch_size"], in_chans=s["in_chans"], depths=s["depths"],
+        num_heads=s["num_heads"], window_size=window, mlp_ratio=s["mlp_dim"] / s["embed_dim"],
+        qkv_bias=s["qkv_bias"], num_classes=s["num_classes"], img_size=grid * s["patch_size"],
+    )
+    fields.update(overrides)
+    return SwinConfig(**fields)

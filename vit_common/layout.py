@@ -2,7 +2,8 @@
 
 One table of links ties each module of the twins (named as in timm) to its canonical entries.
 Both twins' weight mappings, the shape check and the parameter count are derived from it, so
-they cannot drift apart.
+they cannot drift apart. Swin Transformers have their own table (vit_common.swin_layout), built
+from the same links; `links(cfg)` picks the table of the config's family.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .config import ViTConfig
+from .config import ModelConfig, SwinConfig, ViTConfig
 
 Weights = dict[str, np.ndarray]
 
@@ -65,8 +66,12 @@ def _mlp_links(module: str, prefix: str, cfg: ViTConfig) -> list[Link]:
     ]
 
 
-def links(cfg: ViTConfig) -> list[Link]:
+def links(cfg: ModelConfig) -> list[Link]:
     """Every parameterised module of the model described by cfg, in forward order."""
+    if isinstance(cfg, SwinConfig):
+        from .swin_layout import swin_links
+
+        return swin_links(cfg)
     c, p = cfg.embed_dim, cfg.patch_size
     out = [Link("patch_embed.proj", "conv", ("embedding",), (p, p, cfg.in_chans, c))]
     if cfg.class_token:
@@ -106,7 +111,7 @@ def links(cfg: ViTConfig) -> list[Link]:
     return out
 
 
-def canonical_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
+def canonical_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every canonical entry of the model; allocates nothing."""
     shapes: dict[str, tuple[int, ...]] = {}
     for link in links(cfg):
@@ -114,7 +119,7 @@ def canonical_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def count_params(cfg: ViTConfig) -> int:
+def count_params(cfg: ModelConfig) -> int:
     """Number of trainable parameters, from shapes alone."""
     return sum(math.prod(s) for s in canonical_shapes(cfg).values())
 
@@ -132,7 +137,7 @@ def _listing(lines: list[str]) -> list[str]:
     return lines[:MAX_LISTED] + [f"  ... and {len(lines) - MAX_LISTED} more"]
 
 
-def check_weights(weights: Mapping[str, np.ndarray], cfg: ViTConfig, what: str = "checkpoint") -> None:
+def check_weights(weights: Mapping[str, np.ndarray], cfg: ModelConfig, what: str = "checkpoint") -> None:
     """Raise one error naming every missing, unexpected or misshapen canonical entry."""
     expected = canonical_shapes(cfg)
     missing = [k for k in expected if k not in weights]
@@ -144,9 +149,7 @@ def check_weights(weights: Mapping[str, np.ndarray], cfg: ViTConfig, what: str =
     ]
     if not (missing or unexpected or wrong):
         return
-    lines = [f"{what} does not fit the model (embed_dim={cfg.embed_dim}, depth={cfg.depth}, "
-             f"num_heads={cfg.num_heads}, patch_size={cfg.patch_size}, img_size={cfg.img_size}, "
-             f"num_classes={cfg.num_classes}):"]
+    lines = [f"{what} does not fit the model ({cfg.describe()}):"]
     if wrong:
         lines += ["shape mismatches:"] + _listing(wrong)
     if missing:
@@ -183,7 +186,7 @@ class FrameworkLayout:
             parts.append(("bias", "bias"))
         return parts
 
-    def export(self, canonical: Mapping[str, np.ndarray], cfg: ViTConfig) -> Weights:
+    def export(self, canonical: Mapping[str, np.ndarray], cfg: ModelConfig) -> Weights:
         """Canonical -> this framework's flat names (module path + '.' + parameter)."""
         out: Weights = {}
         for link in links(cfg):
@@ -192,7 +195,7 @@ class FrameworkLayout:
                 out[_join(link.module, fw_part, ".")] = self.encode(link, arrays, canon_part)
         return out
 
-    def import_(self, params: Mapping[str, np.ndarray], cfg: ViTConfig) -> Weights:
+    def import_(self, params: Mapping[str, np.ndarray], cfg: ModelConfig) -> Weights:
         """This framework's flat names -> canonical."""
         expected = {_join(link.module, fw, "."): (link, canon) for link in links(cfg) for fw, canon in self._parts(link)}
         missing = sorted(set(expected) - set(params))

@@ -32,11 +32,21 @@ LAYOUT_NAMES = {
     "hf": "HuggingFace transformers state dict",
     "flax": "train.py run (orbax checkpoint of the Flax twin)",
     "torch_run": "train.py run (checkpoint of the PyTorch twin)",
+    "swin_canonical": "canonical Swin layout",
+    "swin_ms": "Microsoft Swin-Transformer state dict (or timm before 0.9)",
 }
+# Layouts read as timm-named PyTorch state dicts (their fused tensors need a config to split).
+TORCH_LAYOUTS = ("timm", "hf", "swin_ms")
+
+
+def is_swin(keys) -> bool:
+    """Whether weight names (any layout) are a Swin Transformer's: it has relative position bias tables."""
+    return any(k.endswith("relative_position_bias_table") for k in keys)
 
 
 def detect_layout(keys) -> str:
-    """'canonical' | 'linen' | 'big_vision' | 'timm' | 'hf' for a set of weight names."""
+    """'canonical' | 'linen' | 'big_vision' | 'timm' | 'hf' | 'swin_canonical' | 'swin_ms' for a set
+    of weight names ('timm' covers timm's ViT and Swin)."""
     keys = set(keys)
     if any(k.startswith("params/") for k in keys):
         return "big_vision"
@@ -44,15 +54,51 @@ def detect_layout(keys) -> str:
         if any("/MultiHeadDotProductAttention_0/" in k for k in keys if k.startswith("Transformer/")):
             return "linen"
         return "canonical"
+    if "patch_embed/proj/kernel" in keys:
+        return "swin_canonical"
     if "patch_embed.proj.weight" in keys:
+        if is_swin(keys) and _microsoft_swin(keys):
+            return "swin_ms"
         return "timm"
     if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
         return "hf"
     sample = ", ".join(sorted(keys)[:6])
     raise CheckpointError(
         "unknown weight layout: expected Google ViT names (embedding/kernel, Transformer/...), big_vision "
-        f"(params/...), timm (patch_embed.proj.weight, blocks.N...) or HuggingFace (vit.embeddings...); found {sample}, ..."
+        f"(params/...), timm (patch_embed.proj.weight, blocks.N... or layers.N...), HuggingFace (vit.embeddings...) "
+        f"or canonical Swin names (patch_embed/proj/kernel, layers_N/...); found {sample}, ..."
     )
+
+
+SWIN_BUFFERS = ("relative_position_index", "attn_mask")  # saved by Microsoft's code; both twins recompute them
+
+
+def _microsoft_swin(keys) -> bool:
+    """Microsoft's Swin (and timm's before 0.9): the patch merging ends stage i instead of starting
+    stage i+1, so stage 0 has one; with a single stage, only the plain `head` tells."""
+    merging = {int(m.group(1)) for k in keys if (m := re.match(r"^layers\.(\d+)\.downsample\.", k))}
+    return 0 in merging if merging else "head.weight" in keys
+
+
+def drop_swin_buffers(raw: Weights) -> Weights:
+    return {k: v for k, v in raw.items() if not k.endswith(SWIN_BUFFERS)}
+
+
+def microsoft_swin_to_timm(raw: Weights) -> Weights:
+    """Microsoft's Swin state dict -> timm's names: the patch merging that ends stage i
+    (`layers.{i}.downsample`) starts stage i+1 in timm, `head` becomes `head.fc`, and the saved
+    `relative_position_index` / `attn_mask` buffers are dropped."""
+    if "absolute_pos_embed" in raw:
+        raise CheckpointError("this Swin checkpoint has an absolute position embedding (ape=True), which neither "
+                              "timm's Swin nor these twins have")
+    out: Weights = {}
+    for name, value in drop_swin_buffers(raw).items():
+        if m := re.match(r"^layers\.(\d+)\.downsample\.(.+)$", name):
+            name = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
+        elif name.startswith("head.") and not name.startswith("head.fc."):
+            name = f"head.fc.{name[len('head.'):]}"
+        out[name] = value
+    return out
 
 
 def google_to_canonical(raw: Weights) -> Weights:

@@ -1,4 +1,4 @@
-"""vit-predict: top-k classes of images, with attention heatmaps, in either twin.
+"""vit-predict: top-k classes of images, with attention heatmaps, in either twin (ViT or Swin).
 
     vit-predict --checkpoint PATH [--model NAME] [--framework jax|torch] [--top-k 5]
                 [--attention-map OUT.png] IMAGE...
@@ -6,6 +6,8 @@
 The checkpoint is any file vit-convert reads; class names and preprocessing (crop_pct,
 interpolation, mean/std) come from its metadata when it carries them, else Google's
 [-1, 1] scaling with a 0.875 bicubic center crop. Only the chosen framework is imported.
+For Swin models the attention maps cover the last stage (rollout over its blocks, each head's
+mean attention over all its tokens), upsampled from its grid (7x7 at 224 pixels) to the image.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .attention_maps import attention_rollout, last_layer_cls_attention, save_attention_png
+from .attention_maps import attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention
 from .checkpoint_io import CheckpointError
 from .checkpoints import read_checkpoint
 from .config import ConfigError
@@ -105,7 +107,12 @@ def run(args) -> None:
     crop_options = {k: options.pop(k) for k in ("crop_pct", "interpolation") if k in options}
     want_maps = args.attention_map is not None
     outputs = map_paths(args.attention_map, args.images) if want_maps else [None] * len(args.images)
-    query = "class token" if cfg.num_prefix_tokens else "mean of all tokens"
+    swin = cfg.arch == "swin"
+    if swin:  # window attention, shown for the last stage only (see vit_common.attention_maps)
+        prefix, grid, query = 0, cfg.stage_resolution(cfg.num_stages - 1), "mean of all tokens, last stage"
+    else:
+        prefix, grid = cfg.num_prefix_tokens, cfg.grid_size
+        query = "class token" if prefix else "mean of all tokens"
     k = min(args.top_k, cfg.num_classes)
 
     for start in range(0, len(args.images), BATCH):
@@ -113,8 +120,10 @@ def run(args) -> None:
         crops = [resize_and_crop(load_image(p), cfg.img_size, **crop_options) for p in paths]
         probs, attentions = twin.predict(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
         if want_maps:
-            rollout = attention_rollout(attentions, cfg.num_prefix_tokens, cfg.grid_size)
-            per_head = last_layer_cls_attention(attentions, cfg.num_prefix_tokens, cfg.grid_size)
+            if swin:
+                attentions = swin_last_stage_attention(attentions, cfg)
+            rollout = attention_rollout(attentions, prefix, grid)
+            per_head = last_layer_cls_attention(attentions, prefix, grid)
         for i, (path, p) in enumerate(zip(paths, probs)):
             top = np.argsort(-p, kind="stable")[:k]
             print(f"{path}:")

@@ -1,11 +1,12 @@
 """Named presets (timm's names) read by both twins."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 from typing import Any
 
-from .config import ConfigError, ViTConfig
+from .config import ConfigError, ModelConfig, SwinConfig, ViTConfig
 
 # Width, MLP width, heads, depth of the official ViT sizes.
 _SIZES = {
@@ -31,6 +32,19 @@ _VIT_VARIANTS = [
 ]
 
 
+# Swin Transformer sizes (timm / Microsoft): width of stage 0, blocks and heads per stage.
+_SWIN_SIZES = {
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+# (size, window, image size) for which Microsoft released ImageNet checkpoints.
+_SWIN_VARIANTS = [
+    ("tiny", 7, 224), ("small", 7, 224), ("base", 7, 224), ("base", 12, 384), ("large", 7, 224), ("large", 12, 384),
+]
+
+
 def _build_presets() -> dict[str, dict[str, Any]]:
     presets: dict[str, dict[str, Any]] = {}
     for size, patch, img_sizes in _VIT_VARIANTS:
@@ -52,10 +66,18 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     presets["deit_base_distilled_patch16_384"] = dict(
         _SIZES["base"], patch_size=16, img_size=384, distilled=True
     )
+    for size, window, img in _SWIN_VARIANTS:
+        presets[f"swin_{size}_patch4_window{window}_{img}"] = dict(
+            _SWIN_SIZES[size], patch_size=4, window_size=window, img_size=img)
     return presets
 
 
 PRESETS: dict[str, dict[str, Any]] = _build_presets()
+
+
+def config_class(name: str) -> type:
+    """The config family of a preset: SwinConfig for swin_*, ViTConfig for the rest."""
+    return SwinConfig if name.startswith("swin_") else ViTConfig
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -63,14 +85,17 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in PRESETS if fnmatch.fnmatch(name, pattern))
 
 
-def get_config(name: str, **overrides: Any) -> ViTConfig:
-    """The preset `name` with timm-style keyword overrides, validated (nothing is allocated)."""
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """The preset `name` with timm-style keyword overrides, validated (nothing is allocated).
+
+    A ViTConfig for ViT / DeiT names, a SwinConfig for swin_* names."""
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model name {name!r}{hint} (see vit_common.list_models())")
-    fields = set(ViTConfig.__dataclass_fields__)
+    cls = config_class(name)
+    fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(f"unknown keyword override(s) {unknown} for {name}; known: {sorted(fields)}")
-    return ViTConfig(**{**PRESETS[name], **overrides})
+    return cls(**{**PRESETS[name], **overrides})

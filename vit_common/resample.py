@@ -1,4 +1,5 @@
-"""Resampling of position embeddings and patch-embedding kernels, in numpy (float64).
+"""Resampling of position embeddings, patch-embedding kernels and Swin's relative position bias
+tables, in numpy (float64).
 
 One implementation serves both twins, so a checkpoint adapted for Flax and for PyTorch gets
 the same numbers. Every method is a separable 1-D rule written as a (new, old) weight matrix:
@@ -117,3 +118,30 @@ def resample_patch_embed(kernel: np.ndarray, new_patch_size: int, method: str = 
     back = np.linalg.pinv(resize_matrix(p, new_patch_size, method).T)
     new = np.einsum("hi,wj,ijab->hwab", back, back, kernel.astype(np.float64))
     return new.astype(kernel.dtype)
+
+
+def resample_relative_position_bias(table: np.ndarray, new_window: int, method: str = "bicubic") -> np.ndarray:
+    """A Swin relative position bias table ((2w-1)^2, heads) -> ((2w'-1)^2, heads).
+
+    Each head's table is a (2w-1) x (2w-1) image over (dy, dx) offsets; it is resized to
+    (2w'-1) x (2w'-1) with `method`. The default, bicubic with corners not aligned, is
+    torch.nn.functional.interpolate(mode="bicubic", align_corners=False), which Microsoft's
+    Swin code uses to fine-tune at a larger window and timm uses for its simple resize
+    (timm.layers.resize_rel_pos_bias_table_simple). Computed in float64, returned in the
+    input dtype.
+    """
+    table = np.asarray(table)
+    if table.ndim != 2:
+        raise ValueError(f"a relative position bias table is ((2w-1)^2, heads), got shape {table.shape}")
+    side = int(round(np.sqrt(table.shape[0])))
+    if side * side != table.shape[0] or side % 2 == 0:
+        raise ValueError(f"a table of {table.shape[0]} rows is not (2w-1)^2 for any window w")
+    if int(new_window) != new_window or new_window < 1:
+        raise ValueError(f"new_window must be a positive integer, got {new_window!r}")
+    new_side = 2 * int(new_window) - 1
+    if new_side == side:
+        return table.copy()
+    m = resize_matrix(side, new_side, method)
+    grid = table.reshape(side, side, -1).astype(np.float64)
+    new = np.einsum("hi,wj,ijc->hwc", m, m, grid).reshape(new_side * new_side, -1)
+    return new.astype(table.dtype)

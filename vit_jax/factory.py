@@ -9,7 +9,7 @@ from flax import nnx
 
 from vit_common import get_config, read_checkpoint
 
-from .models import VisionTransformer
+from .models import SwinTransformer, VisionTransformer, build_model
 from .weights import load_canonical_
 
 
@@ -20,9 +20,10 @@ def create_model(
     rngs: nnx.Rngs | None = None,
     dtype=jnp.float32,
     **overrides: Any,
-) -> VisionTransformer:
+) -> VisionTransformer | SwinTransformer:
     """Build `name` (timm's preset names and keyword overrides), in eval mode.
 
+    ViT / DeiT names give a VisionTransformer, swin_* names a SwinTransformer.
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.
@@ -33,9 +34,9 @@ def create_model(
     if checkpoint is None:
         if name is None:
             raise ValueError("create_model needs a model name, a checkpoint, or both")
-        model = VisionTransformer(get_config(name, **overrides), dtype=dtype, rngs=rngs)
+        model = build_model(get_config(name, **overrides), dtype=dtype, rngs=rngs)
     else:
         ckpt = read_checkpoint(checkpoint, name, **overrides)
-        model = load_canonical_(VisionTransformer(ckpt.config, dtype=dtype, rngs=rngs), ckpt.weights)
+        model = load_canonical_(build_model(ckpt.config, dtype=dtype, rngs=rngs), ckpt.weights)
     model.eval()
     return model

@@ -10,14 +10,14 @@ from flax import nnx
 from vit_common import Weights, check_weights
 from vit_common.flax_layout import FLAX, flatten_params
 
-from .models import VisionTransformer
+from .models import Model
 
 
 def _flat(state: nnx.State) -> dict[str, np.ndarray]:
     return flatten_params(nnx.to_pure_dict(state))
 
 
-def to_canonical(model: VisionTransformer) -> Weights:
+def to_canonical(model: Model) -> Weights:
     """Canonical weights of a model."""
     return FLAX.import_(_flat(nnx.state(model, nnx.Param)), model.cfg)
 
@@ -27,7 +27,7 @@ def grads_to_canonical(grads: nnx.State, cfg) -> Weights:
     return FLAX.import_(_flat(grads), cfg)
 
 
-def load_canonical_(model: VisionTransformer, weights: Mapping[str, np.ndarray]) -> VisionTransformer:
+def load_canonical_(model: Model, weights: Mapping[str, np.ndarray]) -> Model:
     """Copy canonical weights into the model in place (strict: every entry, no extras)."""
     check_weights(weights, model.cfg, what="weights")
     values = FLAX.export(weights, model.cfg)

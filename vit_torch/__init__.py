@@ -1,11 +1,12 @@
-"""PyTorch twin of the ViT family. Never imports jax."""
+"""PyTorch twin of the ViT family and the Swin Transformer. Never imports jax."""
 from vit_common import get_config, list_models
 
 from .factory import create_model
-from .models import VisionTransformer, ViTOutput
+from .models import SwinOutput, SwinTransformer, VisionTransformer, ViTOutput, build_model
 from .weights import grads_to_canonical, load_canonical_, to_canonical
 
 __all__ = [
-    "VisionTransformer", "ViTOutput", "create_model", "get_config", "grads_to_canonical",
+    "SwinOutput", "SwinTransformer", "VisionTransformer", "ViTOutput", "build_model", "create_model", "get_config",
+    "grads_to_canonical",
     "list_models", "load_canonical_", "to_canonical",
 ]

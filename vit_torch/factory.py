@@ -6,13 +6,15 @@ from typing import Any
 
 from vit_common import get_config, read_checkpoint
 
-from .models import VisionTransformer
+from .models import SwinTransformer, VisionTransformer, build_model
 from .weights import load_canonical_
 
 
-def create_model(name: str | None = None, checkpoint: str | os.PathLike | None = None, **overrides: Any) -> VisionTransformer:
+def create_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
+                 **overrides: Any) -> VisionTransformer | SwinTransformer:
     """Build `name` (timm's preset names and keyword overrides), in eval mode.
 
+    ViT / DeiT names give a VisionTransformer, swin_* names a SwinTransformer.
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.
@@ -21,6 +23,6 @@ def create_model(name: str | None = None, checkpoint: str | os.PathLike | None =
     if checkpoint is None:
         if name is None:
             raise ValueError("create_model needs a model name, a checkpoint, or both")
-        return VisionTransformer(get_config(name, **overrides)).eval()
+        return build_model(get_config(name, **overrides)).eval()
     ckpt = read_checkpoint(checkpoint, name, **overrides)
-    return load_canonical_(VisionTransformer(ckpt.config), ckpt.weights).eval()
+    return load_canonical_(build_model(ckpt.config), ckpt.weights).eval()

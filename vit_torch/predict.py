@@ -6,24 +6,25 @@ import torch
 
 from vit_common import Checkpoint
 
-from .models import VisionTransformer
+from .models import Model, build_model
 from .weights import load_canonical_
 
 
-def load_model(ckpt: Checkpoint) -> VisionTransformer:
+def load_model(ckpt: Checkpoint) -> Model:
     """The checkpoint's model with its weights, in eval mode."""
-    return load_canonical_(VisionTransformer(ckpt.config), ckpt.weights).eval()
+    return load_canonical_(build_model(ckpt.config), ckpt.weights).eval()
 
 
 @torch.inference_mode()
-def _probs_and_attentions(model: VisionTransformer, x: torch.Tensor, attention: bool):
+def _probs_and_attentions(model: Model, x: torch.Tensor, attention: bool):
     out = model.forward_intermediates(x, attention=attention)
     return torch.softmax(out.logits.float(), dim=-1), out.attentions
 
 
-def predict(model: VisionTransformer, images_nhwc: np.ndarray, attention: bool = True
+def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
             ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(B, K) float32 probabilities and, if asked, every layer's (B, heads, T, T) attention.
+    """(B, K) float32 probabilities and, if asked, every layer's attention
+    (ViT: (B, heads, T, T); Swin: every block's (B * windows, heads, w*w, w*w)).
 
     Takes NHWC images like the Flax twin and transposes them to NCHW here."""
     if not model.cfg.num_classes:

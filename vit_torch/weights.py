@@ -8,7 +8,7 @@ import torch
 
 from vit_common import TIMM, Weights, check_weights
 
-from .models import VisionTransformer
+from .models import Model
 
 
 def state_dict_numpy(model: torch.nn.Module) -> Weights:
@@ -16,12 +16,12 @@ def state_dict_numpy(model: torch.nn.Module) -> Weights:
             for k, v in model.state_dict().items()}
 
 
-def to_canonical(model: VisionTransformer) -> Weights:
+def to_canonical(model: Model) -> Weights:
     """Canonical weights of a model."""
     return TIMM.import_(state_dict_numpy(model), model.cfg)
 
 
-def grads_to_canonical(model: VisionTransformer) -> Weights:
+def grads_to_canonical(model: Model) -> Weights:
     """Each parameter's .grad, mapped to canonical names (missing grads count as zeros)."""
     grads = {
         name: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().numpy()
@@ -30,7 +30,7 @@ def grads_to_canonical(model: VisionTransformer) -> Weights:
     return TIMM.import_(grads, model.cfg)
 
 
-def load_canonical_(model: VisionTransformer, weights: Mapping[str, np.ndarray]) -> VisionTransformer:
+def load_canonical_(model: Model, weights: Mapping[str, np.ndarray]) -> Model:
     """Copy canonical weights into the model in place (strict: every entry, no extras)."""
     check_weights(weights, model.cfg, what="weights")
     # Copies: arrays loaded from files may be read-only, which torch.from_numpy refuses to share.

@@ -1,3 +1,12 @@
+from .swin import SwinOutput, SwinTransformer
 from .vit import VisionTransformer, ViTOutput
 
-__all__ = ["VisionTransformer", "ViTOutput"]
+Model = VisionTransformer | SwinTransformer
+
+
+def build_model(cfg, **kwargs):
+    """The model a config describes: SwinTransformer for a SwinConfig, else VisionTransformer."""
+    return (SwinTransformer if cfg.arch == "swin" else VisionTransformer)(cfg, **kwargs)
+
+
+__all__ = ["Model", "SwinOutput", "SwinTransformer", "VisionTransformer", "ViTOutput", "build_model"]

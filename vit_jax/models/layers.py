@@ -12,6 +12,8 @@ LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
 xavier_uniform = nnx.initializers.xavier_uniform()
 lecun_normal = nnx.initializers.lecun_normal()  # truncated normal, variance 1/fan_in
 zeros = nnx.initializers.zeros_init()
+# timm's trunc_normal_(std=0.02) cuts at +-2 in absolute terms, i.e. at 100 std: a plain normal.
+normal_02 = nnx.initializers.normal(0.02)
 
 
 def xavier_uniform_fused(parts: int):
@@ -24,9 +26,10 @@ def xavier_uniform_fused(parts: int):
     return init
 
 
-def layer_norm(dim: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def layer_norm(dim: int, dtype, rngs: nnx.Rngs, eps: float | None = None) -> nnx.LayerNorm:
+    """LayerNorm with ViT's epsilon (LN_EPS) unless `eps` is given (Swin: 1e-5)."""
     # Two-pass variance, as PyTorch computes it; the fast E[x^2]-E[x]^2 form loses float32 digits.
-    return nnx.LayerNorm(dim, epsilon=LN_EPS, use_fast_variance=False, dtype=dtype, rngs=rngs)
+    return nnx.LayerNorm(dim, epsilon=LN_EPS if eps is None else eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
 
 class Buffer(nnx.Variable):
@@ -82,11 +85,16 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-    def __init__(self, dim: int, hidden: int, drop: float, *, dtype, rngs):
-        bias_init = nnx.initializers.normal(1e-6)
-        self.fc1 = nnx.Linear(dim, hidden, kernel_init=xavier_uniform, bias_init=bias_init, dtype=dtype, rngs=rngs)
+    def __init__(self, dim: int, hidden: int, drop: float, *, init: str = "jax", dtype, rngs):
+        """init 'jax': Google's ViT (Xavier-uniform kernels, biases N(0, 1e-6));
+        'timm': timm's default (kernels N(0, 0.02^2), zero biases), as Swin uses."""
+        if init == "jax":
+            kernel_init, bias_init = xavier_uniform, nnx.initializers.normal(1e-6)
+        else:
+            kernel_init, bias_init = normal_02, zeros
+        self.fc1 = nnx.Linear(dim, hidden, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, rngs=rngs)
         self.drop1 = nnx.Dropout(drop, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, dim, kernel_init=xavier_uniform, bias_init=bias_init, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, dim, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, rngs=rngs)
         self.drop2 = nnx.Dropout(drop, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

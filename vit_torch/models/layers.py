@@ -10,8 +10,16 @@ from torch import nn
 LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
 
 
-def layer_norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=LN_EPS)
+def layer_norm(dim: int, eps: float | None = None) -> nn.LayerNorm:
+    """LayerNorm with ViT's epsilon (LN_EPS) unless `eps` is given (Swin: 1e-5)."""
+    return nn.LayerNorm(dim, eps=LN_EPS if eps is None else eps)
+
+
+def timm_linear_init_(linear: nn.Linear) -> None:
+    """timm's default: weight trunc_normal_(std=0.02) (cut at +-2 absolute: a plain normal), zero bias."""
+    nn.init.trunc_normal_(linear.weight, std=0.02)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
 
 
 def xavier_uniform_fused_(weight: torch.Tensor, parts: int) -> None:
@@ -84,7 +92,9 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float):
+    def __init__(self, dim: int, hidden: int, drop: float, *, init: str = "jax"):
+        """init 'jax': Google's ViT (Xavier-uniform kernels, biases N(0, 1e-6));
+        'timm': timm's default (kernels N(0, 0.02^2), zero biases), as Swin uses."""
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU(approximate="none")  # exact erf GELU, as in Google's ViT
@@ -92,8 +102,11 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
         for fc in (self.fc1, self.fc2):
-            nn.init.xavier_uniform_(fc.weight)
-            nn.init.normal_(fc.bias, std=1e-6)
+            if init == "jax":
+                nn.init.xavier_uniform_(fc.weight)
+                nn.init.normal_(fc.bias, std=1e-6)
+            else:
+                timm_linear_init_(fc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))

@@ -1,0 +1,243 @@
+"""Swin Transformer parity: forward (logits, pooled features, every block's and stage's output,
+every window attention map) and gradients in both directions, full-size swin_tiny once each way,
+bit-exact round trips, bf16, and checkpoints (timm, Microsoft) through vit-convert, vit-parity and
+vit-predict into both twins."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from flax import nnx
+from PIL import Image
+
+import vit_jax
+import vit_jax.predict
+import vit_torch
+import vit_torch.predict
+from parity_tests.configs import SWIN_FULL_SIZE, SWIN_GRID, swin_small
+from parity_tests.harness import (
+    BF16_TOL, FLOAT32_TOL, build_pair, compare, compare_weights, jax_grads, labels_for, random_images, rel_error,
+    run_jax, run_torch, torch_grads,
+)
+from parity_tests.parity_cli import main as parity
+from tests import swin_reference
+from tests.checkpoint_factories import as_microsoft_swin
+from vit_common import TIMM, Checkpoint, read_checkpoint, save_npz, save_safetensors
+from vit_common.attention_maps import attention_rollout, last_layer_cls_attention, swin_last_stage_attention
+from vit_common.convert import main as convert
+from vit_common.predict_cli import main as predict_cli
+
+DIRECTIONS = ["torch", "jax"]  # the twin that initialises; the other receives converted weights
+
+
+def _direction(source: str) -> str:
+    return f"{source}->{'jax' if source == 'torch' else 'torch'}"
+
+
+def _forward(record, label, preset, overrides, source, batch):
+    tm, jm, _ = build_pair(preset, source, **overrides)
+    cfg = tm.cfg
+    images = random_images(cfg, batch)
+    out_t, out_j = run_torch(tm, images), run_jax(jm, images)
+    errors = compare(out_j, out_t) if source == "torch" else compare(out_t, out_j)
+    record(label, _direction(source), errors)
+    assert len(out_t.hidden_states) == len(out_t.attentions) == cfg.depth and len(out_t.stages) == cfg.num_stages
+    bad = {k: v for k, v in errors.items() if v > FLOAT32_TOL}
+    assert not bad, f"{label} ({source} init): errors above {FLOAT32_TOL}: {bad}"
+
+
+@pytest.mark.parametrize("source", DIRECTIONS)
+@pytest.mark.parametrize("name", list(SWIN_GRID))
+def test_forward_small(record, name, source):
+    _forward(record, name, *swin_small(name), source, batch=3)
+
+
+@pytest.mark.parametrize("source", DIRECTIONS)
+@pytest.mark.parametrize("preset", SWIN_FULL_SIZE)
+def test_forward_full_size(record, preset, source):
+    _forward(record, preset, preset, {}, source, batch=2)
+
+
+@pytest.mark.parametrize("source", DIRECTIONS)
+@pytest.mark.parametrize("name", ["swin-shrink", "swin-w7-1ch"])  # 4 stages, windows 4, 4, 4, 2; window 7, shift 3
+def test_gradients(record, name, source):
+    preset, overrides = swin_small(name)
+    tm, jm, _ = build_pair(preset, source, **overrides)
+    images, labels = random_images(tm.cfg, 4), labels_for(tm.cfg, 4)
+    loss_t, grads_t = torch_grads(tm, images, labels)
+    loss_j, grads_j = jax_grads(jm, images, labels)
+    first = [k for k in grads_t if k.startswith("layers_0/blocks_0/")]
+    assert max(np.abs(grads_t[k]).max() for k in first) > 1e-5, "no gradient reaches the first block"
+    errors = compare_weights(grads_j, grads_t) if source == "torch" else compare_weights(grads_t, grads_j)
+    record(name, _direction(source), {"grads": max(errors.values())})
+    assert rel_error(loss_j, loss_t) <= FLOAT32_TOL
+    bad = {k: v for k, v in errors.items() if v > FLOAT32_TOL}
+    assert not bad, f"{name}: gradients above {FLOAT32_TOL}: {bad}"
+    for k in grads_t:  # each tensor also against its own scale, so a mis-mapped small one cannot hide
+        own = np.abs(grads_t[k] - grads_j[k]).max() / np.abs(grads_t[k]).max()
+        assert own < 1e-4, f"{name}: {k} differs by {own:.1e} of its own scale"
+
+
+# Round trips and files ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["swin", "swin-shrink", "swin-no-qkv-bias"])
+def test_torch_canonical_jax_canonical_torch_is_bit_exact(name):
+    preset, overrides = swin_small(name)
+    tm, _, _ = build_pair(preset, "torch", **overrides)
+    start = {k: v.clone() for k, v in tm.state_dict().items()}
+    canonical = vit_torch.to_canonical(tm)
+    jm = vit_jax.load_canonical_(vit_jax.create_model(preset, rngs=nnx.Rngs(9), **overrides), canonical)
+    back = vit_jax.to_canonical(jm)
+    assert back.keys() == canonical.keys()
+    assert all(back[k].dtype == canonical[k].dtype and np.array_equal(back[k], canonical[k]) for k in back)
+    end = vit_torch.load_canonical_(vit_torch.create_model(preset, **overrides), back).state_dict()
+    assert start.keys() == end.keys() and all(torch.equal(start[k], end[k]) for k in start)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pt"])
+def test_create_model_loads_swin_files_in_both_twins(tmp_path, suffix):
+    preset, overrides = swin_small("swin")
+    tm, _, weights = build_pair(preset, "torch", **overrides)
+    path = tmp_path / f"swin{suffix}"
+    if suffix == ".npz":
+        save_npz(path, weights, tm.cfg)
+    elif suffix == ".safetensors":
+        save_safetensors(path, TIMM.export(weights, tm.cfg), tm.cfg)
+    else:
+        torch.save({"state_dict": tm.state_dict(), "epoch": 3}, path)  # a training checkpoint, no config
+    images = random_images(tm.cfg, 2)
+    ref = run_torch(tm, images).logits
+    for model in (vit_torch.create_model(checkpoint=path, img_size=32), vit_jax.create_model(checkpoint=path, img_size=32)):
+        assert model.cfg == tm.cfg
+        out = run_torch(model, images) if isinstance(model, torch.nn.Module) else run_jax(model, images)
+        assert rel_error(out.logits, ref) <= FLOAT32_TOL
+
+
+@pytest.mark.parametrize("name", ["swin"])
+def test_bf16_twins_agree(record, name):
+    preset, overrides = swin_small(name)
+    tm, _, weights = build_pair(preset, "torch", **overrides)
+    jm = vit_jax.load_canonical_(vit_jax.create_model(preset, dtype=jnp.bfloat16, **overrides), weights)
+    images = random_images(tm.cfg, 16)
+    out_t = run_torch(tm, images, attention=False, dtype=torch.bfloat16)
+    out_j = run_jax(jm, images, attention=False)
+    err = rel_error(out_j.logits, out_t.logits)
+    record(name, "torch->jax", {"bf16 logits": err})
+    assert err <= BF16_TOL
+    ref = run_torch(tm, images, attention=False).logits
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * BF16_TOL * max(1.0, np.abs(ref).max())
+    assert decided.mean() >= 0.5, "too few clear predictions to judge top-1 agreement"
+    np.testing.assert_array_equal(out_j.logits.argmax(-1)[decided], out_t.logits.argmax(-1)[decided])
+    assert rel_error(ref, out_t.logits) > 1e-4  # bf16 really was used
+
+
+# Microsoft's checkpoints and the command-line tools ----------------------------------------------------
+@pytest.fixture(scope="module")
+def swin_weights():
+    """A tiny three-stage Swin: timm's init plus N(0, 0.02^2) noise, canonical weights and config."""
+    preset, overrides = swin_small("swin-3-stages")
+    torch.manual_seed(0)
+    tm = vit_torch.create_model(preset, **overrides)
+    weights = vit_torch.to_canonical(tm)
+    rng = np.random.default_rng(0)
+    weights = {k: (v + 0.02 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in weights.items()}
+    weights["head/fc/kernel"] *= 30  # spread the probabilities apart
+    return weights, tm.cfg
+
+
+def test_microsoft_checkpoint_through_vit_convert(tmp_path, capsys, swin_weights):
+    weights, cfg = swin_weights
+    ms = {k: torch.from_numpy(v) for k, v in as_microsoft_swin(weights, cfg).items()}
+    torch.save({"model": ms}, src := tmp_path / "swin_tiny_patch4_window7_224.pth")  # as Microsoft releases them
+    assert convert([str(src), str(dst := tmp_path / "swin.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "Microsoft Swin-Transformer state dict" in out and "depths=2,2,2 num_heads=2,2,4 window_size=4" in out
+    ckpt = read_checkpoint(dst)
+    assert ckpt.config == cfg  # the image size follows from the windows: 32
+    assert ckpt.weights.keys() == weights.keys() and all(np.array_equal(ckpt.weights[k], weights[k]) for k in weights)
+    images = random_images(cfg, 2)
+    want, _, _, _ = swin_reference.forward(weights, cfg, images)
+    for path in (src, dst):
+        out_t = run_torch(vit_torch.create_model(checkpoint=path), images)
+        out_j = run_jax(vit_jax.create_model(checkpoint=path), images)
+        assert rel_error(out_t.logits, want) <= FLOAT32_TOL and rel_error(out_j.logits, want) <= FLOAT32_TOL
+        assert rel_error(out_j.logits, out_t.logits) <= FLOAT32_TOL
+
+
+def test_same_state_dict_as_timms_checkpoint_filter(swin_weights):
+    pytest.importorskip("timm")  # timm needs torchvision, which has no CPU build on CI machines
+    import timm
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    weights, cfg = swin_weights
+    model = timm.create_model("swin_tiny_patch4_window7_224", img_size=cfg.img_size, patch_size=cfg.patch_size,
+                              window_size=cfg.window_size, embed_dim=cfg.embed_dim, depths=cfg.depths,
+                              num_heads=cfg.num_heads, num_classes=cfg.num_classes)
+    ms = {k: torch.from_numpy(v) for k, v in as_microsoft_swin(weights, cfg).items()}
+    theirs = checkpoint_filter_fn({"model": ms}, model)
+    ours = TIMM.export(weights, cfg)
+    assert theirs.keys() == ours.keys()
+    for k, v in theirs.items():
+        np.testing.assert_array_equal(v.numpy(), ours[k], err_msg=k)
+
+
+def test_window_change_on_conversion(tmp_path, capsys, swin_weights):
+    weights, cfg = swin_weights
+    save_npz(src := tmp_path / "w4.npz", weights, cfg)
+    assert convert([str(src), str(dst := tmp_path / "w8.safetensors"), "--window-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 0 relative position bias tables resampled for 4x4 -> 8x8 windows (bicubic)" in out
+    ckpt = read_checkpoint(dst)
+    assert ckpt.config.window_size == 8 and [ckpt.config.stage_window(i) for i in range(3)] == [8, 8, 4]
+    table = weights["layers_1/blocks_1/attn/relative_position_bias_table"]  # (49, 2) -> (225, 2)
+    grid = torch.from_numpy(table.astype(np.float64)).T.reshape(1, 2, 7, 7)
+    want = F.interpolate(grid, size=(15, 15), mode="bicubic", align_corners=False).reshape(2, 225).T.numpy()
+    np.testing.assert_allclose(ckpt.weights["layers_1/blocks_1/attn/relative_position_bias_table"], want,
+                               rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(ckpt.weights["layers_2/blocks_0/attn/relative_position_bias_table"],
+                                  weights["layers_2/blocks_0/attn/relative_position_bias_table"])  # 4x4 stays
+    images = random_images(ckpt.config, 2)
+    out_t = run_torch(vit_torch.create_model(checkpoint=dst), images)
+    out_j = run_jax(vit_jax.create_model(checkpoint=dst), images)
+    assert compare(out_j, out_t)["logits"] <= FLOAT32_TOL
+
+
+def test_parity_cli_on_a_swin_checkpoint(tmp_path, capsys, swin_weights):
+    weights, cfg = swin_weights
+    save_npz(path := tmp_path / "swin.npz", weights, cfg)
+    assert parity([str(path), "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "canonical Swin layout" in out and "depths=2,2,2" in out
+    assert "block  5 attention" in out and "stage 2 output" in out and "-> PASS" in out
+
+
+def test_predict_maps_agree_and_cli_writes_them(tmp_path, capsys, swin_weights):
+    weights, cfg = swin_weights
+    tm = vit_torch.predict.load_model(Checkpoint(weights, cfg, {}))
+    jm = vit_jax.predict.load_model(Checkpoint(weights, cfg, {}))
+    images = random_images(cfg, 2)
+    probs_t, att_t = vit_torch.predict.predict(tm, images)
+    probs_j, att_j = vit_jax.predict.predict(jm, images)
+    assert rel_error(probs_j, probs_t) <= FLOAT32_TOL and len(att_t) == len(att_j) == 6
+    maps_t, maps_j = swin_last_stage_attention(att_t, cfg), swin_last_stage_attention(att_j, cfg)
+    assert len(maps_t) == 2 and maps_t[0].shape == (2, 4, 16, 16)  # the last stage: a 4x4 grid, 4 heads
+    for fn in (lambda m: attention_rollout(m, 0, 4), lambda m: last_layer_cls_attention(m, 0, 4)):
+        assert rel_error(fn(maps_j), fn(maps_t)) <= FLOAT32_TOL
+    save_npz(ckpt := tmp_path / "swin.npz", weights, cfg)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(img := tmp_path / "a.png")
+    assert predict_cli(["--checkpoint", str(ckpt), "--framework", "torch", "--attention-map",
+                        str(png := tmp_path / "maps.png"), str(img)]) == 0
+    assert f"attention map: {png}" in capsys.readouterr().out
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+
+
+
+def test_run_folder_roundtrip(tmp_path, swin_weights):
+    """vit-convert writes a Swin model as a train.py run folder (orbax) and reads it back exactly."""
+    weights, cfg = swin_weights
+    save_npz(src := tmp_path / "swin.npz", weights, cfg)
+    assert convert([str(src), str(run := tmp_path / "run")]) == 0
+    back = read_checkpoint(run)
+    assert back.config == cfg and back.weights.keys() == weights.keys()
+    assert all(np.array_equal(back.weights[k], weights[k]) for k in weights)
