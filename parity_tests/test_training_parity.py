@@ -16,6 +16,7 @@ import vit_jax
 import vit_torch
 from parity_tests.harness import FLOAT32_TOL, rel_error
 from vit_common import TIMM, get_config, read_checkpoint, save_npz
+from vit_common.checkpoint_io import run_checkpoint_steps
 from vit_common.flax_layout import FLAX, flatten_params
 from vit_common.train_config import parse_train_args
 
@@ -40,7 +41,7 @@ def _jax_params(workdir, step):
 
 
 def _torch_params(workdir, step, cfg):
-    state = torch.load(workdir / "checkpoints" / f"step_{step:09d}.pt", weights_only=True)["model"]
+    state = torch.load(run_checkpoint_steps(workdir / "checkpoints")[step], weights_only=True)["model"]
     return TIMM.import_({k: v.numpy() for k, v in state.items()}, cfg)
 
 

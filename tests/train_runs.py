@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vit_common.checkpoint_io import run_checkpoint_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny model on digits at 8x8: 44 steps per epoch at batch 32.
 TINY = ["--img-size", "8", "--patch-size", "4", "--batch-size", "32", "--epochs", "2", "--lr", "2e-3",
@@ -45,12 +47,7 @@ def train_losses(workdir):
 
 def saved_steps(workdir):
     """Finished checkpoints of either twin: orbax step folders (jax), step_N.pt files (torch)."""
-    folder = Path(workdir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    names = [p.name for p in folder.iterdir()]
-    return sorted(int(n) for n in names if n.isdigit()) + sorted(
-        int(n[5:-3]) for n in names if n.startswith("step_") and n.endswith(".pt"))
+    return sorted(run_checkpoint_steps(Path(workdir) / "checkpoints"))
 
 
 def wait_for_checkpoint(workdir, proc, timeout=120):

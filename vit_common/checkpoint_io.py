@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -146,6 +147,30 @@ def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], co
     if meta:
         obj["meta"] = dict(meta)
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+_TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")
+
+
+def torch_step_name(step: int) -> str:
+    """The PyTorch twin's checkpoint file for `step` in a run's checkpoints/ folder."""
+    return f"step_{step:09d}.pt"
+
+
+def run_checkpoint_steps(folder: str | os.PathLike) -> dict[int, Path]:
+    """Finished checkpoints in a train.py run's checkpoints/ folder, step -> path: orbax step
+    folders (the JAX twin's) and step_N.pt files (the PyTorch twin's). Writes in progress
+    carry other names (orbax's temporary folders, atomic_write's hidden files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    steps = {}
+    for p in folder.iterdir():
+        if p.name.isdigit():
+            steps[int(p.name)] = p
+        elif m := _TORCH_STEP.match(p.name):
+            steps[int(m.group(1))] = p
+    return steps
 
 
 def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig) -> None:

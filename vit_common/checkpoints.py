@@ -4,13 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .checkpoint_io import STATE_DICT_SUFFIXES, CheckpointError, _existing, _read_npz, _read_state_dict
+from .checkpoint_io import (STATE_DICT_SUFFIXES, CheckpointError, _existing, _read_npz, _read_state_dict,
+                            run_checkpoint_steps)
 from .config import ConfigError, ModelConfig, SwinConfig, config_from_dict
 from .flax_layout import FLAX, flatten_params
 from .infer import (
@@ -176,17 +176,13 @@ def _read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
     checkpoint of a train.py workdir (an orbax step folder from the JAX twin, a step_N.pt file
     from the PyTorch twin), or of one orbax checkpoint step folder in it."""
     if (path / "checkpoints").is_dir():
-        workdir, entries = path, list((path / "checkpoints").iterdir())
-        torch_steps = [p for p in entries if re.fullmatch(r"step_\d+\.pt", p.name)]
-        orbax_steps = [p for p in entries if p.name.isdigit()]
-        if not torch_steps and not orbax_steps:
+        steps = run_checkpoint_steps(path / "checkpoints")
+        if not steps:
             raise CheckpointError(f"{path}: a training workdir without a finished checkpoint")
-        if torch_steps:
-            step_path = max(torch_steps, key=lambda p: int(p.name[5:-3]))
-        else:
-            step_path = max(orbax_steps, key=lambda p: int(p.name))
+        workdir, step = path, max(steps)
+        step_path = steps[step]
     elif path.name.isdigit() and (path / "state").is_dir():
-        workdir, step_path = path.parent.parent, path
+        workdir, step, step_path = path.parent.parent, int(path.name), path
     else:
         raise CheckpointError(f"{path}: a folder, but neither a train.py workdir nor one of its checkpoint steps")
     config_file = workdir / "config.json"
@@ -194,7 +190,7 @@ def _read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
         raise CheckpointError(f"{workdir}: no config.json beside the checkpoints")
     config = config_from_dict(json.loads(config_file.read_text())["model"])
     if step_path.suffix == ".pt":
-        return _read_torch_run_step(step_path, config)
+        return _read_torch_run_step(step_path, step, config)
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
 
     try:
@@ -203,10 +199,10 @@ def _read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
         raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
     params = state.get("ema", state["params"])
     return (FLAX.import_(flatten_params(params), config), config,
-            {"source": f"{step_path} (step {step_path.name})", "layout": "flax"})
+            {"source": f"{step_path} (step {step})", "layout": "flax"})
 
 
-def _read_torch_run_step(step_path: Path, config: ModelConfig) -> tuple[Weights, ModelConfig, dict]:
+def _read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tuple[Weights, ModelConfig, dict]:
     import torch  # lazily: only the PyTorch twin's runs need it
 
     try:
@@ -215,4 +211,4 @@ def _read_torch_run_step(step_path: Path, config: ModelConfig) -> tuple[Weights,
     except Exception as e:  # torch raises many types for a damaged file
         raise CheckpointError(f"{step_path}: not a readable train.py checkpoint ({type(e).__name__}: {e})") from e
     weights = TIMM.import_({k: v.float().numpy() for k, v in model.items()}, config)
-    return weights, config, {"source": f"{step_path} (step {int(step_path.name[5:-3])})", "layout": "torch_run"}
+    return weights, config, {"source": f"{step_path} (step {step})", "layout": "torch_run"}

@@ -4,6 +4,7 @@ run leaves behind (final.npz, summary.json, the curve PNG)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ class Progress:
     def __init__(self, config: TrainConfig, total_steps: int, start: int, *, writer: bool, show: bool):
         from tqdm import tqdm
 
-        self.config, self.steps_per_epoch = config, None
+        self.config = config
         self.log = RunLog(config.workdir, resume_step=start) if writer else None
         self.bar = tqdm(total=total_steps, initial=start, disable=not (show and writer), unit="step", dynamic_ncols=True)
         self.show = show and writer
@@ -164,8 +165,6 @@ def check_workdir(config: TrainConfig) -> None:
     path = Path(config.workdir) / "config.json"
     if not path.is_file():
         return
-    import json
-
     started = json.loads(path.read_text()).get("train", {}).get("framework", "jax")
     if started != config.framework:
         raise ConfigError(f"{config.workdir} holds a --framework {started} run; to continue it in {config.framework}, "

@@ -4,21 +4,11 @@ per step in workdir/checkpoints. Atomic (written aside, then renamed), the last 
 dropout masks are a function of the step (step.step_seed), so no RNG state needs keeping."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
-from vit_common.checkpoint_io import CheckpointError, atomic_write
-
-_NAME = re.compile(r"^step_(\d+)\.pt$")
-
-
-def checkpoint_steps(folder: Path) -> dict[int, Path]:
-    """step -> file, for the finished checkpoints in `folder`."""
-    if not folder.is_dir():
-        return {}
-    return {int(m.group(1)): p for p in folder.iterdir() if (m := _NAME.match(p.name))}
+from vit_common.checkpoint_io import CheckpointError, atomic_write, run_checkpoint_steps, torch_step_name
 
 
 class RunCheckpointer:
@@ -27,16 +17,17 @@ class RunCheckpointer:
         self.keep = keep
 
     def latest_step(self) -> int | None:
-        return max(checkpoint_steps(self.folder), default=None)
+        return max(run_checkpoint_steps(self.folder), default=None)
 
     def save(self, step: int, state: dict, data_state: dict) -> None:
-        atomic_write(self.folder / f"step_{step:09d}.pt", lambda f: torch.save(dict(state, step=step, data=data_state), f))
-        for old in sorted(checkpoint_steps(self.folder))[:-self.keep]:
-            checkpoint_steps(self.folder)[old].unlink(missing_ok=True)
+        atomic_write(self.folder / torch_step_name(step), lambda f: torch.save(dict(state, step=step, data=data_state), f))
+        saved = run_checkpoint_steps(self.folder)
+        for old in sorted(saved)[:-self.keep]:
+            saved[old].unlink(missing_ok=True)
 
     def restore(self, step: int) -> tuple[dict, dict]:
         """(state, data_state) of the checkpoint at `step`."""
-        path = checkpoint_steps(self.folder)[step]
+        path = run_checkpoint_steps(self.folder)[step]
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a damaged file

@@ -75,16 +75,17 @@ class Steps:
         """Forward and backward over `accum` micro-batches, then one guarded AdamW update."""
         self.model.train()
         micro = [torch.chunk(batch[k], self.accum) for k in ("image", "label", "target")]
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
+        # Sums stay on the device: the loop reads them at log steps only.
+        loss_sum = torch.zeros((), device=batch["image"].device)
+        correct = torch.zeros((), dtype=torch.long, device=batch["image"].device)
         for i, (images, labels, targets) in enumerate(zip(*micro)):
             last = i == self.accum - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
             with sync:
                 loss, c = self.loss(images, labels, targets)
                 (loss / self.accum).backward()
-            loss_sum += loss.detach().float().cpu()
-            correct += c.cpu()
+            loss_sum += loss.detach().float()
+            correct += c
         params = [p for p in self.model.parameters() if p.grad is not None]
         grads = [p.grad for p in params]
         norm = global_norm(grads)
@@ -104,8 +105,7 @@ class Steps:
                 d = self.ema_decay
                 for e, p in zip(self.ema.parameters(), self.model.parameters()):
                     e.mul_(d).add_(p.detach(), alpha=1 - d)
-        return dict(loss=loss_sum / self.accum, correct=correct, grad_norm=norm.detach().cpu(),
-                    bad_steps=torch.tensor(self.bad_steps))
+        return dict(loss=loss_sum / self.accum, correct=correct, grad_norm=norm.detach(), bad_steps=self.bad_steps)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch: dict) -> dict:
