@@ -15,20 +15,26 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from parity_tests.harness import FLOAT32_TOL, rel_error
-from vit_common import TIMM, get_config, read_checkpoint, save_npz
+from vit_common import get_config, read_checkpoint, save_npz
 from vit_common.checkpoint_io import run_checkpoint_steps
-from vit_common.flax_layout import FLAX, flatten_params
 from vit_common.train_config import parse_train_args
 
-RECIPE = ["--img-size", "8", "--patch-size", "4", "--batch-size", "64", "--epochs", "1", "--lr", "2e-3",
+RECIPE = ["--img-size", "8", "--batch-size", "64", "--epochs", "1", "--lr", "2e-3",
           "--warmup-epochs", "0.25", "--clip-grad-norm", "1.0", "--grad-accum-steps", "2", "--label-smoothing", "0.1",
           "--mixup-alpha", "0.8", "--cutmix-alpha", "1.0", "--log-every", "1", "--checkpoint-every", "1",
-          "--keep-checkpoints", "100", "--drop-rate", "0", "--drop-path-rate", "0",
-          "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}']
+          "--keep-checkpoints", "100", "--drop-rate", "0", "--drop-path-rate", "0"]
+# Tiny models of each family at 8x8 px. Swin: a 4x4 grid of 2x2 windows with shifted windows and
+# their mask in stage 0, a patch merging, then one window in stage 1.
+ARCHS = {
+    "vit": ["--model", "vit_tiny_patch16_224", "--patch-size", "4",
+            "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}'],
+    "swin": ["--model", "swin_tiny_patch4_window7_224", "--patch-size", "2",
+             "--model-args", '{"embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2], "window_size": 2, "mlp_ratio": 2.0}'],
+}
 
 
-def _config(workdir, *extra):
-    return parse_train_args(RECIPE + ["--workdir", str(workdir), *extra])
+def _config(workdir, *extra, arch="vit"):
+    return parse_train_args(RECIPE + ARCHS[arch] + ["--workdir", str(workdir), *extra])
 
 
 def _losses(workdir):
@@ -41,21 +47,23 @@ def _jax_params(workdir, step):
 
 
 def _torch_params(workdir, step, cfg):
-    state = torch.load(run_checkpoint_steps(workdir / "checkpoints")[step], weights_only=True)["model"]
-    return TIMM.import_({k: v.numpy() for k, v in state.items()}, cfg)
+    model = vit_torch.build_model(cfg)
+    model.load_state_dict(torch.load(run_checkpoint_steps(workdir / "checkpoints")[step], weights_only=True)["model"])
+    return vit_torch.to_canonical(model)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(ARCHS))
+def runs(request, tmp_path_factory):
     from vit_jax.train import train as train_jax
     from vit_torch.train import train as train_torch
 
-    tmp = tmp_path_factory.mktemp("trajectory")
-    cfg = _config(tmp).model_config().replace(num_classes=10, in_chans=1)
+    arch = request.param
+    tmp = tmp_path_factory.mktemp(f"trajectory_{arch}")
+    cfg = _config(tmp, arch=arch).model_config().replace(num_classes=10, in_chans=1)
     init = tmp / "init.npz"
-    save_npz(init, vit_jax.to_canonical(vit_jax.VisionTransformer(cfg, rngs=nnx.Rngs(7))), cfg)
-    train_jax(_config(tmp / "jax", "--init", str(init)), show_progress=False)
-    train_torch(_config(tmp / "torch", "--framework", "torch", "--init", str(init)), show_progress=False)
+    save_npz(init, vit_jax.to_canonical(vit_jax.build_model(cfg, rngs=nnx.Rngs(7))), cfg)
+    train_jax(_config(tmp / "jax", "--init", str(init), arch=arch), show_progress=False)
+    train_torch(_config(tmp / "torch", "--framework", "torch", "--init", str(init), arch=arch), show_progress=False)
     return tmp, cfg
 
 
@@ -90,35 +98,40 @@ def test_the_schedules_are_the_same_numbers():
     from vit_torch.train.optim import learning_rate_schedule as torch_schedule
 
     for extra in ([], ["--warmup-epochs", "0"], ["--warmup-epochs", "3", "--epochs", "4", "--min-lr", "0"]):
-        config = parse_train_args(RECIPE + extra)
+        config = parse_train_args(RECIPE + ARCHS["vit"] + extra)
         ours, theirs = jax_schedule(config, 22), torch_schedule(config, 22)
         for count in range(config.epochs * 22 + 3):
             assert abs(float(ours(count)) - theirs(count)) <= 1e-6 * config.lr, (extra, count)
 
 
-@pytest.mark.parametrize("model_args", [
-    {"embed_dim": 32, "depth": 2, "num_heads": 2},
-    {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map", "representation_size": 16},
+@pytest.mark.parametrize("name, model_args", [
+    ("vit_tiny_patch16_224", {"embed_dim": 32, "depth": 2, "num_heads": 2}),
+    ("vit_tiny_patch16_224", {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map", "representation_size": 16}),
+    ("swin_tiny_patch4_window7_224", {"embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2], "window_size": 2}),
 ])
-def test_weight_decay_falls_on_the_same_parameters(model_args):
+def test_weight_decay_falls_on_the_same_parameters(name, model_args):
     from vit_jax.train.optim import decay_mask
     from vit_torch.train.optim import decayed_parameters
 
-    cfg = get_config("vit_tiny_patch16_224", img_size=16, patch_size=4, num_classes=10, **model_args)
-    jax_model = vit_jax.VisionTransformer(cfg, rngs=nnx.Rngs(0))
-    params = nnx.to_pure_dict(nnx.state(jax_model, nnx.Param))
-    # Each parameter filled with 1.0 where it is decayed, 0.0 where not, in canonical names.
-    jax_flags = FLAX.import_(flatten_params(
-        jax.tree.map(lambda p, m: np.full(np.shape(p), float(m), np.float32), params, decay_mask(params))), cfg)
-    torch_model = vit_torch.VisionTransformer(cfg)
+    cfg = get_config(name, img_size=8, patch_size=2, num_classes=10, **model_args)
+    # Each parameter filled with 1.0 where it is decayed, 0.0 where not, then read in canonical names.
+    jax_model = vit_jax.build_model(cfg, rngs=nnx.Rngs(0))
+    params = nnx.state(jax_model, nnx.Param)
+    flags = jax.tree.map(lambda p, m: np.full(np.shape(p), float(m), np.float32),
+                         nnx.to_pure_dict(params), decay_mask(nnx.to_pure_dict(params)))
+    nnx.replace_by_pure_dict(params, flags)
+    nnx.update(jax_model, params)
+    jax_flags = vit_jax.to_canonical(jax_model)
+    torch_model = vit_torch.build_model(cfg)
     decayed = {id(p) for p in decayed_parameters(torch_model)[0]}
-    torch_flags = TIMM.import_({n: np.full(tuple(p.shape), float(id(p) in decayed), np.float32)
-                                for n, p in torch_model.named_parameters()}, cfg)
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.fill_(float(id(p) in decayed))
+    torch_flags = vit_torch.to_canonical(torch_model)
     assert jax_flags.keys() == torch_flags.keys()
     for k in jax_flags:
         np.testing.assert_array_equal(jax_flags[k], torch_flags[k], err_msg=k)
     assert {k for k, v in jax_flags.items() if v.all()} == {k for k in jax_flags if k.endswith("kernel")}
-
 
 
 def _draws(tm, jm, draws: int, seed: int = 3):

@@ -93,7 +93,7 @@ class TrainConfig:
             problems.append(f"batch_size {self.batch_size} is not divisible by grad_accum_steps {self.grad_accum_steps}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.teacher and not self.model_config().distilled:
+        if self.teacher and not getattr(self.model_config(), "distilled", False):
             problems.append(f"--teacher needs a distilled model (deit_*_distilled_*), not {self.model}")
         if problems:
             raise ConfigError("; ".join(problems))
@@ -131,8 +131,9 @@ def _field_parser(field: dataclasses.Field):
 def parse_train_args(argv=None) -> TrainConfig:
     """--preset NAME, then --FIELD VALUE for any TrainConfig field (dicts as JSON)."""
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train a ViT/DeiT in JAX (or --framework torch).",
-        epilog="Any field can be overridden, e.g. --epochs 5 --lr 3e-4 --model-args '{\"depth\": 6}'.")
+        prog="train.py", description="Train a ViT, DeiT or Swin Transformer in JAX (or --framework torch).",
+        epilog="Any field can be overridden, e.g. --epochs 5 --lr 3e-4 --model-args '{\"depth\": 6}' (merged into the "
+               "preset's model_args; a different --model starts from its own architecture).")
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
@@ -140,6 +141,8 @@ def parse_train_args(argv=None) -> TrainConfig:
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
     overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
+    if overrides.get("model", values.get("model")) != values.get("model"):
+        values.pop("model_args", None)  # the preset's architecture overrides belong to the preset's model
     if "model_args" in overrides:  # merged into the preset's, not replacing them
         overrides["model_args"] = {**values.get("model_args", {}), **overrides["model_args"]}
     values.update(overrides)

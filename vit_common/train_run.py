@@ -77,12 +77,15 @@ def resolve_run(config: TrainConfig, *, shard_index: int, shard_count: int, repl
 
 def initial_weights(path: str, cfg) -> Weights:
     """--init: canonical weights for `cfg` from any checkpoint vit-convert reads. Image size,
-    patch size and class count are adapted (a new zero head for a new class count); any other
+    patch size, class count (and Swin's window size) are adapted (a new zero head for a new class count); any other
     difference is an error that lists the mismatched entries."""
     from .checkpoints import read_checkpoint
     from .layout import check_weights
 
-    ckpt = read_checkpoint(path, img_size=cfg.img_size, patch_size=cfg.patch_size, num_classes=cfg.num_classes)
+    adapt = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, num_classes=cfg.num_classes)
+    if cfg.arch == "swin":
+        adapt["window_size"] = cfg.window_size
+    ckpt = read_checkpoint(path, **adapt)
     check_weights(ckpt.weights, cfg, what=f"--init {path}")
     return ckpt.weights
 

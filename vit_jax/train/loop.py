@@ -17,7 +17,7 @@ from vit_common.train_config import TrainConfig
 from vit_common.train_run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config)
 
-from ..models import VisionTransformer
+from ..models import build_model
 from ..weights import load_canonical_
 from .checkpointing import RunCheckpointer, abstract_like
 from .optim import make_optimizer
@@ -64,7 +64,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     total_steps = config.epochs * steps_per_epoch
 
     # Model, optimizer and the train state, sharded over the mesh.
-    model = VisionTransformer(cfg, dtype=dtype, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     if config.init:
         load_canonical_(model, initial_weights(config.init, cfg))
     model.train()

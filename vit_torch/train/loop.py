@@ -16,7 +16,7 @@ from vit_common.train_run import (Progress, check_workdir, eval_result, finish_r
                                   save_run_config)
 
 from ..factory import create_model
-from ..models import VisionTransformer
+from ..models import build_model
 from ..weights import load_canonical_, state_dict_numpy
 from .checkpointing import RunCheckpointer
 from .optim import learning_rate_schedule, make_optimizer
@@ -77,7 +77,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
 
     # Model (the same initial weights in every process), optimizer, EMA.
     torch.manual_seed(config.seed)
-    model = VisionTransformer(cfg)
+    model = build_model(cfg)
     if config.init:
         load_canonical_(model, initial_weights(config.init, cfg))
     model.to(device)
