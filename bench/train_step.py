@@ -1,4 +1,4 @@
-"""Training-step throughput (images/s) of vit_jax and vit_torch on the same config, side by side.
+"""Training-step throughput (images/s) of vit_jax and vit_torch (ViT, DeiT or Swin) on the same config, side by side.
 
     python bench/train_step.py [--model vit_tiny_patch16_224] [--img-size 224] [--batch 32]
                                [--steps 20] [--dtype float32|bfloat16] [--model-args JSON]
@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import vit_torch
 from vit_common import count_params, get_config
 from vit_common.train_config import TrainConfig
-from vit_jax.models import VisionTransformer
+from vit_jax.models import build_model
 from vit_jax.train.optim import make_optimizer
 from vit_jax.train.step import Steps, keys_to_data, make_mesh, state_shardings
 
@@ -40,7 +40,7 @@ def time_steps(step, n: int) -> list[float]:
 
 
 def jax_step(cfg, batch: int, dtype):
-    model = VisionTransformer(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(0))
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
@@ -68,7 +68,7 @@ def jax_step(cfg, batch: int, dtype):
 def torch_step(cfg, batch: int, dtype, compile_model: bool):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False  # the same float32 work as JAX's 'highest'
-    model = vit_torch.VisionTransformer(cfg).to(device).train()
+    model = vit_torch.build_model(cfg).to(device).train()
     forward = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     x = torch.rand(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device) * 2 - 1
@@ -88,6 +88,19 @@ def torch_step(cfg, batch: int, dtype, compile_model: bool):
     return step
 
 
+def model_flops_per_image(cfg) -> int:
+    """Forward + backward: ~6 FLOPs per weight per token the weight touches (attention's T^2 terms,
+    norms and biases aside). Swin's weights touch fewer tokens stage by stage."""
+    if cfg.arch != "swin":
+        return 6 * count_params(cfg) * (cfg.num_patches + cfg.num_prefix_tokens)
+    macs = cfg.in_chans * cfg.patch_size**2 * cfg.embed_dim * cfg.grid_size**2 + cfg.num_features * cfg.num_classes
+    for i, depth in enumerate(cfg.depths):
+        dim, tokens = cfg.stage_dim(i), cfg.stage_resolution(i) ** 2
+        macs += depth * (4 * dim * dim + 2 * dim * cfg.mlp_dim(i)) * tokens  # qkv + proj, the MLP
+        macs += 2 * dim * dim * tokens if i else 0  # patch merging: 4C/2 -> C
+    return 6 * macs
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_tiny_patch16_224")
@@ -103,8 +116,7 @@ def main(argv=None) -> None:
     runs = {"jax (jit)": jax_step(cfg, args.batch, dtype), "torch (eager)": torch_step(cfg, args.batch, dtype, False)}
     if args.compile:
         runs["torch (compile)"] = torch_step(cfg, args.batch, dtype, True)
-    # ~6 * params * tokens FLOPs per image for forward + backward (attention's T^2 terms aside).
-    flops = 6 * count_params(cfg) * (cfg.num_patches + cfg.num_prefix_tokens)
+    flops = model_flops_per_image(cfg)
     print(f"{args.model} img {cfg.img_size} batch {args.batch} {args.dtype}, {count_params(cfg):,} parameters, "
           f"on {jax.devices()[0].platform}")
     results = {}

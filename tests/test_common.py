@@ -238,3 +238,20 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_train_command_line_presets_and_overrides():
+    from vit_common.train_config import PRESETS, parse_train_args
+
+    for name in PRESETS:  # every documented recipe resolves to a valid model
+        parse_train_args(["--preset", name]).model_config()
+    merged = parse_train_args(["--model-args", '{"depth": 2}']).model_config()
+    assert (merged.embed_dim, merged.depth) == (96, 2)  # the digits preset's width, the new depth
+    # Another model starts from its own architecture, not the preset's overrides for its model.
+    small = parse_train_args(["--model", "vit_small_patch16_224"]).model_config()
+    assert (small.embed_dim, small.depth, small.img_size, small.patch_size) == (384, 12, 16, 4)
+    swin = parse_train_args(["--preset", "fashion_mnist_swin"]).model_config()
+    assert swin.arch == "swin" and swin.grid_size == 14
+    assert [swin.stage_window(i) for i in range(2)] == [7, 7] and [swin.stage_shift(i) for i in range(2)] == [3, 0]
+    with pytest.raises(ConfigError, match=r"unknown keyword override\(s\) \['depth'\] for swin_tiny"):
+        parse_train_args(["--model", "swin_tiny_patch4_window7_224", "--model-args", '{"depth": 2}'])
