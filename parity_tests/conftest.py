@@ -18,15 +18,25 @@ def _pinned_precision():
 
 
 @pytest.fixture
-def record():
-    """record(config, direction, {kind: error}) adds a row to the parity table."""
+def record(request):
+    """record(config, direction, {kind: error}) adds a row to the parity table. The rows travel on
+    the test's report, so the table is complete under pytest-xdist too (workers send reports)."""
 
     def add(config: str, direction: str, errors: dict[str, float]) -> None:
-        row = _RESULTS[(config, direction)]
-        for kind, value in errors.items():
-            row[kind] = max(value, row.get(kind, 0.0))
+        request.node.user_properties.append(("parity", (config, direction, dict(errors))))
 
     return add
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == "parity":
+            config, direction, errors = value
+            row = _RESULTS[(config, direction)]
+            for kind, error in errors.items():
+                row[kind] = max(float(error), row.get(kind, 0.0))
 
 
 def format_table(results) -> str:
