@@ -255,3 +255,27 @@ def test_train_command_line_presets_and_overrides():
     assert [swin.stage_window(i) for i in range(2)] == [7, 7] and [swin.stage_shift(i) for i in range(2)] == [3, 0]
     with pytest.raises(ConfigError, match=r"unknown keyword override\(s\) \['depth'\] for swin_tiny"):
         parse_train_args(["--model", "swin_tiny_patch4_window7_224", "--model-args", '{"depth": 2}'])
+
+
+def test_resuming_with_a_changed_recipe_says_what_changed(tmp_path, capsys):
+    import dataclasses
+
+    from vit_common.checkpoint_io import torch_step_name
+    from vit_common.train_config import parse_train_args
+    from vit_common.train_run import check_workdir
+
+    def config(*args):
+        return parse_train_args(["--workdir", str(tmp_path), "--framework", "torch", *args])
+
+    (tmp_path / "config.json").write_text(json.dumps(dict(train=dataclasses.asdict(config()))))
+    check_workdir(config("--epochs", "30"))  # no checkpoint yet: a fresh start, nothing to say
+    assert capsys.readouterr().err == ""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / torch_step_name(5)).write_bytes(b"")
+    check_workdir(config("--log-every", "3"))  # bookkeeping only
+    assert capsys.readouterr().err == ""
+    check_workdir(config("--epochs", "30", "--model-args", '{"depth": 2}'))
+    err = capsys.readouterr().err
+    assert "changed recipe" in err and "epochs: 20 -> 30" in err and "model_args.depth: 4 -> 2" in err
+    with pytest.raises(ConfigError, match="holds a --framework torch run"):
+        check_workdir(parse_train_args(["--workdir", str(tmp_path)]))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .checkpoint_io import save_npz
+from .checkpoint_io import run_checkpoint_steps, save_npz
 from .config import ConfigError
 from .layout import Weights, count_params
 from .run_log import RunLog, write_json
@@ -162,16 +163,35 @@ def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[s
     return summary
 
 
+# Fields that do not change what a run computes: a resumed run may change them silently.
+BOOKKEEPING_FIELDS = frozenset({"workdir", "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps"})
+
+
 def check_workdir(config: TrainConfig) -> None:
     """A workdir resumes only the framework that started it (their checkpoints differ); to move
-    a run across, start a new workdir with --init OLD_WORKDIR."""
+    a run across, start a new workdir with --init OLD_WORKDIR. Resuming with a changed recipe is
+    allowed (e.g. more --epochs) but said out loud, since it changes the run's trajectory."""
     path = Path(config.workdir) / "config.json"
     if not path.is_file():
         return
-    started = json.loads(path.read_text()).get("train", {}).get("framework", "jax")
+    saved = json.loads(path.read_text()).get("train", {})
+    started = saved.get("framework", "jax")
     if started != config.framework:
         raise ConfigError(f"{config.workdir} holds a --framework {started} run; to continue it in {config.framework}, "
                           f"train in a new --workdir with --init {config.workdir}")
+    if not run_checkpoint_steps(Path(config.workdir) / "checkpoints"):
+        return  # nothing to resume: this run starts afresh
+    now = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as in the saved file
+    changed = []
+    for k in sorted(set(now) - BOOKKEEPING_FIELDS):
+        old, new = saved.get(k), now[k]
+        if isinstance(old, dict) and isinstance(new, dict):  # model_args: name the entries
+            changed += [f"{k}.{e}: {old.get(e)!r} -> {new.get(e)!r}" for e in sorted({*old, *new}) if old.get(e) != new.get(e)]
+        elif k in saved and old != new:
+            changed.append(f"{k}: {old!r} -> {new!r}")
+    if changed:
+        print(f"warning: resuming {config.workdir} with a changed recipe ({'; '.join(changed)}); the schedule and "
+              "the rest follow the new values from here on. Use a new --workdir to start afresh.", file=sys.stderr)
 
 
 def save_run_config(run: RunData) -> None:
