@@ -108,9 +108,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "fashion_mnist": dict(
         model="vit_tiny_patch16_224", model_args=dict(embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10),
-        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", pad_crop=2, hflip=True,
-        label_smoothing=0.1, epochs=15, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05,
-        workdir="runs/fashion_mnist",
+        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, label_smoothing=0.1,
+        epochs=10, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist",
         checkpoint_every=500,
     ),
     # 28 px in 2 px patches: a 14x14 grid that 7x7 windows tile (shifted windows in stage 0), then
@@ -119,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="swin_tiny_patch4_window7_224",
         model_args=dict(embed_dim=32, depths=(2, 4), num_heads=(2, 4), window_size=7, mlp_ratio=2.0, num_classes=10),
         img_size=28, patch_size=2, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, label_smoothing=0.1,
-        epochs=5, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist_swin",
+        epochs=8, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist_swin",
         checkpoint_every=500,
     ),
 }
