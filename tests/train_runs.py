@@ -14,7 +14,7 @@ from vit_common.checkpoint_io import run_checkpoint_steps
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny model on digits at 8x8: 44 steps per epoch at batch 32.
 TINY = ["--img-size", "8", "--patch-size", "4", "--batch-size", "32", "--epochs", "2", "--lr", "2e-3",
-        "--warmup-epochs", "0.5", "--drop-path-rate", "0.1", "--log-every", "1", "--checkpoint-every", "5",
+        "--warmup-epochs", "0.5", "--drop-path-rate", "0.1", "--log-every", "1", "--checkpoint-every", "20",
         "--model-args", '{"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}']
 
 
