@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="swin_tiny_patch4_window7_224",
         model_args=dict(embed_dim=32, depths=(2, 4), num_heads=(2, 4), window_size=7, mlp_ratio=2.0, num_classes=10),
         img_size=28, patch_size=2, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, label_smoothing=0.1,
-        epochs=8, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist_swin",
+        epochs=4, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist_swin",
         checkpoint_every=500,
     ),
 }
