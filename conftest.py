@@ -1,4 +1,4 @@
-"""Under pytest-xdist (`-n 2`), each worker computes on one thread (XLA and torch), so the
+"""Under pytest-xdist (`-n auto`), each worker computes on one thread (XLA and torch), so the
 workers share the cores instead of each spreading over all of them."""
 import os
 
