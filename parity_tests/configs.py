@@ -19,12 +19,8 @@ SMALL_GRID = {
     "deit-distilled": ("deit_tiny_distilled_patch16_224", {}),
 }
 
-FULL_SIZE = ["vit_base_patch16_224", "deit_small_distilled_patch16_224"]
+FULL_SIZE = ["vit_base_patch16_224", "deit_small_distilled_patch16_224", "swin_tiny_patch4_window7_224"]
 
-
-def small(name: str) -> tuple[str, dict]:
-    preset, overrides = SMALL_GRID[name]
-    return preset, {**TINY, **overrides}
 
 # Swin: two stages of 4x4 windows (shifted on odd blocks) over a 16x16 grid, width 16 -> 32.
 SWIN_PRESET = "swin_tiny_patch4_window7_224"
@@ -38,8 +34,16 @@ SWIN_GRID = {
     "swin-no-qkv-bias": dict(qkv_bias=False),
     "swin-no-pool": dict(global_pool=""),  # timm: features and logits per position
 }
-SWIN_FULL_SIZE = ["swin_tiny_patch4_window7_224"]
 
 
-def swin_small(name: str) -> tuple[str, dict]:
-    return SWIN_PRESET, {**SWIN_TINY, **SWIN_GRID[name]}
+def small(name: str) -> tuple[str, dict]:
+    """(preset, overrides) of a small config, ViT (SMALL_GRID) or Swin (SWIN_GRID)."""
+    if name in SWIN_GRID:
+        return SWIN_PRESET, {**SWIN_TINY, **SWIN_GRID[name]}
+    preset, overrides = SMALL_GRID[name]
+    return preset, {**TINY, **overrides}
+
+
+def first_block(cfg) -> str:
+    """The canonical prefix of the first encoder block's weights."""
+    return "layers_0/blocks_0/" if cfg.arch == "swin" else "Transformer/encoderblock_0/"

@@ -6,12 +6,13 @@ the body, and a test with one proves nothing.
 import numpy as np
 import pytest
 
-from parity_tests.configs import SMALL_GRID, small
+from parity_tests.configs import SMALL_GRID, first_block, small
 from parity_tests.harness import (
     FLOAT32_TOL, build_pair, compare_weights, jax_grads, labels_for, random_images, rel_error, torch_grads,
 )
 
 GRID = [name for name in SMALL_GRID if SMALL_GRID[name][1].get("num_classes", 10) != 0]
+GRID += ["swin-shrink", "swin-w7-1ch"]  # Swin: 4 stages, windows 4, 4, 4, 2; window 7, shift 3
 
 
 def _check(record, label, preset, overrides, source, batch):
@@ -20,7 +21,7 @@ def _check(record, label, preset, overrides, source, batch):
     labels = labels_for(tm.cfg, batch)
     loss_t, grads_t = torch_grads(tm, images, labels)
     loss_j, grads_j = jax_grads(jm, images, labels)
-    body = [k for k in grads_t if k.startswith("Transformer/encoderblock_0/")]
+    body = [k for k in grads_t if k.startswith(first_block(tm.cfg))]
     assert max(np.abs(grads_t[k]).max() for k in body) > 1e-4, "no gradient reaches the first block"
     errors = compare_weights(grads_j, grads_t) if source == "torch" else compare_weights(grads_t, grads_j)
     worst = max(errors, key=errors.get)

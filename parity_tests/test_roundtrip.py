@@ -17,7 +17,7 @@ def _bitwise_equal(a: dict, b: dict) -> None:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("name", list(SMALL_GRID))
+@pytest.mark.parametrize("name", [*SMALL_GRID, "swin", "swin-shrink", "swin-no-qkv-bias"])
 def test_torch_canonical_jax_canonical_torch_is_bit_exact(name):
     preset, overrides = small(name)
     tm, _, _ = build_pair(preset, "torch", **overrides)
