@@ -108,9 +108,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "fashion_mnist": dict(
         model="vit_tiny_patch16_224", model_args=dict(embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10),
-        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, label_smoothing=0.1,
-        epochs=10, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist",
-        checkpoint_every=500,
+        img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, pad_crop=1,
+        drop_path_rate=0.1, label_smoothing=0.1, epochs=30, batch_size=128, lr=2e-3, warmup_epochs=1,
+        weight_decay=0.05, workdir="runs/fashion_mnist", checkpoint_every=500,
     ),
     # 28 px in 2 px patches: a 14x14 grid that 7x7 windows tile (shifted windows in stage 0), then
     # one window on the 7x7 grid after the patch merging.
