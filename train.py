@@ -4,7 +4,7 @@ on 2 CPU cores.
     python train.py [--preset digits|fashion_mnist] [--framework jax|torch] [--FIELD VALUE ...]
     torchrun --nproc_per_node N train.py --framework torch ...   (PyTorch DDP)
 
-Every field of vit_common.train_config.TrainConfig can be overridden (see --help). A workdir
+Every field of vit_common.train.recipe.TrainConfig can be overridden (see --help). A workdir
 that holds a checkpoint resumes automatically.
 """
 from __future__ import annotations
@@ -15,14 +15,14 @@ import sys
 
 def main(argv=None) -> int:
     from vit_common import CheckpointError, ConfigError
-    from vit_common.train_config import parse_train_args
+    from vit_common.train.recipe import parse_train_args
 
     try:
         config = parse_train_args(argv)
     except ConfigError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
-    from vit_common.train_run import TrainingStopped
+    from vit_common.train.run import TrainingStopped
 
     try:
         if config.framework == "torch":

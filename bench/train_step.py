@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import vit_torch
 from vit_common import count_params, get_config
-from vit_common.train_config import TrainConfig
+from vit_common.train.recipe import TrainConfig
 from vit_jax.models import build_model
 from vit_jax.train.optim import make_optimizer
 from vit_jax.train.step import Steps, keys_to_data, make_mesh, state_shardings

@@ -19,7 +19,7 @@ import vit_jax
 import vit_torch
 from vit_common import ModelConfig, Weights
 
-FLOAT32_TOL = 1e-5  # DESIGN.md: every tensor within 1e-5 (relative to max(1, max|b|))
+FLOAT32_TOL = 1e-5  # the contract (README.md here): every tensor within 1e-5 relative to max(1, max|b|)
 BF16_TOL = 1e-2
 
 

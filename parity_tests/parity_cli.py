@@ -22,8 +22,8 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
-from vit_common.convert import describe
-from vit_common.layouts import LAYOUT_NAMES
+from vit_common.cli.vit_convert import describe
+from vit_common.formats import LAYOUT_NAMES
 from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, random_images, run_jax, run_torch
 from parity_tests.report import format_report
 
@@ -44,7 +44,7 @@ def parse_args(argv):
 
 
 def load_images(folder: Path, cfg, meta: dict, batch: int) -> tuple[np.ndarray, str]:
-    from vit_common.preprocess import load_image, options_from_meta, preprocess
+    from vit_common.predict.preprocess import load_image, options_from_meta, preprocess
 
     if not folder.is_dir():
         raise CheckpointError(f"--images {folder} is not a folder")

@@ -7,7 +7,7 @@ import torch
 from flax import nnx
 
 import vit_jax
-from parity_tests.configs import small
+from parity_tests.grid import small
 from parity_tests.harness import BF16_TOL, build_pair, random_images, rel_error, run_jax, run_torch
 
 

@@ -8,7 +8,7 @@ import torch
 import vit_jax
 import vit_torch
 from vit_common import TIMM, get_config, read_checkpoint, save_npz, save_safetensors
-from vit_common.convert import main as convert
+from vit_common.cli.vit_convert import main as convert
 from parity_tests import reference
 from parity_tests.harness import FLOAT32_TOL, random_images, rel_error, run_jax, run_torch
 from tests.checkpoint_factories import as_big_vision, as_hf, as_linen, as_opt_target, random_canonical
@@ -105,7 +105,7 @@ def test_patch_size_change_keeps_the_tokens_of_upsampled_images(tmp_path):
     big = read_checkpoint(tmp_path / "p8.npz", patch_size=16, img_size=64)  # same 4x4 grid
     assert big.config.grid_size == 4
     # A 2x-upsampled image through the PI-resized kernel gives the original patch tokens.
-    from vit_common.resample import resize_matrix
+    from vit_common.weights.resample import resize_matrix
     images = random_images(cfg, 1)
     m = resize_matrix(8, 16, "bilinear")
     up = np.stack([np.einsum("hi,wj,bijc->bhwc", np.kron(np.eye(4), m), np.kron(np.eye(4), m), images)])[0]

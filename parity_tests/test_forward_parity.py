@@ -2,7 +2,7 @@
 stage's output), both directions, for ViT, DeiT and Swin."""
 import pytest
 
-from parity_tests.configs import FULL_SIZE, SMALL_GRID, SWIN_GRID, small
+from parity_tests.grid import FULL_SIZE, SMALL_GRID, SWIN_GRID, small
 from parity_tests.harness import FLOAT32_TOL, build_pair, compare, random_images, run_jax, run_torch
 
 DIRECTIONS = ["torch", "jax"]  # the twin that initialises; the other receives converted weights

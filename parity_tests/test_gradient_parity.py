@@ -6,7 +6,7 @@ the body, and a test with one proves nothing.
 import numpy as np
 import pytest
 
-from parity_tests.configs import SMALL_GRID, first_block, small
+from parity_tests.grid import SMALL_GRID, first_block, small
 from parity_tests.harness import (
     FLOAT32_TOL, build_pair, compare_weights, jax_grads, labels_for, random_images, rel_error, torch_grads,
 )

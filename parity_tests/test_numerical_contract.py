@@ -1,4 +1,4 @@
-"""Every pitfall of DESIGN.md's numerical contract, pinned against the independent reference.
+"""Every pitfall of the numerical contract (parity_tests/README.md), pinned against the independent reference.
 
 For each one: both twins match the float64 reference, and the broken variant (tanh GELU,
 eps 1e-5, a missing NHWC/NCHW transpose, the other position-embedding convention) is caught
@@ -11,7 +11,7 @@ import torch
 
 import vit_torch
 from parity_tests import reference
-from parity_tests.configs import small
+from parity_tests.grid import small
 from parity_tests.harness import (
     FLOAT32_TOL, build_pair, full_precision, nhwc_to_nchw, random_images, rel_error, run_jax, run_torch,
 )

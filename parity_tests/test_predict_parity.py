@@ -11,11 +11,11 @@ import torch
 import vit_jax.predict
 import vit_torch
 import vit_torch.predict
-from parity_tests.configs import small
+from parity_tests.grid import small
 from parity_tests.harness import FLOAT32_TOL, build_pair, perturb, random_images, rel_error
 from vit_common import TIMM, canonical_shapes, get_config, save_npz, save_safetensors
-from vit_common.attention_maps import attention_rollout, last_layer_cls_attention
-from vit_common.predict_cli import main
+from vit_common.predict.attention_maps import attention_rollout, last_layer_cls_attention
+from vit_common.cli.vit_predict import main
 
 CLASS_NAMES = [f"thing {i}" for i in range(10)]
 

@@ -1,16 +1,16 @@
-"""vit_common.resample against torch.nn.functional.interpolate in float64."""
+"""vit_common.weights.resample against torch.nn.functional.interpolate in float64."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_common.resample import resample_posemb, resample_relative_position_bias
+from vit_common.weights.resample import resample_posemb, resample_relative_position_bias
 
 GRIDS = [(14, 24), (24, 14), (7, 12), (12, 7), (4, (12, 16)), (16, (9, 5)), (5, 1), (1, 3)]
 TORCH_EQUIVALENT = {  # method -> (torch mode, align_corners)
     "bilinear": ("bilinear", False),
     "bicubic": ("bicubic", False),
-    "zoom": ("bilinear", True),  # the DESIGN's claim: scipy zoom(order=1) == align_corners=True
+    "zoom": ("bilinear", True),  # the contract's claim: scipy zoom(order=1) == align_corners=True
 }
 
 

@@ -7,7 +7,7 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import TIMM, load_npz, save_npz, save_safetensors
-from parity_tests.configs import SMALL_GRID, small
+from parity_tests.grid import SMALL_GRID, small
 from parity_tests.harness import build_pair, random_images, run_jax, run_torch
 
 

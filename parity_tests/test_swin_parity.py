@@ -1,6 +1,6 @@
 """Swin Transformer checkpoints (timm, Microsoft, our files) through vit-convert, vit-parity and
 vit-predict into both twins. The forward, gradient, round-trip and bf16 parity of Swin run with
-ViT's, over parity_tests.configs.SWIN_GRID."""
+ViT's, over parity_tests.grid.SWIN_GRID."""
 import numpy as np
 import pytest
 import torch
@@ -11,15 +11,15 @@ import vit_jax
 import vit_jax.predict
 import vit_torch
 import vit_torch.predict
-from parity_tests.configs import small
+from parity_tests.grid import small
 from parity_tests.harness import FLOAT32_TOL, build_pair, compare, random_images, rel_error, run_jax, run_torch
 from parity_tests.parity_cli import main as parity
 from tests import swin_reference
 from tests.checkpoint_factories import as_microsoft_swin
 from vit_common import TIMM, Checkpoint, read_checkpoint, save_npz, save_safetensors
-from vit_common.attention_maps import attention_rollout, last_layer_cls_attention, swin_last_stage_attention
-from vit_common.convert import main as convert
-from vit_common.predict_cli import main as predict_cli
+from vit_common.predict.attention_maps import attention_rollout, last_layer_cls_attention, swin_last_stage_attention
+from vit_common.cli.vit_convert import main as convert
+from vit_common.cli.vit_predict import main as predict_cli
 
 
 # Files --------------------------------------------------------------------------------------------

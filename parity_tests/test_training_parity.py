@@ -16,8 +16,8 @@ import vit_jax
 import vit_torch
 from parity_tests.harness import FLOAT32_TOL, rel_error
 from vit_common import get_config, read_checkpoint, save_npz
-from vit_common.checkpoint_io import run_checkpoint_steps
-from vit_common.train_config import parse_train_args
+from vit_common.formats.run_folder import run_checkpoint_steps
+from vit_common.train.recipe import parse_train_args
 
 RECIPE = ["--img-size", "8", "--batch-size", "64", "--epochs", "1", "--lr", "2e-3",
           "--warmup-epochs", "0.25", "--clip-grad-norm", "1.0", "--grad-accum-steps", "2", "--label-smoothing", "0.1",

@@ -8,8 +8,8 @@ from vit_common import (
     TIMM, CheckpointError, ConfigError, ViTConfig, WeightsMismatchError, canonical_shapes, check_weights,
     count_params, get_config, list_models, load_canonical, load_npz, load_state_dict, save_npz, save_safetensors,
 )
-from vit_common.checkpoint_io import atomic_write
-from vit_common.posemb import fixed_pos_embed, sincos_1d, sincos_2d
+from vit_common.atomic import atomic_write
+from vit_common.config.posemb import fixed_pos_embed, sincos_1d, sincos_2d
 
 # timm's parameter counts for the same names (1000 classes).
 TIMM_COUNTS = {
@@ -241,7 +241,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
 
 def test_train_command_line_presets_and_overrides():
-    from vit_common.train_config import PRESETS, parse_train_args
+    from vit_common.train.recipe import PRESETS, parse_train_args
 
     for name in PRESETS:  # every documented recipe resolves to a valid model
         parse_train_args(["--preset", name]).model_config()
@@ -260,9 +260,9 @@ def test_train_command_line_presets_and_overrides():
 def test_resuming_with_a_changed_recipe_says_what_changed(tmp_path, capsys):
     import dataclasses
 
-    from vit_common.checkpoint_io import torch_step_name
-    from vit_common.train_config import parse_train_args
-    from vit_common.train_run import check_workdir
+    from vit_common.formats.run_folder import torch_step_name
+    from vit_common.train.recipe import parse_train_args
+    from vit_common.train.run import check_workdir
 
     def config(*args):
         return parse_train_args(["--workdir", str(tmp_path), "--framework", "torch", *args])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vit_common import TIMM, CheckpointError, WeightsMismatchError, get_config, read_checkpoint, save_safetensors
-from vit_common.layouts import detect_layout
+from vit_common.formats.detect import detect_layout
 from tests.checkpoint_factories import as_big_vision, as_hf, as_linen, as_opt_target, random_canonical
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
@@ -141,7 +141,7 @@ def test_new_class_count_gives_a_zero_head(tmp_path):
 
 
 def test_writers_produce_the_official_layouts():
-    from vit_common.layouts import canonical_to_big_vision, canonical_to_linen
+    from vit_common.formats.google import canonical_to_big_vision, canonical_to_linen
 
     cfg = get_config("vit_base_patch16_map_224", **TINY)
     w = random_canonical(cfg)

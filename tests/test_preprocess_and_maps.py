@@ -1,4 +1,4 @@
-"""vit_common.preprocess and vit_common.attention_maps (numpy, Pillow, matplotlib; no framework)."""
+"""vit_common.predict.preprocess and vit_common.predict.attention_maps (numpy, Pillow, matplotlib; no framework)."""
 import subprocess
 import sys
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_common.attention_maps import attention_rollout, figure_size, last_layer_cls_attention, save_attention_png
-from vit_common.preprocess import ImageError, load_image, options_from_meta, preprocess, resize_and_crop
+from vit_common.predict.attention_maps import attention_rollout, figure_size, last_layer_cls_attention, save_attention_png
+from vit_common.predict.preprocess import ImageError, load_image, options_from_meta, preprocess, resize_and_crop
 
 
 def coordinate_image(width: int, height: int) -> Image.Image:
@@ -152,6 +152,6 @@ def test_png_written_atomically_and_readable(tmp_path, heads, channels):
 
 
 def test_common_modules_import_no_framework():
-    code = ("import sys, vit_common.preprocess, vit_common.attention_maps, vit_common.predict_cli; "
+    code = ("import sys, vit_common.predict.preprocess, vit_common.predict.attention_maps, vit_common.cli.vit_predict; "
             "assert not {'jax', 'torch'} & set(sys.modules), sorted({'jax', 'torch'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)

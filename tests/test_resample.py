@@ -1,9 +1,9 @@
-"""vit_common.resample against scipy (numpy + scipy only): zoom, prefix tokens, PI-resize."""
+"""vit_common.weights.resample against scipy (numpy + scipy only): zoom, prefix tokens, PI-resize."""
 import numpy as np
 import pytest
 import scipy.ndimage
 
-from vit_common.resample import METHODS, resample_patch_embed, resample_posemb, resize_matrix
+from vit_common.weights.resample import METHODS, resample_patch_embed, resample_posemb, resize_matrix
 
 GRIDS = [(14, 24), (24, 14), (7, 12), (12, 7), (4, (12, 16)), (16, (9, 5)), (5, 1), (1, 3)]
 
@@ -104,7 +104,7 @@ def test_pi_resize_is_pinv_of_the_patch_resize_matrix(method, p, new_p):
 
 
 def test_relative_position_bias_tables():
-    from vit_common.resample import resample_relative_position_bias
+    from vit_common.weights.resample import resample_relative_position_bias
 
     table = np.random.default_rng(5).standard_normal((169, 4)).astype(np.float32)  # window 7
     same = resample_relative_position_bias(table, 7)

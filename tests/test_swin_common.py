@@ -9,10 +9,11 @@ from vit_common import (
     TIMM, CheckpointError, ConfigError, SwinConfig, ViTConfig, WeightsMismatchError, canonical_shapes, check_weights, config_from_dict,
     count_params, get_config, list_models, read_checkpoint, save_npz, save_safetensors,
 )
-from vit_common.flax_layout import FLAX
-from vit_common.infer import summarize_swin_timm, swin_config_from_summary
-from vit_common.layouts import detect_layout, microsoft_swin_to_timm
-from vit_common.windows import (
+from vit_common.weights import FLAX
+from vit_common.weights.infer import summarize_swin_timm, swin_config_from_summary
+from vit_common.formats.detect import detect_layout
+from vit_common.formats.microsoft_swin import microsoft_swin_to_timm
+from vit_common.config.windows import (
     MASK_VALUE, full_attention, relative_position_index, shifted_window_mask, window_partition, window_reverse,
 )
 from tests.checkpoint_factories import as_microsoft_swin, random_canonical
@@ -291,6 +292,7 @@ def test_swin_modules_import_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys, vit_common.windows, vit_common.swin_layout, vit_common.convert, vit_common.attention_maps; "
+    code = ("import sys, vit_common.config.windows, vit_common.weights.tables, vit_common.cli.vit_convert, "
+            "vit_common.predict.attention_maps; "
             "assert not {'jax', 'torch'} & set(sys.modules), sorted({'jax', 'torch'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)

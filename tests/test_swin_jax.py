@@ -10,7 +10,7 @@ from flax import nnx
 
 import vit_jax
 from vit_common import ConfigError, count_params, get_config
-from vit_common.windows import full_attention, shifted_window_mask
+from vit_common.config.windows import full_attention, shifted_window_mask
 from vit_jax.models import SwinTransformer
 from tests import swin_reference
 from tests.init_spec import SWIN_INIT_TEST_CONFIG, swin_init_failures

@@ -8,7 +8,7 @@ import torch
 
 import vit_torch
 from vit_common import ConfigError, count_params, get_config
-from vit_common.windows import full_attention, shifted_window_mask
+from vit_common.config.windows import full_attention, shifted_window_mask
 from vit_torch.models import SwinTransformer
 from tests import swin_reference
 from tests.init_spec import SWIN_INIT_TEST_CONFIG, swin_init_failures

@@ -96,7 +96,7 @@ def test_bad_configuration_fails_before_any_compute(tmp_path, capsys, args, mess
 @pytest.mark.parametrize("log_every", [1, 5])  # the guard is read at log steps; optax must hold until then
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, log_every):
     import vit_jax.train as loop
-    from vit_common.train_config import parse_train_args
+    from vit_common.train.recipe import parse_train_args
 
     poison_training_batches(monkeypatch)
     config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3", "--log-every", str(log_every)])
@@ -107,7 +107,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, l
 
 def test_vit_convert_reads_training_runs(reference_run, tmp_path, capsys):
     from vit_common import read_checkpoint
-    from vit_common.convert import main as convert
+    from vit_common.cli.vit_convert import main as convert
 
     final = _final(reference_run)
     assert convert([str(reference_run), str(tmp_path / "run.safetensors")]) == 0  # a workdir: its latest step

@@ -95,7 +95,7 @@ def test_bad_configuration_fails_before_any_compute(reference_run, tmp_path, cap
 @pytest.mark.parametrize("log_every", [1, 5])
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, log_every):
     import vit_torch.train as loop
-    from vit_common.train_config import parse_train_args
+    from vit_common.train.recipe import parse_train_args
 
     poison_training_batches(monkeypatch)
     config = parse_train_args(TINY + [*TORCH, "--workdir", str(tmp_path), "--max-bad-steps", "3",
@@ -121,7 +121,7 @@ def test_runs_move_across_frameworks_with_init(reference_run, tmp_path, capsys):
     """A torch run folder is read by vit-convert (its latest checkpoint) and starts a JAX run with
     --init; the JAX run's final.npz starts a torch run."""
     from vit_common import read_checkpoint
-    from vit_common.convert import main as convert
+    from vit_common.cli.vit_convert import main as convert
 
     assert convert([str(reference_run), str(tmp_path / "run.npz")]) == 0
     assert "train.py run (checkpoint of the PyTorch twin)" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vit_common.checkpoint_io import run_checkpoint_steps
+from vit_common.formats.run_folder import run_checkpoint_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny model on digits at 8x8: 44 steps per epoch at batch 32.

@@ -1,14 +1,18 @@
-"""Framework-free core shared by the twins: configs, presets, the canonical layout, file I/O.
+"""Framework-free core shared by the twins. Imports neither jax nor torch.
 
-Imports neither jax nor torch.
+    config/    model configs (ViT, Swin), the named presets, fixed position and window tables
+    weights/   the canonical layout (link tables), the twins' parameter names, resampling, adapting
+    formats/   checkpoints in the wild, one module per family; reading any of them
+    train/     the training recipe, run set-up and logs shared by both twins' loops
+    predict/   image preprocessing and attention maps
+    cli/       vit-convert and vit-predict
 """
-from .checkpoint_io import CheckpointError, load_npz, load_state_dict, save_npz, save_safetensors
-from .checkpoints import Checkpoint, load_canonical, read_checkpoint
-from .config import ConfigError, ModelConfig, SwinConfig, ViTConfig, config_from_dict
-from .layout import Weights, WeightsMismatchError, canonical_shapes, check_weights, count_params, links
-from .posemb import fixed_pos_embed
-from .registry import PRESETS, get_config, list_models
-from .timm_layout import TIMM
+from .config import (
+    PRESETS, ConfigError, ModelConfig, SwinConfig, ViTConfig, config_from_dict, fixed_pos_embed, get_config, list_models,
+)
+from .errors import CheckpointError, WeightsMismatchError
+from .formats import Checkpoint, load_canonical, load_npz, load_state_dict, read_checkpoint, save_npz, save_safetensors
+from .weights import TIMM, Weights, canonical_shapes, check_weights, count_params, links
 
 __all__ = [
     "Checkpoint", "CheckpointError", "ConfigError", "ModelConfig", "PRESETS", "SwinConfig", "TIMM", "ViTConfig",

@@ -102,7 +102,7 @@ class BatchMaker:
     def _normalize(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels.astype(np.float32)
         if self.mean is None:
-            return x / np.float32(127.5) - np.float32(1.0)  # as vit_common.preprocess.to_array
+            return x / np.float32(127.5) - np.float32(1.0)  # as vit_common.predict.preprocess.to_array
         return (x / np.float32(255.0) - self.mean) / self.std
 
 

@@ -1,4 +1,4 @@
-"""The Flax twin's parameters <-> the canonical layout (see vit_common.flax_layout)."""
+"""The Flax twin's parameters <-> the canonical layout (see vit_common.weights.flax_names)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -8,7 +8,7 @@ import numpy as np
 from flax import nnx
 
 from vit_common import Weights, check_weights
-from vit_common.flax_layout import FLAX, flatten_params
+from vit_common.weights import FLAX, flatten_params
 
 from .models import Model
 

@@ -2,7 +2,7 @@
 
 Tokens stay on their (B, H, W, C) grid throughout, as in timm. A stage starts with a patch
 merging (stages 1..), then alternates blocks with regular and shifted windows; the relative
-position bias table, its index and the shifted-window mask come from vit_common.windows.
+position bias table, its index and the shifted-window mask come from vit_common.config.windows.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vit_common import SwinConfig
-from vit_common.windows import relative_position_index, shifted_window_mask
+from vit_common.config.windows import relative_position_index, shifted_window_mask
 
 from .layers import Buffer, DropPath, Mlp, layer_norm, normal_02, zeros
 

@@ -1,5 +1,5 @@
 """The JAX training engine behind train.py."""
-from vit_common.train_run import TrainingStopped
+from vit_common.train.run import TrainingStopped
 
 from .loop import train
 

@@ -12,9 +12,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vit_common import ConfigError
-from vit_common.flax_layout import FLAX, flatten_params
-from vit_common.train_config import TrainConfig
-from vit_common.train_run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
+from vit_common.weights import FLAX, flatten_params
+from vit_common.train.recipe import TrainConfig
+from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config)
 
 from ..models import build_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from vit_common.train_config import TrainConfig
+from vit_common.train.recipe import TrainConfig
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:

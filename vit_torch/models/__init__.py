@@ -1,3 +1,4 @@
+"""The PyTorch twin's models (ViT/DeiT, Swin) and build_model, which picks one for a config."""
 from .swin import SwinOutput, SwinTransformer
 from .vit import VisionTransformer, ViTOutput
 

@@ -3,7 +3,7 @@ are timm's, so a state dict loads strictly into timm's SwinTransformer of the sa
 
 Tokens stay on their (B, H, W, C) grid throughout, as in timm. A stage starts with a patch
 merging (stages 1..), then alternates blocks with regular and shifted windows; the relative
-position bias table, its index and the shifted-window mask come from vit_common.windows.
+position bias table, its index and the shifted-window mask come from vit_common.config.windows.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vit_common import SwinConfig
-from vit_common.windows import relative_position_index, shifted_window_mask
+from vit_common.config.windows import relative_position_index, shifted_window_mask
 
 from .layers import DropPath, Mlp, layer_norm, timm_linear_init_
 

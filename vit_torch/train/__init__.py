@@ -1,5 +1,5 @@
 """The PyTorch training twin behind `train.py --framework torch` (DDP under torchrun)."""
-from vit_common.train_run import TrainingStopped
+from vit_common.train.run import TrainingStopped
 
 from .loop import train
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-from vit_common.checkpoint_io import CheckpointError, atomic_write, run_checkpoint_steps, torch_step_name
+from vit_common.atomic import atomic_write
+from vit_common.errors import CheckpointError
+from vit_common.formats.run_folder import run_checkpoint_steps, torch_step_name
 
 
 class RunCheckpointer:

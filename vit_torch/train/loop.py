@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 
 from vit_common import TIMM, ConfigError
-from vit_common.train_config import TrainConfig
-from vit_common.train_run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
+from vit_common.train.recipe import TrainConfig
+from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config)
 
 from ..factory import create_model

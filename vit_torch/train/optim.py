@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vit_common.train_config import TrainConfig
+from vit_common.train.recipe import TrainConfig
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

@@ -5,9 +5,9 @@ import math
 import re
 from typing import Any
 
-from .checkpoint_io import CheckpointError
-from .config import SwinConfig, ViTConfig
-from .layout import Weights
+from ..config import SwinConfig, ViTConfig
+from ..errors import CheckpointError
+from .canonical import Weights
 
 # Official widths -> heads; timm and HF fuse or flatten the heads, so their shapes cannot say.
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
@@ -108,7 +108,7 @@ def summarize_swin_timm(sd: Weights) -> dict[str, Any]:
 
 
 def summarize_swin_canonical(w: Weights) -> dict[str, Any]:
-    """Shapes of canonical Swin weights (vit_common.swin_layout)."""
+    """Shapes of canonical Swin weights (vit_common.weights.tables)."""
     proj = w["patch_embed/proj/kernel"]  # (p, p, in, C)
     return _swin_summary(
         w, r"^layers_(\d+)/blocks_(\d+)/", "layers_{i}/blocks_0/attn/relative_position_bias_table",

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint_io import atomic_write
+from ..atomic import atomic_write
 
 
 class RunLog:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ViTConfig
+from .vit import ViTConfig
 
 
 def sincos_2d(grid: int, width: int, temperature: float = 10_000.0) -> np.ndarray:

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint_io import run_checkpoint_steps, save_npz
-from .config import ConfigError
-from .layout import Weights, count_params
-from .run_log import RunLog, write_json
-from .train_config import TrainConfig
+from ..config import ConfigError
+from ..formats.containers import save_npz
+from ..formats.run_folder import run_checkpoint_steps
+from ..weights import Weights, count_params
+from .logs import RunLog, write_json
+from .recipe import TrainConfig
 
 
 class TrainingStopped(RuntimeError):
@@ -80,8 +81,8 @@ def initial_weights(path: str, cfg) -> Weights:
     """--init: canonical weights for `cfg` from any checkpoint vit-convert reads. Image size,
     patch size, class count (and Swin's window size) are adapted (a new zero head for a new class count); any other
     difference is an error that lists the mismatched entries."""
-    from .checkpoints import read_checkpoint
-    from .layout import check_weights
+    from ..formats import read_checkpoint
+    from ..weights import check_weights
 
     adapt = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, num_classes=cfg.num_classes)
     if cfg.arch == "swin":

@@ -1,45 +1,22 @@
-"""Reading and writing weight files: canonical .npz, .safetensors and PyTorch pickles."""
+"""The file containers weights travel in: .npz, .safetensors and PyTorch pickles, each with the model's config and metadata."""
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from .config import ConfigError, ModelConfig, config_from_dict
-from .layout import Weights
+from ..atomic import atomic_write
+from ..config import ModelConfig, config_from_dict
+from ..errors import CheckpointError, ConfigError
+from ..weights import Weights
 
 CONFIG_KEY = "__config__"  # npz entry / safetensors metadata key holding the model config as JSON
 META_KEY = "__meta__"  # JSON: class names, the preprocessing the weights expect, where they came from
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-
-
-class CheckpointError(ValueError):
-    """A weight file that cannot be read: missing, corrupted, or of an unknown format."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig | None = None,
@@ -55,12 +32,12 @@ def save_npz(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config:
 
 def load_npz(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None]:
     """Canonical weights and the stored config (None if the file carries none)."""
-    weights, config, _ = _read_npz(path)
+    weights, config, _ = read_npz(path)
     return weights, config
 
 
-def _read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
-    path = _existing(path)
+def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
+    path = existing(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             weights = {k: data[k] for k in data.files}
@@ -90,14 +67,14 @@ def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarra
 
 def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None]:
     """A PyTorch state dict as numpy arrays, from .safetensors (no torch needed) or a pickle."""
-    weights, config, _ = _read_state_dict(path)
+    weights, config, _ = read_state_dict(path)
     return weights, config
 
 
-def _read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
-    path = _existing(path)
+def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
+    path = existing(path)
     if path.suffix == ".safetensors":
-        return _load_safetensors(path)
+        return read_safetensors(path)
     try:
         import torch
     except ImportError as e:
@@ -119,10 +96,10 @@ def _read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
         raise CheckpointError(f"{path}: holds no state dict of tensors")
     if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
-    return {k: _tensor_to_numpy(v) for k, v in obj.items()}, config, meta or {}
+    return {k: tensor_to_numpy(v) for k, v in obj.items()}, config, meta or {}
 
 
-def _load_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:
+def read_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -149,56 +126,7 @@ def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], co
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-_TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")
-
-
-def torch_step_name(step: int) -> str:
-    """The PyTorch twin's checkpoint file for `step` in a run's checkpoints/ folder."""
-    return f"step_{step:09d}.pt"
-
-
-def run_checkpoint_steps(folder: str | os.PathLike) -> dict[int, Path]:
-    """Finished checkpoints in a train.py run's checkpoints/ folder, step -> path: orbax step
-    folders (the JAX twin's) and step_N.pt files (the PyTorch twin's). Writes in progress
-    carry other names (orbax's temporary folders, atomic_write's hidden files)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return {}
-    steps = {}
-    for p in folder.iterdir():
-        if p.name.isdigit():
-            steps[int(p.name)] = p
-        elif m := _TORCH_STEP.match(p.name):
-            steps[int(m.group(1))] = p
-    return steps
-
-
-def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig) -> None:
-    """A folder laid out like a train.py run (config.json, checkpoints/0/state as orbax), so the
-    JAX engine and read_checkpoint take it like a real run. Built aside, then renamed."""
-    import orbax.checkpoint as ocp  # lazily: it brings jax
-
-    from .flax_layout import FLAX, nest_params
-
-    path = Path(path).absolute()
-    if path.exists():
-        raise CheckpointError(f"{path} exists; choose a new folder")
-    nested = nest_params(FLAX.export(weights, config))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps({"model": config.to_dict()}, indent=2))
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / "checkpoints" / "0" / "state", {"params": nested})
-        checkpointer.wait_until_finished()
-        os.replace(tmp, path)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _tensor_to_numpy(t) -> np.ndarray:
+def tensor_to_numpy(t) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
@@ -207,7 +135,7 @@ def _tensor_to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
-def _existing(path: str | os.PathLike) -> Path:
+def existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")

@@ -1,4 +1,4 @@
-"""Named presets (timm's names) read by both twins."""
+"""Named model presets (timm's names) read by both twins: the one place a new preset goes."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,10 @@ import difflib
 import fnmatch
 from typing import Any
 
-from .config import ConfigError, ModelConfig, SwinConfig, ViTConfig
+from ..errors import ConfigError
+from .families import ModelConfig
+from .swin import SwinConfig
+from .vit import ViTConfig
 
 # Width, MLP width, heads, depth of the official ViT sizes.
 _SIZES = {

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import FrameworkLayout, Link, split_fused
+from .framework import FrameworkLayout, split_fused
+from .tables import Link
 
 
 class TimmLayout(FrameworkLayout):

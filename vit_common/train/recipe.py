@@ -8,8 +8,7 @@ import json
 import typing
 from typing import Any
 
-from .config import ConfigError
-from .registry import get_config
+from ..config import ConfigError, get_config
 
 
 @dataclasses.dataclass(frozen=True)

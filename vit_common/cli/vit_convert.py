@@ -21,12 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint_io import CheckpointError, save_npz, save_safetensors, save_torch, save_training_dir
-from .checkpoints import Checkpoint, read_checkpoint
-from .config import ConfigError, ModelConfig, SwinConfig
-from .layout import WeightsMismatchError, count_params
-from .layouts import LAYOUT_NAMES, canonical_to_big_vision, canonical_to_linen
-from .timm_layout import TIMM
+from ..config import ModelConfig, SwinConfig
+from ..errors import CheckpointError, ConfigError, WeightsMismatchError
+from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
+from ..formats.google import canonical_to_big_vision, canonical_to_linen
+from ..formats.run_folder import save_training_dir
+from ..weights import TIMM, count_params
 
 OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "")  # "": a folder laid out like a train.py run
 NPZ_LAYOUTS = ("canonical", "linen", "big_vision")

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .checkpoint_io import atomic_write
+from ..atomic import atomic_write
 
 
 def _grid_shape(grid: int | tuple[int, int]) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def _patches(rows: np.ndarray, num_prefix_tokens: int, grid) -> np.ndarray:
 def swin_last_stage_attention(attentions: Sequence[np.ndarray], cfg) -> list[np.ndarray]:
     """Every block's window attention of a Swin model (B * windows, heads, w*w, w*w) -> the last
     stage's blocks as (B, heads, T, T) over its R x R grid (T = R*R), in grid order."""
-    from .windows import full_attention
+    from ..config.windows import full_attention
 
     last = cfg.num_stages - 1
     depth = cfg.depths[last]

@@ -19,12 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .attention_maps import attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention
-from .checkpoint_io import CheckpointError
-from .checkpoints import read_checkpoint
-from .config import ConfigError
-from .layout import WeightsMismatchError
-from .preprocess import ImageError, load_image, options_from_meta, resize_and_crop, to_array
+from ..errors import CheckpointError, ConfigError, WeightsMismatchError
+from ..formats import read_checkpoint
+from ..predict.attention_maps import (
+    attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention,
+)
+from ..predict.preprocess import ImageError, load_image, options_from_meta, resize_and_crop, to_array
 
 BATCH = 32  # images per forward pass; keeps memory flat for long image lists
 

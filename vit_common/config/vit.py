@@ -1,0 +1,151 @@
+"""ViTConfig: every architectural choice of a ViT or DeiT, validated before anything is allocated."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar
+
+from ..errors import ConfigError
+from .fields import check_fields
+
+GLOBAL_POOLS = ("token", "avg", "map")
+POS_EMBEDS = ("learn", "sincos2d", "sincos1d")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Every architectural choice of a ViT / DeiT, with timm's keyword names."""
+
+    arch: ClassVar[str] = "vit"
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000  # 0: no head, the model returns pooled features
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    class_token: bool = True
+    distilled: bool = False  # DeiT: a distillation token and a second head
+    no_embed_class: bool = False  # True: position embedding covers patches only (big_vision)
+    global_pool: str = "token"  # token | avg | map
+    fc_norm: bool | None = None  # None: timm's rule, LayerNorm after pooling iff global_pool == 'avg'
+    pos_embed: str = "learn"  # learn | sincos2d | sincos1d (fixed tables, not parameters)
+    representation_size: int | None = None  # pre-logits Dense + tanh, as in the original ViT
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        self.validate()
+
+    # Derived quantities -------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + int(self.distilled)
+
+    @property
+    def num_pos_embed(self) -> int:
+        return self.num_patches + (0 if self.no_embed_class else self.num_prefix_tokens)
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.global_pool == "avg" if self.fc_norm is None else bool(self.fc_norm)
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features that feed the head."""
+        return self.representation_size or self.embed_dim
+
+    def drop_path_rates(self) -> list[float]:
+        """Stochastic depth rate of each block, rising linearly from 0 to drop_path_rate."""
+        if self.depth == 1:
+            return [0.0]
+        return [self.drop_path_rate * i / (self.depth - 1) for i in range(self.depth)]
+
+    # Validation ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        problems = []
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if self.img_size % self.patch_size:
+            problems.append(
+                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}"
+            )
+        if self.embed_dim % self.num_heads:
+            problems.append(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.num_classes < 0:
+            problems.append(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.mlp_ratio <= 0 or self.mlp_dim < 1:
+            problems.append(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
+        if self.global_pool not in GLOBAL_POOLS:
+            problems.append(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
+        if self.pos_embed not in POS_EMBEDS:
+            problems.append(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
+        if self.global_pool == "token" and not self.class_token:
+            problems.append("global_pool='token' needs class_token=True (or use 'avg' or 'map')")
+        if self.distilled and not self.class_token:
+            problems.append("distilled=True needs class_token=True")
+        if self.distilled and self.global_pool != "token":
+            problems.append("distilled models pool the class and distillation tokens: use global_pool='token'")
+        if self.distilled and self.representation_size:
+            problems.append("distilled models have no representation layer")
+        if self.representation_size is not None and self.representation_size <= 0:
+            problems.append(f"representation_size must be positive, got {self.representation_size}")
+        if self.pos_embed == "sincos2d" and self.embed_dim % 4:
+            problems.append(f"sincos2d position embedding needs embed_dim divisible by 4, got {self.embed_dim}")
+        if self.pos_embed == "sincos1d" and self.embed_dim % 2:
+            problems.append(f"sincos1d position embedding needs an even embed_dim, got {self.embed_dim}")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    # Serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ViTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> "ViTConfig":
+        check_fields(type(self), overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def describe(self) -> str:
+        """The architecture in one line, for error messages and reports."""
+        return (f"embed_dim={self.embed_dim}, depth={self.depth}, num_heads={self.num_heads}, "
+                f"patch_size={self.patch_size}, img_size={self.img_size}, num_classes={self.num_classes}")

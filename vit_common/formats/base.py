@@ -1,0 +1,25 @@
+"""Layout: one way checkpoints in the wild name their weights, how to recognise it and how to read it."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable
+
+from ..weights import Weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    name: str  # short name, e.g. 'big_vision' (stored in a Checkpoint's meta as source_layout)
+    description: str  # what a person calls it, for reports
+    signature: str = ""  # the telltale names, for the error when nothing matches
+    # Whether a set of weight names is in this layout; None for folders (train.py runs).
+    matches: Callable[[set[str]], bool] | None = None
+    # Raw names -> canonical names, or timm's names when names == 'timm' (their fused tensors
+    # need the architecture to split, which is known only later).
+    read: Callable[[Weights], Weights] = dict
+    names: str = "canonical"
+
+
+def is_swin(keys: Iterable[str]) -> bool:
+    """Whether weight names (any layout) are a Swin Transformer's: it has relative position bias tables."""
+    return any(k.endswith("relative_position_bias_table") for k in keys)

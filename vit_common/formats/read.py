@@ -1,0 +1,106 @@
+"""Read any supported checkpoint (a file in any layout, or a train.py run) into canonical weights, a config and metadata."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, ModelConfig, SwinConfig, config_class, get_config
+from ..errors import CheckpointError
+from ..weights import TIMM, Weights, check_weights
+from ..weights.adapt import ADAPTABLE, adapt
+from ..weights.infer import (
+    config_from_summary, summarize_canonical, summarize_swin_canonical, summarize_swin_timm, summarize_timm,
+    swin_config_from_summary,
+)
+from .base import is_swin
+from .containers import STATE_DICT_SUFFIXES, existing, read_npz, read_state_dict
+from .detect import TORCH_LAYOUTS, to_known_names
+from .run_folder import read_training_run
+
+SWIN_IMAGENET_PREPROCESS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    weights: Weights  # canonical names and shapes
+    config: ModelConfig
+    meta: dict[str, Any]  # e.g. class_names, preprocess, source layout, what was adapted
+
+
+def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb_method: str = "zoom",
+                    patch_method: str = "bilinear", **overrides: Any) -> Checkpoint:
+    """Canonical weights, config and metadata from any supported checkpoint file.
+
+    The architecture comes from the config the file carries, else the preset `model` (its
+    position grid / window and class count taken from the weights), else the weights' shapes.
+    Overrides of img_size / patch_size / num_classes (and window_size for Swin) adapt the
+    weights (position embedding resampled with `posemb_method`, Swin's relative position bias
+    tables resampled bicubic, patch embedding PI-resized, a new zero head); others must fit.
+    """
+    raw, layout, stored, meta = _read(path)
+    meta = {**meta, "source_layout": layout}
+    swin = is_swin(raw)
+    # timm's and Microsoft's Swin weights were trained on ImageNet mean / std pixels, not [-1, 1].
+    imagenet_swin = swin and "preprocess" not in meta and (layout == "swin_ms" or layout == "timm" and stored is None)
+    if swin:
+        summary = summarize_swin_timm(raw) if layout in TORCH_LAYOUTS else summarize_swin_canonical(raw)
+        infer = swin_config_from_summary
+        from_weights = ("img_size", "patch_size", "num_classes", "window_size")
+    else:
+        summary = summarize_timm(raw) if layout in TORCH_LAYOUTS else summarize_canonical(raw)
+        infer = config_from_summary
+        from_weights = ("img_size", "patch_size", "num_classes", "no_embed_class")
+        if "window_size" in overrides:
+            raise ConfigError("window_size applies to Swin Transformers only; this checkpoint holds a ViT")
+
+    structural = {k: v for k, v in overrides.items() if k not in ADAPTABLE}
+    if stored is not None and model is None:
+        source = stored.replace(**structural) if structural else stored
+    elif model is not None:
+        family = config_class(model)
+        if (family is SwinConfig) != swin:
+            raise CheckpointError(f"{path} holds a {'Swin Transformer' if swin else 'ViT'}, but --model {model} "
+                                  f"is a {'Swin Transformer' if family is SwinConfig else 'ViT'}")
+        inferred = infer(dict(summary), **({} if swin else {"num_heads": overrides.get("num_heads")}))
+        source = get_config(model, **{**{k: getattr(inferred, k) for k in from_weights}, **structural})
+    else:
+        source = infer(dict(summary), **structural)
+
+    weights = TIMM.import_(raw, source) if layout in TORCH_LAYOUTS else raw
+    check_weights(weights, source, what=str(path))
+    target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
+    weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
+    if changes:
+        meta["adapted"] = changes
+    check_weights(weights, target, what=str(path))
+    if imagenet_swin:  # timm's default_cfg for these weights: crop 0.9 at 224, none at 384
+        meta["preprocess"] = dict(SWIN_IMAGENET_PREPROCESS, crop_pct=1.0 if target.img_size >= 384 else 0.9)
+    return Checkpoint(weights, target, meta)
+
+
+def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
+    """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand."""
+    raw, layout, _, _ = _read(path)
+    weights = TIMM.import_(raw, config) if layout in TORCH_LAYOUTS else raw
+    check_weights(weights, config, what=str(path))
+    return weights
+
+
+def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, dict]:
+    """(weights, layout, stored config, metadata): canonical names for Google layouts, canonical
+    Swin files and runs, timm names for PyTorch state dicts (their heads need a config to split)."""
+    path = Path(path)
+    if path.is_dir():
+        raw, stored, meta = read_training_run(path)  # already canonical
+        return raw, meta.pop("layout"), stored, meta
+    path = existing(path)
+    if path.suffix == ".npz":
+        raw, stored, meta = read_npz(path)
+    elif path.suffix in STATE_DICT_SUFFIXES:
+        raw, stored, meta = read_state_dict(path)
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}")
+    raw, layout = to_known_names(raw)
+    return raw, layout, stored, meta

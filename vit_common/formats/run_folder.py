@@ -1,0 +1,112 @@
+"""train.py run folders of either twin: their checkpoint steps, reading the latest, and writing one.
+
+A run folder holds config.json ({"model": ...}) and checkpoints/: orbax step folders N/state
+(the JAX twin's) or step_N.pt files (the PyTorch twin's).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..config import ModelConfig, config_from_dict
+from ..errors import CheckpointError
+from ..weights import FLAX, TIMM, Weights, flatten_params, nest_params
+from .base import Layout
+
+FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)")
+TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)")
+LAYOUTS = (FLAX_RUN, TORCH_RUN)
+
+_TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")
+
+
+def torch_step_name(step: int) -> str:
+    """The PyTorch twin's checkpoint file for `step` in a run's checkpoints/ folder."""
+    return f"step_{step:09d}.pt"
+
+
+def run_checkpoint_steps(folder: str | os.PathLike) -> dict[int, Path]:
+    """Finished checkpoints in a train.py run's checkpoints/ folder, step -> path: orbax step
+    folders (the JAX twin's) and step_N.pt files (the PyTorch twin's). Writes in progress
+    carry other names (orbax's temporary folders, atomic_write's hidden files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    steps = {}
+    for p in folder.iterdir():
+        if p.name.isdigit():
+            steps[int(p.name)] = p
+        elif m := _TORCH_STEP.match(p.name):
+            steps[int(m.group(1))] = p
+    return steps
+
+
+def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig) -> None:
+    """A folder laid out like a train.py run (config.json, checkpoints/0/state as orbax), so the
+    JAX engine and read_checkpoint take it like a real run. Built aside, then renamed."""
+    import orbax.checkpoint as ocp  # lazily: it brings jax
+
+    path = Path(path).absolute()
+    if path.exists():
+        raise CheckpointError(f"{path} exists; choose a new folder")
+    nested = nest_params(FLAX.export(weights, config))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps({"model": config.to_dict()}, indent=2))
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / "checkpoints" / "0" / "state", {"params": nested})
+        checkpointer.wait_until_finished()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
+    """Parameters (the EMA ones when the run kept them, as its final export does) of the latest
+    checkpoint of a train.py workdir (an orbax step folder from the JAX twin, a step_N.pt file
+    from the PyTorch twin), or of one orbax checkpoint step folder in it."""
+    if (path / "checkpoints").is_dir():
+        steps = run_checkpoint_steps(path / "checkpoints")
+        if not steps:
+            raise CheckpointError(f"{path}: a training workdir without a finished checkpoint")
+        workdir, step = path, max(steps)
+        step_path = steps[step]
+    elif path.name.isdigit() and (path / "state").is_dir():
+        workdir, step, step_path = path.parent.parent, int(path.name), path
+    else:
+        raise CheckpointError(f"{path}: a folder, but neither a train.py workdir nor one of its checkpoint steps")
+    config_file = workdir / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{workdir}: no config.json beside the checkpoints")
+    config = config_from_dict(json.loads(config_file.read_text())["model"])
+    if step_path.suffix == ".pt":
+        return read_torch_run_step(step_path, step, config)
+    import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
+
+    try:
+        state = ocp.StandardCheckpointer().restore(step_path.absolute() / "state")
+    except Exception as e:  # orbax raises many types for a damaged folder
+        raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
+    params = state.get("ema", state["params"])
+    return (FLAX.import_(flatten_params(params), config), config,
+            {"source": f"{step_path} (step {step})", "layout": FLAX_RUN.name})
+
+
+def read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tuple[Weights, ModelConfig, dict]:
+    import torch  # lazily: only the PyTorch twin's runs need it
+
+    try:
+        state = torch.load(step_path, map_location="cpu", weights_only=True)
+        model = state["ema"] if state.get("ema") is not None else state["model"]
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{step_path}: not a readable train.py checkpoint ({type(e).__name__}: {e})") from e
+    weights = TIMM.import_({k: v.float().numpy() for k, v in model.items()}, config)
+    return weights, config, {"source": f"{step_path} (step {step})", "layout": TORCH_RUN.name}

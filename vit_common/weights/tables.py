@@ -1,0 +1,182 @@
+"""The link tables: each parameterised module of the twins tied to its canonical entries, per family.
+
+ViT and DeiT use Google's released checkpoint names with Flax's shapes.
+
+Entries of vit_base_patch16_224, e.g.:
+    embedding/kernel                                              (16, 16, 3, 768)
+    cls                                                           (1, 1, 768)
+    Transformer/posembed_input/pos_embedding                      (1, 197, 768)
+    Transformer/encoderblock_0/LayerNorm_0/scale                  (768,)
+    Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel   (768, 12, 64)
+    Transformer/encoderblock_0/MultiHeadDotProductAttention_1/out/kernel     (12, 64, 768)
+    Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel          (768, 3072)
+    Transformer/encoder_norm/scale                                (768,)
+    head/kernel                                                   (768, 1000)
+
+Swin Transformers use timm's module structure with Flax's names and shapes (Google never
+released Swin checkpoints, so there is no Google naming to follow): '/'-joined names where
+- the path is timm's module path with '.' -> '/' and an index joined to its list by '_'
+  (`layers.0.blocks.1.attn.qkv` -> `layers_0/blocks_1/attn/qkv`), so a reader who knows
+  timm's Swin (or Microsoft's) finds every tensor where they expect it;
+- the leaf and the shape are Flax's: dense `kernel` (in, out) and `bias`, convolution `kernel`
+  HWIO, LayerNorm `scale` and `bias`; the relative position bias table is stored as is,
+  ((2w-1)^2, heads), rows indexed by vit_common.config.windows.relative_position_index.
+
+The q|k|v projection stays fused, as a (C, 3C) kernel whose output columns are [q | k | v],
+each head-major (head h owns columns h*D .. h*D + D-1 of its part), which is how both timm and
+Microsoft split it. Patch merging (`layers_{i}/downsample`, i >= 1) sits at the start of stage i,
+as in timm since 0.9; Microsoft's checkpoints keep it at the end of stage i-1 (see
+vit_common.formats.microsoft_swin).
+
+Entries of swin_tiny_patch4_window7_224, e.g.:
+    patch_embed/proj/kernel                                   (4, 4, 3, 96)
+    patch_embed/norm/scale                                    (96,)
+    layers_0/blocks_0/attn/relative_position_bias_table       (169, 3)
+    layers_0/blocks_0/attn/qkv/kernel                         (96, 288)
+    layers_1/downsample/norm/scale                            (384,)
+    layers_1/downsample/reduction/kernel                      (384, 192)   no bias
+    layers_3/blocks_1/mlp/fc2/kernel                          (3072, 768)
+    norm/scale                                                (768,)
+    head/fc/kernel                                            (768, 1000)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import SwinConfig, ViTConfig
+
+# Kinds of links and the canonical entries each owns (prefix + suffix).
+#   array           one array stored as is (tokens, position embedding)
+#   conv            kernel (kh, kw, in, out) + bias (out,)
+#   dense           kernel (in, out) + bias (out,)
+#   norm            scale (dim,) + bias (dim,)
+#   heads_in        one fused module holding several (C, heads, head_dim) projections (q|k|v)
+#   heads_out       kernel (heads, head_dim, C) + bias (C,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    module: str  # the twins' module path, e.g. 'blocks.3.attn.qkv'
+    kind: str
+    canonical: tuple[str, ...]  # canonical prefixes (one per fused projection), or the array key
+    shape: tuple[int, ...]  # kernel shape (array shape for 'array', (dim,) for 'norm')
+    bias: bool = True
+
+    def canonical_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.kind == "array":
+            return {self.canonical[0]: self.shape}
+        if self.kind == "norm":
+            return {f"{self.canonical[0]}/scale": self.shape, f"{self.canonical[0]}/bias": self.shape}
+        shapes = {}
+        for prefix in self.canonical:
+            shapes[f"{prefix}/kernel"] = self.shape
+            if self.bias:
+                if self.kind == "heads_in":
+                    shapes[f"{prefix}/bias"] = self.shape[1:]
+                else:
+                    shapes[f"{prefix}/bias"] = self.shape[-1:]
+        return shapes
+
+
+def _attention_links(module: str, prefix: str, cfg: ViTConfig, qkv_bias: bool) -> list[Link]:
+    heads = (cfg.embed_dim, cfg.num_heads, cfg.head_dim)
+    names = tuple(f"{prefix}/{p}" for p in ("query", "key", "value"))
+    return [
+        Link(f"{module}.qkv", "heads_in", names, heads, qkv_bias),
+        Link(f"{module}.proj", "heads_out", (f"{prefix}/out",), (cfg.num_heads, cfg.head_dim, cfg.embed_dim)),
+    ]
+
+
+def _mlp_links(module: str, prefix: str, cfg: ViTConfig) -> list[Link]:
+    return [
+        Link(f"{module}.fc1", "dense", (f"{prefix}/Dense_0",), (cfg.embed_dim, cfg.mlp_dim)),
+        Link(f"{module}.fc2", "dense", (f"{prefix}/Dense_1",), (cfg.mlp_dim, cfg.embed_dim)),
+    ]
+
+
+def vit_links(cfg: ViTConfig) -> list[Link]:
+    """Every parameterised module of a ViT / DeiT, in forward order."""
+    c, p = cfg.embed_dim, cfg.patch_size
+    out = [Link("patch_embed.proj", "conv", ("embedding",), (p, p, cfg.in_chans, c))]
+    if cfg.class_token:
+        out.append(Link("cls_token", "array", ("cls",), (1, 1, c)))
+    if cfg.distilled:
+        out.append(Link("dist_token", "array", ("dist",), (1, 1, c)))
+    if cfg.pos_embed == "learn":
+        out.append(Link("pos_embed", "array", ("Transformer/posembed_input/pos_embedding",), (1, cfg.num_pos_embed, c)))
+    for i in range(cfg.depth):
+        block = f"Transformer/encoderblock_{i}"
+        out.append(Link(f"blocks.{i}.norm1", "norm", (f"{block}/LayerNorm_0",), (c,)))
+        out += _attention_links(f"blocks.{i}.attn", f"{block}/MultiHeadDotProductAttention_1", cfg, cfg.qkv_bias)
+        out.append(Link(f"blocks.{i}.norm2", "norm", (f"{block}/LayerNorm_2",), (c,)))
+        out += _mlp_links(f"blocks.{i}.mlp", f"{block}/MlpBlock_3", cfg)
+    if not cfg.use_fc_norm:
+        out.append(Link("norm", "norm", ("Transformer/encoder_norm",), (c,)))
+    if cfg.global_pool == "map":
+        head = "MAPHead_0"
+        attn = f"{head}/MultiHeadDotProductAttention_0"
+        heads = (c, cfg.num_heads, cfg.head_dim)
+        out += [
+            Link("attn_pool.latent", "array", (f"{head}/probe",), (1, 1, c)),
+            Link("attn_pool.q", "heads_in", (f"{attn}/query",), heads),
+            Link("attn_pool.kv", "heads_in", (f"{attn}/key", f"{attn}/value"), heads),
+            Link("attn_pool.proj", "heads_out", (f"{attn}/out",), (cfg.num_heads, cfg.head_dim, c)),
+            Link("attn_pool.norm", "norm", (f"{head}/LayerNorm_0",), (c,)),
+        ]
+        out += _mlp_links("attn_pool.mlp", f"{head}/MlpBlock_0", cfg)
+    if cfg.use_fc_norm:
+        out.append(Link("fc_norm", "norm", ("fc_norm",), (c,)))
+    if cfg.representation_size:
+        out.append(Link("pre_logits.fc", "dense", ("pre_logits",), (c, cfg.representation_size)))
+    if cfg.num_classes:
+        out.append(Link("head", "dense", ("head",), (cfg.num_features, cfg.num_classes)))
+        if cfg.distilled:
+            out.append(Link("head_dist", "dense", ("head_dist",), (c, cfg.num_classes)))
+    return out
+
+
+def _canonical(module: str) -> str:
+    """timm's module path -> the canonical prefix: 'layers.0.blocks.1.attn' -> 'layers_0/blocks_1/attn'."""
+    parts: list[str] = []
+    for part in module.split("."):
+        if part.isdigit():
+            parts[-1] = f"{parts[-1]}_{part}"
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _link(module: str, kind: str, shape: tuple[int, ...], bias: bool = True) -> Link:
+    return Link(module, kind, (_canonical(module),), shape, bias)
+
+
+def swin_links(cfg: SwinConfig) -> list[Link]:
+    """Every parameterised module of a Swin Transformer, in forward order."""
+    c0, p = cfg.embed_dim, cfg.patch_size
+    out = [
+        _link("patch_embed.proj", "conv", (p, p, cfg.in_chans, c0)),
+        _link("patch_embed.norm", "norm", (c0,)),
+    ]
+    for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
+        c, stage = cfg.stage_dim(i), f"layers.{i}"
+        if i > 0:
+            out += [
+                _link(f"{stage}.downsample.norm", "norm", (2 * c,)),  # 4 * the previous stage's width
+                _link(f"{stage}.downsample.reduction", "dense", (2 * c, c), bias=False),
+            ]
+        table = (2 * cfg.stage_window(i) - 1) ** 2
+        for j in range(depth):
+            block = f"{stage}.blocks.{j}"
+            out += [
+                _link(f"{block}.norm1", "norm", (c,)),
+                _link(f"{block}.attn.relative_position_bias_table", "array", (table, heads)),
+                _link(f"{block}.attn.qkv", "dense", (c, 3 * c), bias=cfg.qkv_bias),
+                _link(f"{block}.attn.proj", "dense", (c, c)),
+                _link(f"{block}.norm2", "norm", (c,)),
+                _link(f"{block}.mlp.fc1", "dense", (c, cfg.mlp_dim(i))),
+                _link(f"{block}.mlp.fc2", "dense", (cfg.mlp_dim(i), c)),
+            ]
+    out.append(_link("norm", "norm", (cfg.num_features,)))
+    if cfg.num_classes:
+        out.append(_link("head.fc", "dense", (cfg.num_features, cfg.num_classes)))
+    return out
