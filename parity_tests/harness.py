@@ -24,11 +24,22 @@ BF16_TOL = 1e-2
 
 
 def rel_error(a, b) -> float:
-    """max|a-b| / max(1, max|b|): absolute for small tensors, relative for large ones."""
+    """max|a-b| / max(1, max|b|): absolute for small tensors, relative for large ones.
+
+    inf when either side holds NaN or inf: a NaN error compares False with every tolerance
+    (`nan > tol`, and Python's max() skips it), so it would pass checks written either way.
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
     return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))) if a.size else 0.0)
+
+
+def failures(errors: dict[str, float], tol: float) -> dict[str, float]:
+    """The entries of `errors` not within `tol`, NaN included, for an assertion to name."""
+    return {k: v for k, v in errors.items() if not v <= tol}
 
 
 @contextlib.contextmanager
@@ -134,6 +145,25 @@ def _jax_loss_and_grads(model, x, labels):
 def jax_grads(model: vit_jax.models.Model, images_nhwc: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
     loss, grads = _jax_loss_and_grads(model, jnp.asarray(images_nhwc), jnp.asarray(labels))
     return float(loss), vit_jax.grads_to_canonical(grads, model.cfg)
+
+
+def named_tensors(out: Outputs) -> dict[str, np.ndarray]:
+    """Every tensor of one twin's outputs, named as the parity report names it."""
+    named = {}
+    for i, h in enumerate(out.hidden_states):
+        named[f"block {i} hidden"] = h
+        if out.attentions:
+            named[f"block {i} attention"] = out.attentions[i]
+    named.update({f"stage {i} output": h for i, h in enumerate(out.stages)})
+    named["pooled"] = out.pooled
+    if out.logits is not None:
+        named["logits"] = out.logits
+    return named
+
+
+def non_finite(out: Outputs) -> list[str]:
+    """Names of the tensors holding NaN or inf, in forward order."""
+    return [name for name, x in named_tensors(out).items() if not np.isfinite(x).all()]
 
 
 def compare(a: Outputs, b: Outputs) -> dict[str, float]:

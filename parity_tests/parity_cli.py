@@ -24,7 +24,7 @@ import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
 from vit_common.cli.vit_convert import describe
 from vit_common.formats import LAYOUT_NAMES
-from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, random_images, run_jax, run_torch
+from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, non_finite, random_images, run_jax, run_torch
 from parity_tests.report import format_report
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -82,8 +82,14 @@ def main(argv=None) -> int:
     with full_precision():
         out_t = run_torch(model_t, images, dtype=torch.bfloat16 if bf16 else None)
         out_j = run_jax(model_j, images)
+    # rel_error is inf wherever either side is non-finite, so the table's worst line names the
+    # first such tensor; say which twin produced it.
     table, ok = format_report(out_j, out_t, tol=BF16_TOL if bf16 else FLOAT32_TOL)
     print(table)
+    for twin, out in (("jax", out_j), ("torch", out_t)):
+        if names := non_finite(out):
+            print(f"{twin} outputs NaN or inf in: {', '.join(names)} -> FAIL")
+            ok = False
     if bf16 and out_t.logits is not None and not np.array_equal(out_t.logits.argmax(-1), out_j.logits.argmax(-1)):
         print("top-1 predictions differ in bfloat16 -> FAIL")
         ok = False

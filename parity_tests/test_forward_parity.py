@@ -1,15 +1,20 @@
 """Forward parity: logits, pooled features, every hidden state and attention map (and every Swin
 stage's output), both directions, for ViT, DeiT and Swin."""
+import numpy as np
 import pytest
 
+import vit_jax
+import vit_torch
 from parity_tests.grid import FULL_SIZE, SMALL_GRID, SWIN_GRID, small
-from parity_tests.harness import FLOAT32_TOL, build_pair, compare, random_images, run_jax, run_torch
+from parity_tests.harness import (
+    FLOAT32_TOL, build_pair, compare, failures, non_finite, random_images, rel_error, run_jax, run_torch,
+)
 
 DIRECTIONS = ["torch", "jax"]  # the twin that initialises; the other receives converted weights
 
 
-def _check(record, label, preset, overrides, source, batch):
-    tm, jm, _ = build_pair(preset, source, **overrides)
+def _check(record, label, preset, overrides, source, batch, pair=build_pair):
+    tm, jm, _ = pair(preset, source, **overrides)
     images = random_images(tm.cfg, batch)
     out_torch, out_jax = run_torch(tm, images), run_jax(jm, images)
     # The receiving twin is measured against the initialising one.
@@ -18,8 +23,10 @@ def _check(record, label, preset, overrides, source, batch):
     assert len(out_torch.hidden_states) == tm.cfg.depth and len(out_torch.attentions) == tm.cfg.depth
     if tm.cfg.arch == "swin":
         assert len(out_torch.stages) == tm.cfg.num_stages
-    bad = {k: v for k, v in errors.items() if v > FLOAT32_TOL}
-    assert not bad, f"{label} ({source} init): errors above {FLOAT32_TOL}: {bad}"
+    unfinite = {twin: names for twin, out in (("torch", out_torch), ("jax", out_jax)) if (names := non_finite(out))}
+    bad = failures(errors, FLOAT32_TOL)
+    assert not bad and not unfinite, (f"{label} ({source} init): errors above {FLOAT32_TOL}: {bad}; "
+                                      f"NaN or inf in: {unfinite or 'none'}")
 
 
 @pytest.mark.parametrize("source", DIRECTIONS)
@@ -32,3 +39,39 @@ def test_small_config(record, name, source):
 @pytest.mark.parametrize("preset", FULL_SIZE)
 def test_full_size(record, preset, source):
     _check(record, preset, preset, {}, source, batch=2)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_rel_error_is_infinite_on_a_non_finite_side(bad):
+    a = np.zeros((2, 3), np.float32)
+    b = a.copy()
+    b[1, 2] = bad
+    assert rel_error(a, b) == np.inf and rel_error(b, a) == np.inf and rel_error(b, b) == np.inf
+    assert failures({"x": rel_error(a, b), "y": 0.0, "z": float("nan")}, FLOAT32_TOL).keys() == {"x", "z"}
+
+
+POISONED = "Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias"  # the MLP of block 1, after its attention
+
+
+@pytest.mark.parametrize("source", DIRECTIONS)
+def test_a_twin_emitting_nan_fails_the_check_naming_the_tensor(source):
+    """A receiving twin with one NaN weight outputs NaN from block 1's hidden state on. Measured
+    as `nan > tol`, that once passed; the check must fail and say where the NaN appears."""
+    def poisoned_pair(*args, **kwargs):
+        tm, jm, weights = build_pair(*args, **kwargs)
+        weights = {k: v.copy() for k, v in weights.items()}
+        weights[POISONED][0] = np.nan
+        if source == "torch":
+            vit_jax.load_canonical_(jm, weights)
+        else:
+            vit_torch.load_canonical_(tm, weights)
+        return tm, jm, weights
+
+    with pytest.raises(AssertionError) as failed:  # (a no-op record keeps it out of the parity table)
+        _check(lambda *_: None, "token", *small("token"), source, batch=2, pair=poisoned_pair)
+    receiver = "jax" if source == "torch" else "torch"
+    message = str(failed.value)
+    assert f"NaN or inf in: {{'{receiver}': ['block 1 hidden', 'pooled', 'logits']}}" in message
+    for kind in ("hidden", "pooled", "logits"):
+        assert f"'{kind}': inf" in message
+    assert "'attention': inf" not in message  # block 1's attention runs before the poisoned MLP

@@ -49,6 +49,26 @@ def test_a_twin_that_is_off_fails(checkpoint, tmp_path, monkeypatch, capsys):
     assert "-> FAIL" in capsys.readouterr().out
 
 
+def test_a_twin_emitting_nan_fails_naming_the_tensor(checkpoint, monkeypatch, capsys):
+    import parity_tests.parity_cli as cli
+
+    real = cli.run_torch
+
+    def nan_logits(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.logits[1, 0] = np.nan  # the last row of the table: a NaN there once lost to finite rows
+        return out
+
+    monkeypatch.setattr(cli, "run_torch", nan_logits)
+    assert parity([str(checkpoint), "--batch", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    worst = next(line for line in lines if line.startswith("worst:"))
+    assert worst.startswith("worst: logits inf") and worst.endswith("-> FAIL"), worst
+    assert "torch outputs NaN or inf in: logits -> FAIL" in lines
+    assert not any(line.startswith("jax outputs") for line in lines)
+    assert next(line for line in lines if line.startswith("block  1 hidden")).endswith("yes")
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     assert parity([str(tmp_path / "missing.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err

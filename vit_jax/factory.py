@@ -27,7 +27,8 @@ def create_model(
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.
-    Overriding img_size / patch_size / num_classes adapts the checkpoint's weights.
+    Overriding img_size / patch_size / num_classes adapts the checkpoint's weights. Weights with
+    NaN / inf or a non-float dtype raise WeightsMismatchError; half precision is widened to float32.
     `dtype` is the compute dtype; parameters stay float32.
     """
     rngs = rngs if rngs is not None else nnx.Rngs(0)

@@ -18,7 +18,8 @@ def create_model(name: str | None = None, checkpoint: str | os.PathLike | None =
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.
-    Overriding img_size / patch_size / num_classes adapts the checkpoint's weights.
+    Overriding img_size / patch_size / num_classes adapts the checkpoint's weights. Weights with
+    NaN / inf or a non-float dtype raise WeightsMismatchError; half precision is widened to float32.
     """
     if checkpoint is None:
         if name is None:

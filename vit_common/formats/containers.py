@@ -44,9 +44,9 @@ def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path}: not a readable .npz file ({e})") from e
     config = weights.pop(CONFIG_KEY, None)
-    config = config_from_dict(json.loads(str(config))) if config is not None else None
+    config = embedded_config(path, str(config)) if config is not None else None
     meta = weights.pop(META_KEY, None)
-    meta = json.loads(str(meta)) if meta is not None else {}
+    meta = embedded_json(path, str(meta), "metadata") if meta is not None else {}
     for prefix in ("opt/target/",):  # vision_transformer's optimizer-wrapped checkpoints
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix):]: v for k, v in weights.items()}
@@ -89,6 +89,8 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
             config, meta = config_from_dict(obj["config"]), obj.get("meta") or {}
         except (ConfigError, TypeError):  # another program's 'config' (a training recipe): not a model config
             config = meta = None
+        if config is not None and not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: its metadata is damaged (a {type(meta).__name__}, not a dict)")
     for wrapper in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -108,9 +110,27 @@ def read_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:
             weights = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from e
-    config = config_from_dict(json.loads(metadata[CONFIG_KEY])) if CONFIG_KEY in metadata else None
-    meta = json.loads(metadata[META_KEY]) if META_KEY in metadata else {}
+    config = embedded_config(path, metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+    meta = embedded_json(path, metadata[META_KEY], "metadata") if META_KEY in metadata else {}
     return weights, config, meta
+
+
+def embedded_json(path, text: str, what: str) -> dict:
+    """A JSON object stored inside a checkpoint; damage is the file's fault, so the error names the file."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError, and bad unicode escapes
+        raise CheckpointError(f"{path}: its embedded {what} is damaged (not valid JSON: {e})") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: its embedded {what} is damaged (a JSON {type(value).__name__}, not an object)")
+    return value
+
+
+def embedded_config(path, text: str) -> ModelConfig:
+    try:
+        return config_from_dict(embedded_json(path, text, "config"))
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: its embedded config is damaged ({e})") from e
 
 
 def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
@@ -127,11 +147,17 @@ def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], co
 
 
 def tensor_to_numpy(t) -> np.ndarray:
+    """Same dtype, so the reader can state a cast (read_checkpoint widens half precision).
+    numpy has no bfloat16: ml_dtypes' (which safetensors and jax use) holds it, else float32."""
     import torch
 
     t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; widening is exact
-        t = t.float()
+    if t.dtype == torch.bfloat16:
+        try:
+            from ml_dtypes import bfloat16
+        except ImportError:
+            return t.float().numpy()  # widening is exact
+        return t.view(torch.int16).numpy().view(bfloat16)
     return t.numpy()
 
 

@@ -10,6 +10,7 @@ from ..config import ConfigError, ModelConfig, SwinConfig, config_class, get_con
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
+from ..weights.canonical import check_values
 from ..weights.infer import (
     config_from_summary, summarize_canonical, summarize_swin_canonical, summarize_swin_timm, summarize_timm,
     swin_config_from_summary,
@@ -38,6 +39,8 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     Overrides of img_size / patch_size / num_classes (and window_size for Swin) adapt the
     weights (position embedding resampled with `posemb_method`, Swin's relative position bias
     tables resampled bicubic, patch embedding PI-resized, a new zero head); others must fit.
+    Non-finite or non-float weights raise WeightsMismatchError; float16 / bfloat16 ones are
+    widened to float32, noted first in meta['adapted'].
     """
     raw, layout, stored, meta = _read(path)
     meta = {**meta, "source_layout": layout}
@@ -70,10 +73,11 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
 
     weights = TIMM.import_(raw, source) if layout in TORCH_LAYOUTS else raw
     check_weights(weights, source, what=str(path))
+    weights, casts = check_values(weights, what=str(path))
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
-    if changes:
-        meta["adapted"] = changes
+    if casts or changes:
+        meta["adapted"] = casts + changes
     check_weights(weights, target, what=str(path))
     if imagenet_swin:  # timm's default_cfg for these weights: crop 0.9 at 224, none at 384
         meta["preprocess"] = dict(SWIN_IMAGENET_PREPROCESS, crop_pct=1.0 if target.img_size >= 384 else 0.9)
@@ -81,11 +85,12 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
 
 
 def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
-    """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand."""
+    """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand;
+    checked as read_checkpoint checks them (half precision widened to float32 without a note)."""
     raw, layout, _, _ = _read(path)
     weights = TIMM.import_(raw, config) if layout in TORCH_LAYOUTS else raw
     check_weights(weights, config, what=str(path))
-    return weights
+    return check_values(weights, what=str(path))[0]
 
 
 def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, dict]:

@@ -65,3 +65,42 @@ def check_weights(weights: Mapping[str, np.ndarray], cfg: ModelConfig, what: str
     if unexpected:
         lines += ["unexpected:"] + listing([f"  {k}: found {tuple(np.shape(weights[k]))}" for k in unexpected])
     raise WeightsMismatchError("\n".join(lines))
+
+
+HALF_DTYPES = ("float16", "bfloat16")  # widened to float32 on reading; every half value is exact in float32
+
+
+def check_values(weights: Mapping[str, np.ndarray], what: str = "checkpoint") -> tuple[Weights, list[str]]:
+    """The weights with half-precision entries cast to float32, and a note of each cast.
+
+    Raises one single-line WeightsMismatchError naming every entry that is not floating point
+    (integers, bool: no model weight is) or holds NaN / inf: a model built from them would run
+    and print NaN or garbage instead of failing.
+    """
+    out: Weights = {}
+    casts: dict[str, int] = {}
+    wrong_dtype, non_finite = [], []
+    for k, v in weights.items():
+        v = np.asarray(v)
+        if v.dtype.name in HALF_DTYPES:  # bfloat16 (ml_dtypes) is not an np.floating subtype
+            casts[v.dtype.name] = casts.get(v.dtype.name, 0) + 1
+            v = v.astype(np.float32)
+        if not np.issubdtype(v.dtype, np.floating):
+            wrong_dtype.append(f"{k} ({v.dtype})")
+        elif not np.isfinite(v).all():
+            non_finite.append(k)
+        out[k] = v
+    problems = []
+    if wrong_dtype:
+        problems.append("not floating point: " + _inline(sorted(wrong_dtype)))
+    if non_finite:
+        problems.append("NaN or inf values: " + _inline(sorted(non_finite)))
+    if problems:
+        raise WeightsMismatchError(f"{what}: unusable weights; " + "; ".join(problems))
+    notes = [f"{n} {dtype} weight{'s' if n > 1 else ''} cast to float32 (exact)" for dtype, n in sorted(casts.items())]
+    return out, notes
+
+
+def _inline(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f", ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
