@@ -36,7 +36,7 @@ def _write_source(tmp_path, layout, cfg, w):
 CASES = {
     "npz pre-linen": ("vit_base_patch16_224", {}),
     "npz linen": ("vit_base_patch16_224", dict(representation_size=64)),
-    "npz big_vision": ("vit_base_patch16_map_224", {}),
+    "npz big_vision": ("vit_base_patch16_siglip_224", {}),
     "timm .pt (DDP training checkpoint)": ("deit_tiny_distilled_patch16_224", {}),
     "timm .pth": ("vit_base_patch16_224", dict(global_pool="avg")),
     "hf .safetensors": ("vit_base_patch16_224", {}),
@@ -118,11 +118,23 @@ def test_patch_size_change_keeps_the_tokens_of_upsampled_images(tmp_path):
     assert rel_error(b.numpy(), a.numpy()) <= FLOAT32_TOL
 
 
-@pytest.mark.parametrize("build,extra", [(as_opt_target, {}), (as_linen, {}), (as_big_vision, dict(no_embed_class=True))])
-def test_same_state_dict_as_timms_own_npz_loader(tmp_path, build, extra):
+# timm's _load_weights reads Linen names (MultiHeadDotProductAttention_0...) only under big_vision's
+# `params/` prefix; without it, it expects pre-Linen names, so a vision_transformer Linen file
+# (as_linen) fails there with a KeyError. The Linen case timm reads is big_vision's unscanned form;
+# vision_transformer's own Linen files are checked against transformers below.
+TIMM_NPZ_CASES = {
+    "pre-linen opt/target": (as_opt_target, {}),
+    "linen names, big_vision unscanned": (lambda w: as_big_vision(w, scanned=False), dict(no_embed_class=True)),
+    "big_vision scanned": (as_big_vision, dict(no_embed_class=True)),
+}
+
+
+@pytest.mark.parametrize("case", list(TIMM_NPZ_CASES))
+def test_same_state_dict_as_timms_own_npz_loader(tmp_path, case):
     timm = pytest.importorskip("timm")  # timm needs torchvision, which has no CPU build on CI machines
     from timm.models.vision_transformer import _load_weights
 
+    build, extra = TIMM_NPZ_CASES[case]
     cfg = get_config("vit_base_patch16_224", **{**TI, **extra})
     w = random_canonical(cfg)
     np.savez(src := tmp_path / "google.npz", **build(w))
@@ -133,9 +145,32 @@ def test_same_state_dict_as_timms_own_npz_loader(tmp_path, build, extra):
         np.testing.assert_array_equal(v.numpy(), ours[k], err_msg=k)
 
 
+def test_linen_npz_gives_transformers_logits(tmp_path):
+    """The read the timm test cannot make here (timm needs torchvision): a vision_transformer
+    Linen .npz holding HF ViT weights runs in both twins as HF's model does."""
+    import transformers  # a dev dependency, unlike timm: missing, this fails rather than skip
+
+    torch.manual_seed(0)
+    hf = transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=192, image_size=32,
+        patch_size=8, num_labels=10, layer_norm_eps=1e-6, hidden_act="gelu")).eval()
+    with torch.no_grad():
+        for _, p in sorted(hf.named_parameters()):
+            p.add_(0.1 * torch.randn(p.shape))
+    hf.save_pretrained(tmp_path / "hf")
+    w = read_checkpoint(tmp_path / "hf" / "model.safetensors", num_heads=3).weights
+    np.savez(src := tmp_path / "linen.npz", **as_linen(w))
+    assert read_checkpoint(src).meta["source_layout"] == "linen"
+    images = random_images(get_config("vit_base_patch16_224", **{**TI, "embed_dim": 48}), 2)
+    with torch.no_grad():
+        want = hf(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).logits.numpy()
+    assert rel_error(run_torch(vit_torch.create_model(checkpoint=src), images).logits, want) <= FLOAT32_TOL
+    assert rel_error(run_jax(vit_jax.create_model(checkpoint=src), images).logits, want) <= FLOAT32_TOL
+
+
 @pytest.mark.parametrize("layout", ["linen", "big_vision", "run folder"])
 def test_writing_the_other_layouts_and_run_folders(tmp_path, capsys, layout):
-    cfg = get_config("vit_base_patch16_map_224", **TI)  # no class token: every layout can hold it
+    cfg = get_config("vit_base_patch16_siglip_224", **TI)  # no class token: every layout can hold it
     w = random_canonical(cfg)
     save_npz(src := tmp_path / "src.npz", w, cfg)
     dst = tmp_path / ("run" if layout == "run folder" else "out.npz")

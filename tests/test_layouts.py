@@ -1,4 +1,6 @@
 """Reading every checkpoint layout in the wild, inferring the architecture, and the errors."""
+import re
+
 import numpy as np
 import pytest
 
@@ -31,9 +33,9 @@ GOOGLE_CASES = {
     "big_vision tok scanned": ("vit_base_patch16_224", dict(no_embed_class=True), as_big_vision),
     "big_vision tok unscanned": ("vit_base_patch16_224", dict(no_embed_class=True), lambda w: as_big_vision(w, False)),
     "big_vision gap": ("vit_base_patch16_gap_224", {}, as_big_vision),
-    "big_vision map": ("vit_base_patch16_map_224", {}, as_big_vision),
+    "big_vision map": ("vit_base_patch16_siglip_224", {}, as_big_vision),
     "big_vision sincos2d gap": ("vit_base_patch16_gap_224", dict(pos_embed="sincos2d", img_size=224), as_big_vision),
-    "big_vision map features": ("vit_base_patch16_map_224", dict(num_classes=0), as_big_vision),
+    "big_vision map features": ("vit_base_patch16_siglip_224", dict(num_classes=0), as_big_vision),
 }
 
 
@@ -143,7 +145,7 @@ def test_new_class_count_gives_a_zero_head(tmp_path):
 def test_writers_produce_the_official_layouts():
     from vit_common.formats.google import canonical_to_big_vision, canonical_to_linen
 
-    cfg = get_config("vit_base_patch16_map_224", **TINY)
+    cfg = get_config("vit_base_patch16_siglip_224", **TINY)
     w = random_canonical(cfg)
     for ours, independent in [(canonical_to_linen(w), as_linen(w)), (canonical_to_big_vision(w), as_big_vision(w)),
                               (canonical_to_big_vision(w, scanned=False), as_big_vision(w, scanned=False))]:
@@ -153,3 +155,58 @@ def test_writers_produce_the_official_layouts():
     assert bv["params/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"].shape == (2, 48, 3, 16)
     assert bv["params/pos_embedding"].shape == (1, 16, 48) and "params/MAPHead_0/probe" in bv
     assert "Transformer/encoderblock_1/LayerNorm_1/scale" in canonical_to_linen(w)
+
+
+SWIN_TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), num_classes=10)
+_HF_SWIN_BLOCK = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+                  "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+_HF_SWIN_TOP = {"patch_embed.proj": "embeddings.patch_embeddings.projection", "patch_embed.norm": "embeddings.norm",
+                "norm": "layernorm"}
+
+
+def _as_hf_swin(w: dict, cfg) -> dict:
+    """SwinForImageClassification as save_pretrained writes it (the transformers test checks a real one)."""
+    out = {}
+    for name, value in TIMM.export(w, cfg).items():
+        module, leaf = name.rsplit(".", 1)
+        if module == "head.fc":
+            out[f"classifier.{leaf}"] = value
+        elif module in _HF_SWIN_TOP:
+            out[f"swin.{_HF_SWIN_TOP[module]}.{leaf}"] = value
+        elif m := re.match(r"^layers\.(\d+)\.downsample\.(.+)$", name):  # ends the previous stage in HF
+            out[f"swin.encoder.layers.{int(m[1]) - 1}.downsample.{m[2]}"] = value
+        else:
+            stage, block, rest = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$", name).groups()
+            prefix = f"swin.encoder.layers.{stage}.blocks.{block}"
+            if rest == "attn.relative_position_bias_table":
+                out[f"{prefix}.attention.self.relative_position_bias_table"] = value
+            elif rest.startswith("attn.qkv."):
+                for part, chunk in zip(("query", "key", "value"), np.split(value, 3)):
+                    out[f"{prefix}.attention.self.{part}.{leaf}"] = chunk
+            else:
+                out[f"{prefix}.{_HF_SWIN_BLOCK[rest.rsplit('.', 1)[0]]}.{leaf}"] = value
+    return out
+
+
+def test_huggingface_swin_state_dict(tmp_path):
+    cfg = get_config("swin_tiny_patch4_window7_224", **SWIN_TINY)
+    canonical = random_canonical(cfg)
+    hf = _as_hf_swin(canonical, cfg)
+    assert "swin.encoder.layers.0.downsample.reduction.weight" in hf
+    assert detect_layout(hf) == "hf_swin"
+    assert detect_layout(as_hf(random_canonical(get_config("vit_base_patch16_224", **TI)),
+                               get_config("vit_base_patch16_224", **TI))) == "hf"
+    save_safetensors(tmp_path / "hf.safetensors", hf)
+    ckpt = read_checkpoint(tmp_path / "hf.safetensors", img_size=32)  # Swin weights do not say the image size
+    _same(ckpt.weights, canonical)
+    assert ckpt.config.replace(drop_path_rate=cfg.drop_path_rate) == cfg
+
+    broken = dict(hf)
+    del broken["swin.encoder.layers.1.blocks.1.attention.self.value.bias"]
+    save_safetensors(tmp_path / "broken.safetensors", broken)
+    with pytest.raises(CheckpointError, match=r"stage 1 block 1: attention bias needs query, key and value"):
+        read_checkpoint(tmp_path / "broken.safetensors")
+    ape = {**hf, "swin.embeddings.position_embeddings": np.zeros((1, 256, 16), np.float32)}
+    save_safetensors(tmp_path / "ape.safetensors", ape)
+    with pytest.raises(CheckpointError, match="absolute position embedding"):
+        read_checkpoint(tmp_path / "ape.safetensors")
