@@ -142,3 +142,39 @@ def test_cli_errors(tiny_checkpoint, two_images, tmp_path, capsys):
     save_npz(tmp_path / "features.npz", {k: np.zeros(s, np.float32) for k, s in canonical_shapes(headless).items()},
              headless)
     fails(["--checkpoint", str(tmp_path / "features.npz"), str(two_images[0])], "no classification head")
+
+
+def test_cli_says_which_preprocessing_it_applied_and_why(tiny_checkpoint, two_images, tmp_path, capsys):
+    from vit_common.cli.vit_convert import main as vit_convert
+    from vit_common.formats import read_checkpoint
+    from vit_common.predict.defaults import FAMILIES
+
+    google = "RGB; whole image resized to 32x32 (bilinear, aspect not kept); pixels in [-1, 1] (mean = std = 0.5)"
+    # A canonical .npz that records none gets Google's evaluation preprocessing.
+    assert main(["--checkpoint", str(tiny_checkpoint), "--framework", "torch", str(two_images[0])]) == 0
+    reference = capsys.readouterr().out.splitlines()
+    assert reference[0] == f"preprocessing (family default: Google vision_transformer / big_vision): {google}"
+    # vit-convert writes it into every output, which then says it records it (and predicts the same).
+    for name in ("tiny.safetensors", "tiny.pt", "tiny_run"):
+        dst = tmp_path / name
+        assert vit_convert([str(tiny_checkpoint), str(dst)]) == 0
+        capsys.readouterr()
+        assert read_checkpoint(dst).meta["preprocess"] == FAMILIES["google"][1]
+        assert main(["--checkpoint", str(dst), "--framework", "torch", str(two_images[0])]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"preprocessing (recorded in the checkpoint): {google}"
+        assert lines[1:] == reference[1:]
+
+
+def test_cli_rejects_a_record_it_cannot_apply(tiny_checkpoint, two_images, tmp_path, capsys):
+    from vit_common.formats import read_checkpoint
+
+    ckpt = read_checkpoint(tiny_checkpoint)
+    for bad, message in (({"crop_pct": 1.5}, "crop_pct must be in (0, 1]"),
+                         ({"color_mode": "L"}, "converts images to 'L'"),
+                         ({"resize": "squash", "crop_pct": 0.9}, "crop_pct must be 1")):
+        path = tmp_path / "bad.npz"
+        save_npz(path, ckpt.weights, ckpt.config, meta={"preprocess": bad})
+        assert main(["--checkpoint", str(path), str(two_images[0])]) == 2
+        err = capsys.readouterr().err
+        assert "its preprocessing (recorded in the checkpoint) cannot be applied" in err and message in err

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from vit_common.predict.attention_maps import attention_rollout, figure_size, last_layer_cls_attention, save_attention_png
-from vit_common.predict.preprocess import ImageError, load_image, options_from_meta, preprocess, resize_and_crop
+from vit_common.predict.defaults import resolve_preprocess
+from vit_common.predict.preprocess import (ImageError, describe, load_image, options_from_meta, preprocess,
+                                           resize_and_crop)
 
 
 def coordinate_image(width: int, height: int) -> Image.Image:
@@ -68,9 +70,113 @@ def test_grayscale_and_mean_std():
 
 
 def test_options_from_meta_passes_only_preprocessing_keys():
-    meta = {"preprocess": {"crop_pct": 1.0, "mean": [0.5] * 3, "std": [0.5] * 3, "resize": "nope"}, "x": 1}
+    meta = {"preprocess": {"crop_pct": 1.0, "mean": [0.5] * 3, "std": [0.5] * 3, "in_chans": 3, "colour": "x"}, "x": 1}
     assert options_from_meta(meta) == {"crop_pct": 1.0, "mean": [0.5] * 3, "std": [0.5] * 3}
+    full = {"color_mode": "L", "resize": "center_square", "crop_pct": 1.0, "interpolation": "bilinear",
+            "mean": [0.5], "std": [0.5]}
+    assert options_from_meta({"preprocess": full}) == full
     assert options_from_meta({}) == {}
+
+
+@pytest.mark.parametrize("size,mode", [((30, 24), "L"), ((24, 30), "RGB"), ((8, 8), "L"), ((5, 13), "RGB"),
+                                       ((64, 64), "RGB")])
+def test_center_square_is_exactly_what_training_evaluates(size, mode):
+    from vit_data.augment import prepare_record
+
+    rng = np.random.default_rng(1)
+    channels = 1 if mode == "L" else 3
+    pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+    ours = resize_and_crop(image, 8, resize="center_square", crop_pct=1.0, interpolation="bilinear")
+    np.testing.assert_array_equal(np.asarray(ours).reshape(8, 8, channels), prepare_record(pixels, 8, channels))
+
+
+def test_loader_records_what_it_evaluates_with():
+    from vit_data.loader import _mean_std, eval_preprocess
+
+    assert eval_preprocess(1) == {"color_mode": "L", "resize": "center_square", "crop_pct": 1.0,
+                                  "interpolation": "bilinear", "mean": [0.5], "std": [0.5]}
+    imagenet = eval_preprocess(3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert imagenet["color_mode"] == "RGB" and imagenet["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert _mean_std([0.5] * 3, [0.5] * 3, 3) == (None, None)  # [-1, 1], computed one way everywhere
+    with pytest.raises(ValueError, match="3 values but the loader makes 1"):
+        _mean_std([0.5] * 3, [0.5] * 3, 1)
+
+
+def test_half_mean_and_std_is_the_minus_one_to_one_range_bit_for_bit():
+    rng = np.random.default_rng(2)
+    image = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    default = preprocess(image, 8, crop_pct=1.0)
+    np.testing.assert_array_equal(preprocess(image, 8, crop_pct=1.0, mean=0.5, std=0.5), default)
+    np.testing.assert_array_equal(preprocess(image, 8, crop_pct=1.0, mean=[0.5] * 3, std=[0.5] * 3), default)
+    assert default.min() >= -1 and default.max() <= 1
+
+
+def test_squash_keeps_the_whole_image():
+    # A 64x32 image, left half black, right half white: squashed to 8x8, both halves stay.
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, 32:] = 255
+    x = preprocess(Image.fromarray(pixels), 8, resize="squash", crop_pct=1.0, interpolation="nearest")
+    assert np.all(x[0, :, :4] == -1) and np.all(x[0, :, 4:] == 1)
+    with pytest.raises(ValueError, match="crop_pct must be 1"):
+        preprocess(Image.fromarray(pixels), 8, resize="squash", crop_pct=0.9)
+    with pytest.raises(ValueError, match="unknown resize rule"):
+        preprocess(Image.fromarray(pixels), 8, resize="stretch")
+
+
+def test_color_mode_converts_first_and_must_fit_the_model():
+    red = Image.new("RGB", (16, 16), (255, 0, 0))
+    x = preprocess(red, 8, color_mode="L", in_chans=1, crop_pct=1.0)
+    np.testing.assert_allclose(x, 76 / 127.5 - 1, atol=1e-6)  # ITU-R 601-2 luma of pure red: 76
+    with pytest.raises(ValueError, match="converts images to 'L'"):
+        preprocess(red, 8, color_mode="L", in_chans=3)
+
+
+def test_description_names_every_choice():
+    text = describe({"color_mode": "L", "resize": "center_square", "crop_pct": 1.0, "interpolation": "bilinear",
+                     "mean": [0.5], "std": [0.5]}, 8, 1)
+    assert text == "grayscale (L); central square (crop_pct 1.0) resized to 8x8 (bilinear); pixels in [-1, 1] (mean = std = 0.5)"
+    text = describe({"crop_pct": 0.9, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, 224, 3)
+    assert "RGB; shorter side to 248 (bicubic), central 224x224 crop (crop_pct 0.9)" in text
+    assert "mean [0.485, 0.456, 0.406]" in text
+
+
+# Family defaults ----------------------------------------------------------------------------------
+def _cfg(**kw):
+    from vit_common import get_config
+
+    return get_config(kw.pop("name", "vit_tiny_patch16_224"), **kw)
+
+
+def test_recorded_preprocessing_wins_and_old_records_stay_readable():
+    old = {"crop_pct": 0.9, "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    options, origin = resolve_preprocess({"preprocess": old, "source_layout": "canonical"}, _cfg())
+    assert options == old and origin == "recorded in the checkpoint"
+    # Missing "resize" means timm's shorter-side rule, as vit-predict always applied it.
+    x = preprocess(coordinate_image(64, 32), 16, **options)
+    assert x.shape == (1, 16, 16, 3)
+    with pytest.raises(ValueError, match="must be a mapping"):
+        resolve_preprocess({"preprocess": [1, 2]}, _cfg())
+
+
+@pytest.mark.parametrize("meta,model,cfg_kw,expected", [
+    ({"source_layout": "big_vision"}, None, {}, dict(resize="squash", crop_pct=1.0, interpolation="bilinear", mean=0.5)),
+    ({"source_layout": "linen"}, None, {}, dict(resize="squash", mean=0.5)),
+    ({"source_layout": "hf"}, None, {}, dict(resize="squash", mean=0.5)),
+    ({"source_layout": "timm"}, None, {}, dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic", mean=0.5)),
+    ({"source_layout": "timm"}, "vit_base_patch16_384", {"img_size": 384}, dict(crop_pct=1.0, mean=0.5)),
+    ({"source_layout": "timm"}, "deit_small_patch16_224", {}, dict(crop_pct=0.9, mean=[0.485, 0.456, 0.406])),
+    ({"source_layout": "timm"}, None, {"name": "deit_tiny_distilled_patch16_224"}, dict(mean=[0.485, 0.456, 0.406])),
+    ({"source_layout": "canonical", "source": "train.py digits (jax)"}, None, {},
+     dict(resize="center_square", crop_pct=1.0, interpolation="bilinear")),
+    ({"source_layout": "torch_run"}, None, {}, dict(resize="center_square")),
+    ({"source_layout": "swin_canonical"}, None, {}, dict(resize="shorter_side", crop_pct=0.875, mean=0.5)),
+    ({"source_layout": "hf_swin"}, None, {}, dict(resize="squash", interpolation="bicubic", std=[0.229, 0.224, 0.225])),
+])
+def test_family_defaults(meta, model, cfg_kw, expected):
+    options, origin = resolve_preprocess(meta, _cfg(**cfg_kw), model)
+    assert origin.startswith("family default: ")
+    assert {k: options[k] for k in expected} == expected
 
 
 def test_load_image_errors_name_the_file(tmp_path):
@@ -83,6 +189,7 @@ def test_load_image_errors_name_the_file(tmp_path):
     Image.new("L", (5, 7)).save(tmp_path / "gray.png")
     loaded = load_image(tmp_path / "gray.png")
     assert loaded.mode == "RGB" and loaded.size == (5, 7)
+    assert load_image(tmp_path / "gray.png", "L").mode == "L"
 
 
 # Attention maps ---------------------------------------------------------------------------------
@@ -152,6 +259,7 @@ def test_png_written_atomically_and_readable(tmp_path, heads, channels):
 
 
 def test_common_modules_import_no_framework():
-    code = ("import sys, vit_common.predict.preprocess, vit_common.predict.attention_maps, vit_common.cli.vit_predict; "
+    code = ("import sys, vit_common.predict.preprocess, vit_common.predict.defaults, vit_common.predict.attention_maps, "
+            "vit_common.cli.vit_predict; "
             "assert not {'jax', 'torch'} & set(sys.modules), sorted({'jax', 'torch'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)

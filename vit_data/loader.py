@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .augment import AugmentConfig, augment_record, mix_batch, prepare_record, soft_targets
+from .augment import BILINEAR, AugmentConfig, augment_record, mix_batch, prepare_record, soft_targets
 from .sources import Source
 
 # Separate random streams, so adding draws to one never shifts another.
@@ -104,6 +104,26 @@ class BatchMaker:
         if self.mean is None:
             return x / np.float32(127.5) - np.float32(1.0)  # as vit_common.predict.preprocess.to_array
         return (x / np.float32(255.0) - self.mean) / self.std
+
+    def eval_preprocess(self) -> dict:
+        """What eval batches do to an image, for checkpoints to record (see eval_preprocess)."""
+        return eval_preprocess(self.in_chans, self.mean, self.std)
+
+
+def eval_preprocess(in_chans: int, mean=None, std=None) -> dict:
+    """How an eval loader prepares one image, in vit_common.predict.preprocess's meta['preprocess']
+    format, so vit-predict repeats it exactly: records decoded in the model's colour mode (the
+    folder source converts each file as vit-predict's load_image does), the central square resized
+    to img_size with PIL bilinear (augment.prepare_record), then scaled (_normalize)."""
+    mean, std = _mean_std(mean, std, in_chans)
+    if mean is None:
+        mean, std = [0.5] * in_chans, [0.5] * in_chans  # [-1, 1]
+    return dict(color_mode="L" if in_chans == 1 else "RGB", resize="center_square", crop_pct=1.0,
+                interpolation=_FILTER_NAMES[BILINEAR], mean=[float(v) for v in np.broadcast_to(mean, (in_chans,))],
+                std=[float(v) for v in np.broadcast_to(std, (in_chans,))])
+
+
+_FILTER_NAMES = {BILINEAR: "bilinear"}  # prepare_record's filter, as vit_common.predict.preprocess names it
 
 
 class Loader(Iterator[dict]):
@@ -213,6 +233,8 @@ def _mean_std(mean, std, in_chans: int) -> tuple[np.ndarray | None, np.ndarray |
     for name, v in (("mean", mean), ("std", std)):
         if v.size not in (1, in_chans):
             raise ValueError(f"{name} has {v.size} values but the loader makes {in_chans} channel(s)")
+    if np.all(mean == 0.5) and np.all(std == 0.5):  # the [-1, 1] range, computed as x / 127.5 - 1
+        return None, None
     return mean, std
 
 

@@ -195,7 +195,8 @@ def _has_idx(folder: Path, split: str) -> bool:
 # --- a folder of images per class ----------------------------------------------------------------
 
 class FolderRecords:
-    """Image files decoded on access, all converted to one PIL mode ("L" or "RGB")."""
+    """Image files decoded on access, all converted to one PIL mode ("L" or "RGB"): upright by
+    EXIF, then converted, exactly as vit-predict's load_image decodes a file (keep them alike)."""
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], mode: str):
         self.paths, self.labels, self.mode = list(paths), np.asarray(labels, np.int64), mode

@@ -11,6 +11,10 @@ canonical Swin .npz files. The architecture is inferred from the weights unless 
 the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
 run folders (orbax). DST is written atomically and is never SRC.
 
+Weights holding NaN or inf, or of an integer or bool dtype, are refused (exit 2, naming them);
+float16 / bfloat16 weights are widened to float32 (exact), a cast printed with the other
+adaptations.
+
 Swin: --window-size (or an --img-size whose stages are smaller than the window) resamples the
 relative position bias tables bicubically, as Microsoft's fine-tuning code and timm's simple
 resize do.
@@ -26,6 +30,7 @@ from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
 from ..formats.google import canonical_to_big_vision, canonical_to_linen
 from ..formats.run_folder import save_training_dir
+from ..predict.defaults import resolve_preprocess
 from ..weights import TIMM, count_params
 
 OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "")  # "": a folder laid out like a train.py run
@@ -43,11 +48,12 @@ def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical
     laid out like a train.py run; the config and metadata always travel inside."""
     dst = Path(dst)
     check_writable(dst)
-    meta = {k: v for k, v in ckpt.meta.items() if k in ("class_names", "preprocess")}
+    meta = {k: v for k, v in ckpt.meta.items() if k == "class_names"}
+    meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config)[0]  # the record, else the family's default
     if layout != "canonical" and dst.suffix != ".npz":
         raise CheckpointError(f"--layout {layout} is for .npz files, not {dst.suffix or 'folders'}")
     if dst.suffix == "":
-        save_training_dir(dst, ckpt.weights, ckpt.config)
+        save_training_dir(dst, ckpt.weights, ckpt.config, meta)
     elif dst.suffix == ".npz":
         save_npz(dst, _google_layout(ckpt, layout), ckpt.config, meta)
     elif dst.suffix == ".safetensors":

@@ -3,9 +3,11 @@
     vit-predict --checkpoint PATH [--model NAME] [--framework jax|torch] [--top-k 5]
                 [--attention-map OUT.png] IMAGE...
 
-The checkpoint is any file vit-convert reads; class names and preprocessing (crop_pct,
-interpolation, mean/std) come from its metadata when it carries them, else Google's
-[-1, 1] scaling with a 0.875 bicubic center crop. Only the chosen framework is imported.
+The checkpoint is any file vit-convert reads; class names come from its metadata, and so does
+the preprocessing (colour mode, resize rule, crop_pct, interpolation, mean/std) when the
+checkpoint records it (train.py runs and vit-convert outputs do); else its family's documented
+preprocessing (vit_common/predict/defaults.py). The first line printed says which was applied
+and where it came from. Only the chosen framework is imported.
 For Swin models the attention maps cover the last stage (rollout over its blocks, each head's
 mean attention over all its tokens), upsampled from its grid (7x7 at 224 pixels) to the image.
 """
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
 from ..predict.attention_maps import (
     attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention,
 )
-from ..predict.preprocess import ImageError, load_image, options_from_meta, resize_and_crop, to_array
+from ..predict.defaults import resolve_preprocess
+from ..predict.preprocess import ImageError, check_color_mode, describe, load_image, resize_and_crop, to_array
 
 BATCH = 32  # images per forward pass; keeps memory flat for long image lists
 
@@ -38,7 +42,7 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything Pillow reads)")
     parser.add_argument("--checkpoint", required=True, type=Path, metavar="PATH",
-                        help=".npz, .safetensors, .pt or .pth weights")
+                        help=".npz, .safetensors, .pt or .pth weights, or a train.py run folder")
     parser.add_argument("--model", metavar="NAME",
                         help="preset that pins the architecture (needed when the checkpoint carries no config "
                              "and its shapes cannot say, e.g. the number of heads)")
@@ -87,7 +91,7 @@ def run(args) -> None:
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:  # before the (slower) model load
         raise UsageError(f"image not found: {', '.join(missing)}")
-    if not args.checkpoint.is_file():
+    if not args.checkpoint.exists():  # a file, or a train.py run folder
         raise UsageError(f"checkpoint {args.checkpoint} does not exist")
     try:
         ckpt = read_checkpoint(args.checkpoint, args.model)
@@ -100,11 +104,20 @@ def run(args) -> None:
     if not cfg.num_classes:
         raise UsageError(f"{args.checkpoint}: the model has no classification head (num_classes=0); "
                          "it gives features, not class probabilities")
+    origin = "recorded in the checkpoint"
+    try:  # a bad record fails here, before the model is built or any image read
+        options, origin = resolve_preprocess(ckpt.meta, cfg, args.model)
+        crop_options = {k: options.pop(k) for k in ("crop_pct", "interpolation", "resize") if k in options}
+        mode = check_color_mode(options.pop("color_mode", None), cfg.in_chans)
+        blank = Image.new(mode, (cfg.img_size, cfg.img_size))
+        to_array([resize_and_crop(blank, cfg.img_size, **crop_options)], in_chans=cfg.in_chans, **options)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{args.checkpoint}: its preprocessing ({origin}) cannot be applied: {e}") from e
+    applied = describe(dict(options, **crop_options, color_mode=mode), cfg.img_size, cfg.in_chans)
     twin = load_twin(args.framework)
     model = twin.load_model(ckpt)
     labels = class_labels(ckpt.meta, cfg.num_classes)
-    options = options_from_meta(ckpt.meta)
-    crop_options = {k: options.pop(k) for k in ("crop_pct", "interpolation") if k in options}
+    print(f"preprocessing ({origin}): {applied}")
     want_maps = args.attention_map is not None
     outputs = map_paths(args.attention_map, args.images) if want_maps else [None] * len(args.images)
     swin = cfg.arch == "swin"
@@ -117,7 +130,7 @@ def run(args) -> None:
 
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
-        crops = [resize_and_crop(load_image(p), cfg.img_size, **crop_options) for p in paths]
+        crops = [resize_and_crop(load_image(p, mode), cfg.img_size, **crop_options) for p in paths]
         probs, attentions = twin.predict(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
         if want_maps:
             if swin:
@@ -131,7 +144,7 @@ def run(args) -> None:
                 print(f"  {p[c]:.4f}  {labels[c]}")
             if want_maps:
                 out = outputs[start + i]
-                image = np.asarray(crops[i].convert("L" if cfg.in_chans == 1 else "RGB"))
+                image = np.asarray(crops[i])
                 save_attention_png(image, rollout[i], per_head[i], out, query=query,
                                    title=f"{path.name}: {labels[top[0]]} ({p[top[0]]:.1%})")
                 print(f"  attention map: {out}")

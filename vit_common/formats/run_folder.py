@@ -48,7 +48,8 @@ def run_checkpoint_steps(folder: str | os.PathLike) -> dict[int, Path]:
     return steps
 
 
-def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig) -> None:
+def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: ModelConfig,
+                      meta: Mapping | None = None) -> None:
     """A folder laid out like a train.py run (config.json, checkpoints/0/state as orbax), so the
     JAX engine and read_checkpoint take it like a real run. Built aside, then renamed."""
     import orbax.checkpoint as ocp  # lazily: it brings jax
@@ -59,7 +60,8 @@ def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray]
     nested = nest_params(FLAX.export(weights, config))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps({"model": config.to_dict()}, indent=2))
+        record = {"model": config.to_dict(), **({"meta": dict(meta)} if meta else {})}  # meta: as train.py's
+        (tmp / "config.json").write_text(json.dumps(record, indent=2))
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / "checkpoints" / "0" / "state", {"params": nested})
         checkpointer.wait_until_finished()
@@ -86,9 +88,11 @@ def read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
     config_file = workdir / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{workdir}: no config.json beside the checkpoints")
-    config = config_from_dict(json.loads(config_file.read_text())["model"])
+    config = _run_config(config_file)
+    recorded = _recorded_meta(config_file)  # class names and preprocessing, as final.npz records them
     if step_path.suffix == ".pt":
-        return read_torch_run_step(step_path, step, config)
+        weights, config, meta = read_torch_run_step(step_path, step, config)
+        return weights, config, {**recorded, **meta}
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
 
     try:
@@ -97,7 +101,24 @@ def read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
         raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
     params = state.get("ema", state["params"])
     return (FLAX.import_(flatten_params(params), config), config,
-            {"source": f"{step_path} (step {step})", "layout": FLAX_RUN.name})
+            {**recorded, "source": f"{step_path} (step {step})", "layout": FLAX_RUN.name})
+
+
+def _recorded_meta(config_file: Path) -> dict:
+    """The class_names and preprocess train.py and vit-convert record under config.json's "meta"."""
+    meta = json.loads(config_file.read_text()).get("meta")
+    return {k: meta[k] for k in ("class_names", "preprocess") if k in meta} if isinstance(meta, dict) else {}
+
+
+def _run_config(config_file: Path) -> ModelConfig:
+    """The model config a run's config.json records; damage names the file, in one line."""
+    try:
+        model = json.loads(config_file.read_text())["model"]
+        return config_from_dict(model)
+    except ValueError as e:  # json.JSONDecodeError, ConfigError
+        raise CheckpointError(f"{config_file}: damaged ({e})") from e
+    except (KeyError, TypeError, AttributeError) as e:  # valid JSON without a {"model": {...}} entry
+        raise CheckpointError(f"{config_file}: damaged (no model config: {type(e).__name__}: {e})") from e
 
 
 def read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tuple[Weights, ModelConfig, dict]:

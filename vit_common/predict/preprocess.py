@@ -1,4 +1,22 @@
-"""Images from disk -> the NHWC float32 pixels a ViT checkpoint expects (numpy + Pillow)."""
+"""Images from disk -> the NHWC float32 pixels a ViT checkpoint expects (numpy + Pillow).
+
+A checkpoint records how its images must be prepared in meta["preprocess"] (final.npz, run
+folders' config.json, every vit-convert output), a dict of PREPROCESS_KEYS:
+  color_mode     "L" (grayscale, ITU-R 601-2 luma) or "RGB": what each file is converted to first
+  resize         "shorter_side": shorter side to floor(img_size / crop_pct), then the central
+                   img_size square (timm's eval transform)
+                 "center_square": the central square of side min(w, h) * crop_pct, resized to
+                   img_size in one step (train.py's evaluation, vit_data.augment.prepare_record)
+                 "squash": the whole image resized to img_size x img_size, aspect not kept
+                   (Google's vision_transformer / big_vision evaluation); crop_pct must be 1
+  crop_pct       (0, 1]
+  interpolation  a Pillow filter name (INTERPOLATIONS)
+  mean, std      per channel (or one value), pixels -> (x / 255 - mean) / std; mean = std = 0.5
+                 (or both absent) is the [-1, 1] range, computed as x / 127.5 - 1 like the loader
+Files written before "resize" and "color_mode" existed hold only crop_pct / interpolation /
+mean / std; the missing entries take the defaults below (timm's shorter-side rule, the model's
+channels), which is what vit-predict applied to them then.
+"""
 from __future__ import annotations
 
 import math
@@ -9,7 +27,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # What a checkpoint's meta["preprocess"] may set; anything else there is ignored.
-PREPROCESS_KEYS = ("crop_pct", "interpolation", "mean", "std")
+PREPROCESS_KEYS = ("resize", "crop_pct", "interpolation", "mean", "std", "color_mode")
+RESIZE_RULES = ("shorter_side", "center_square", "squash")
+COLOR_MODES = {"L": 1, "RGB": 3}  # PIL mode -> channels
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -24,12 +44,13 @@ class ImageError(ValueError):
     """An image file that is missing or that Pillow cannot decode."""
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """The image at `path` as RGB, turned upright as its EXIF orientation says (phone photos)."""
+def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """The image at `path` in PIL `mode`, turned upright as its EXIF orientation says (phone photos).
+    This is how vit_data's folder source decodes files too, so both see the same pixels."""
     try:
         with Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return ImageOps.exif_transpose(image).convert(mode)
     except FileNotFoundError as e:
         raise ImageError(f"image {path} does not exist") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -42,15 +63,61 @@ def options_from_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: stored[k] for k in PREPROCESS_KEYS if stored.get(k) is not None}
 
 
-def resize_and_crop(image: Image.Image, img_size: int, *, crop_pct: float = 0.875,
-                    interpolation: str = "bicubic") -> Image.Image:
-    """Resize the shorter side to img_size / crop_pct, then cut the central img_size square."""
+def color_mode_for(in_chans: int) -> str:
+    if in_chans not in (1, 3):
+        raise ValueError(f"images can feed models with 1 or 3 input channels, not {in_chans}")
+    return "L" if in_chans == 1 else "RGB"
+
+
+def is_minus_one_to_one(mean, std) -> bool:
+    """mean = std = 0.5 (every channel), or neither given: pixels in [-1, 1]."""
+    if mean is None and std is None:
+        return True
+    if mean is None or std is None:
+        return False
+    return bool(np.all(np.asarray(mean, np.float64) == 0.5) and np.all(np.asarray(std, np.float64) == 0.5))
+
+
+def describe(options: Mapping[str, Any], img_size: int, in_chans: int) -> str:
+    """One line saying what preprocess(**options) does, as vit-predict prints it."""
+    o = {"resize": "shorter_side", "crop_pct": 0.875, "interpolation": "bicubic", **options}
+    mode = o.get("color_mode") or color_mode_for(in_chans)
+    if o["resize"] == "squash":
+        geometry = f"whole image resized to {img_size}x{img_size} ({o['interpolation']}, aspect not kept)"
+    elif o["resize"] == "center_square":
+        geometry = f"central square (crop_pct {o['crop_pct']}) resized to {img_size}x{img_size} ({o['interpolation']})"
+    else:
+        geometry = (f"shorter side to {math.floor(img_size / o['crop_pct'])} ({o['interpolation']}), "
+                    f"central {img_size}x{img_size} crop (crop_pct {o['crop_pct']})")
+    if is_minus_one_to_one(o.get("mean"), o.get("std")):
+        values = "pixels in [-1, 1] (mean = std = 0.5)"
+    else:
+        mean, std = (np.atleast_1d(np.asarray(o[k], np.float64)).tolist() for k in ("mean", "std"))
+        values = f"(x/255 - mean) / std with mean {mean}, std {std}"
+    return f"{'grayscale (L)' if mode == 'L' else 'RGB'}; {geometry}; {values}"
+
+
+def resize_and_crop(image: Image.Image, img_size: int, *, crop_pct: float = 0.875, interpolation: str = "bicubic",
+                    resize: str = "shorter_side") -> Image.Image:
+    """The img_size square the model sees, by one of RESIZE_RULES (see the module docstring)."""
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
-    scale_size = math.floor(img_size / crop_pct)  # timm's rule: 224 / 0.875 = 256
+    if resize not in RESIZE_RULES:
+        raise ValueError(f"unknown resize rule {resize!r}; choose one of {RESIZE_RULES}")
     w, h = image.size
+    if resize == "squash":
+        if crop_pct != 1:
+            raise ValueError(f"resize 'squash' takes the whole image: crop_pct must be 1, got {crop_pct}")
+        return image if image.size == (img_size, img_size) else image.resize((img_size, img_size), INTERPOLATIONS[interpolation])
+    if resize == "center_square":  # one resize of the box, exactly as vit_data.augment.prepare_record
+        side = min(w, h) if crop_pct == 1 else max(1, round(min(w, h) * crop_pct))
+        if (side, side) == (w, h) == (img_size, img_size):
+            return image
+        left, top = (w - side) // 2, (h - side) // 2
+        return image.resize((img_size, img_size), INTERPOLATIONS[interpolation], box=(left, top, left + side, top + side))
+    scale_size = math.floor(img_size / crop_pct)  # timm's rule: 224 / 0.875 = 256
     if w <= h:
         size = (scale_size, max(scale_size, round(h * scale_size / w)))
     else:
@@ -62,18 +129,19 @@ def resize_and_crop(image: Image.Image, img_size: int, *, crop_pct: float = 0.87
 
 def to_array(images: Sequence[Image.Image], *, mean: Sequence[float] | float | None = None,
              std: Sequence[float] | float | None = None, in_chans: int = 3) -> np.ndarray:
-    """Same-size PIL images -> (B, H, W, C) float32: in [-1, 1] by default (Google's checkpoints),
-    (x/255 - mean) / std when mean and std are given (ImageNet-style)."""
-    if in_chans not in (1, 3):
-        raise ValueError(f"images can feed models with 1 or 3 input channels, not {in_chans}")
+    """Same-size PIL images -> (B, H, W, C) float32: in [-1, 1] by default or when mean = std = 0.5
+    (Google's checkpoints; the same float32 arithmetic as vit_data's loader, so train.py runs see
+    identical inputs), else (x/255 - mean) / std (ImageNet-style)."""
+    mode = color_mode_for(in_chans)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither (then pixels are scaled to [-1, 1])")
-    mode = "L" if in_chans == 1 else "RGB"
     x = np.stack([np.asarray(im.convert(mode), np.float32).reshape(im.size[1], im.size[0], in_chans)
                   for im in images])
-    if mean is None:
-        return x / 127.5 - 1.0
-    return ((x / 255.0 - _per_channel(mean, in_chans, "mean")) / _per_channel(std, in_chans, "std")).astype(np.float32)
+    if mean is not None:  # checked even when they mean [-1, 1]
+        mean, std = _per_channel(mean, in_chans, "mean"), _per_channel(std, in_chans, "std")
+    if is_minus_one_to_one(mean, std):
+        return x / np.float32(127.5) - np.float32(1.0)
+    return ((x / np.float32(255.0) - mean) / std).astype(np.float32)
 
 
 def _per_channel(values, in_chans: int, name: str) -> np.ndarray:
@@ -84,10 +152,22 @@ def _per_channel(values, in_chans: int, name: str) -> np.ndarray:
 
 
 def preprocess(images: Image.Image | Sequence[Image.Image], img_size: int, *, crop_pct: float = 0.875,
-               interpolation: str = "bicubic", mean: Sequence[float] | float | None = None,
-               std: Sequence[float] | float | None = None, in_chans: int = 3) -> np.ndarray:
-    """PIL images of any size -> (B, img_size, img_size, in_chans) float32, NHWC."""
+               interpolation: str = "bicubic", resize: str = "shorter_side", mean: Sequence[float] | float | None = None,
+               std: Sequence[float] | float | None = None, color_mode: str | None = None, in_chans: int = 3) -> np.ndarray:
+    """PIL images of any size -> (B, img_size, img_size, in_chans) float32, NHWC. Images are
+    converted to color_mode (default: the model's channels) before they are resized."""
     if isinstance(images, Image.Image):
         images = [images]
-    crops = [resize_and_crop(im, img_size, crop_pct=crop_pct, interpolation=interpolation) for im in images]
+    mode = check_color_mode(color_mode, in_chans)
+    crops = [resize_and_crop(im.convert(mode), img_size, crop_pct=crop_pct, interpolation=interpolation, resize=resize)
+             for im in images]
     return to_array(crops, mean=mean, std=std, in_chans=in_chans)
+
+
+def check_color_mode(color_mode: str | None, in_chans: int) -> str:
+    """The PIL mode images are converted to: color_mode if it fits in_chans, else an error."""
+    mode = color_mode_for(in_chans)
+    if color_mode is not None and color_mode != mode:
+        raise ValueError(f"the preprocessing converts images to {color_mode!r} "
+                         f"({COLOR_MODES.get(color_mode, '?')} channel(s)) but the model takes {in_chans}")
+    return mode

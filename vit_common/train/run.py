@@ -58,6 +58,14 @@ class RunData:
                            batch_size=self.local_batch, seed=0, train=False, shard_index=self.shard_index,
                            shard_count=self.shard_count)
 
+    def checkpoint_meta(self) -> dict:
+        """What final.npz and config.json record beside the weights: the class names and the
+        preprocessing test_loader() evaluates with (pixels [-1, 1], as it passes no mean / std), so
+        vit-predict prepares images exactly as the run's evaluation did."""
+        from vit_data.loader import eval_preprocess
+
+        return dict(class_names=self.train_source.class_names, preprocess=eval_preprocess(self.cfg.in_chans))
+
 
 def resolve_run(config: TrainConfig, *, shard_index: int, shard_count: int, replicas: int) -> RunData:
     """Check the recipe against the data and the hardware (before any compute) and resolve it.
@@ -158,7 +166,7 @@ def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[s
     if progress.log:
         workdir = Path(config.workdir)
         save_npz(workdir / "final.npz", weights, cfg,
-                 meta=dict(class_names=run.train_source.class_names, source=f"train.py {config.dataset} ({config.framework})"))
+                 meta=dict(run.checkpoint_meta(), source=f"train.py {config.dataset} ({config.framework})"))
         write_json(workdir / "summary.json", summary)
         progress.log.plot(f"{config.model} on {config.dataset} ({config.framework})")
     return summary
@@ -196,4 +204,7 @@ def check_workdir(config: TrainConfig) -> None:
 
 
 def save_run_config(run: RunData) -> None:
-    write_json(Path(run.config.workdir) / "config.json", dict(train=dataclasses.asdict(run.config), model=run.cfg.to_dict()))
+    """config.json: the recipe, the model, and (under "meta", as read_training_run returns it) the
+    class names and evaluation preprocessing final.npz records too."""
+    write_json(Path(run.config.workdir) / "config.json",
+               dict(train=dataclasses.asdict(run.config), model=run.cfg.to_dict(), meta=run.checkpoint_meta()))

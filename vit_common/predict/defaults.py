@@ -1,0 +1,80 @@
+"""The preprocessing a checkpoint gets when it records none: its family's documented one.
+
+One table, FAMILIES, in preprocess.py's meta["preprocess"] format. resolve_preprocess() says
+which applies to a checkpoint and why, for vit-predict (which prints it) and vit-convert (which
+writes it into every output, so converted files record it).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    # vision_transformer's input_pipeline evaluates with tf.image.resize(im, [s, s]) (bilinear, no
+    # crop, aspect not kept) then (im - 127.5) / 127.5; big_vision's fine-tuning configs use
+    # `decode|resize(s)|value_range(-1, 1)`, the same. (TF does not antialias when shrinking and
+    # PIL does, so large downscales differ slightly.) HF's ViTImageProcessor does the same.
+    "google": ("Google vision_transformer / big_vision",
+               dict(resize="squash", crop_pct=1.0, interpolation="bilinear", mean=0.5, std=0.5)),
+    # timm's pretrained_cfg for vit_* (augreg) weights: IMAGENET_INCEPTION mean/std, bicubic, crop 0.9.
+    "timm_vit": ("timm ViT (augreg)",
+                 dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic", mean=0.5, std=0.5)),
+    # timm's pretrained_cfg for deit_*: ImageNet mean/std, bicubic, crop 0.9 (DeiT's own eval
+    # code resizes to 256 and crops 224, 0.875).
+    "deit": ("timm DeiT", dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic",
+                               mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # HF's microsoft/swin-* checkpoints: their ViTImageProcessor resizes to size x size with
+    # resample 3 (bicubic), no crop, ImageNet mean/std. (timm's and Microsoft's Swin files get
+    # timm's cfg in vit_common/formats/read.py, SWIN_IMAGENET_PREPROCESS.)
+    "hf_swin": ("HuggingFace Swin", dict(resize="squash", crop_pct=1.0, interpolation="bicubic",
+                                         mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # What train.py evaluated with before runs recorded it (vit_data.loader.eval_preprocess).
+    "train.py": ("train.py evaluation", dict(resize="center_square", crop_pct=1.0, interpolation="bilinear",
+                                             mean=0.5, std=0.5)),
+    # Anything else: what vit-predict always applied before (Google's range, timm's 0.875 crop).
+    "default": ("vit-predict's default", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
+                                              mean=0.5, std=0.5)),
+}
+GOOGLE_LAYOUTS = ("canonical", "linen", "big_vision")
+RUN_LAYOUTS = ("flax", "torch_run")
+
+
+def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
+    """Which FAMILIES entry fits a checkpoint that records no preprocessing."""
+    layout = meta.get("source_layout")
+    if str(meta.get("source", "")).startswith("train.py") or layout in RUN_LAYOUTS:
+        return "train.py"  # a run (or its final.npz) from before runs recorded their preprocessing
+    name = model or ""
+    if layout in ("timm", "hf"):
+        if name.startswith("deit") or getattr(cfg, "distilled", False):
+            return "deit"
+        if layout == "hf":  # HF's ViT weights are Google's, with Google's preprocessing
+            return "google"
+        return "timm_vit"  # a named vit_* model, or the stated default for timm state dicts
+    if layout == "hf_swin":
+        return "hf_swin"
+    if layout in GOOGLE_LAYOUTS:
+        return "google"
+    return "default"
+
+
+def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -> tuple[dict[str, Any], str]:
+    """(meta['preprocess'] entries, where they came from): the checkpoint's record when it has
+    one, else its family's default (timm's crop 1.0 at 384 px and above, as its *_384 configs)."""
+    from .preprocess import PREPROCESS_KEYS
+
+    recorded = meta.get("preprocess")
+    if recorded is not None and not isinstance(recorded, Mapping):
+        raise ValueError(f"meta['preprocess'] must be a mapping of {PREPROCESS_KEYS}, got {recorded!r}")
+    if recorded:
+        options = {k: recorded[k] for k in PREPROCESS_KEYS if recorded.get(k) is not None}
+        if meta.get("source_layout") == "swin_ms":  # Microsoft's files carry no meta: read.py filled it in
+            return options, "family default: timm / Microsoft Swin (ImageNet)"
+        return options, "recorded in the checkpoint"
+    family = family_of(meta, cfg, model)
+    what, options = FAMILIES[family]
+    options = dict(options)
+    if family in ("timm_vit", "deit") and cfg.img_size >= 384:
+        options["crop_pct"] = 1.0
+    return options, f"family default: {what}"
