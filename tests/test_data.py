@@ -142,6 +142,63 @@ def test_tfds_source_through_mock_data():
         assert cifar.in_chans == 3 and cifar[0]["image"].shape == (32, 32, 3)
 
 
+def _build_tiny_tfds(tfds, data_dir):
+    """A real tfds dataset, 3 classes of 6x5 grayscale images, prepared as array_record into
+    data_dir by tfds's own builder. Images go in as PIL images: tfds then writes their PNG with
+    PIL (numpy arrays would need TensorFlow to encode)."""
+
+    class VitDataTinyTfds(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(6, 5, 1), encoding_format="png"),
+                "label": tfds.features.ClassLabel(names=["ant", "bee", "cat"])}), supervised_keys=("image", "label"),
+                disable_shuffling=True)  # records stay in the order written (tfds shuffles by key hash)
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples("train"), "test": self._generate_examples("test")}
+
+        def _generate_examples(self, split):
+            for i, (image, label) in enumerate(zip(*written[split])):
+                yield i, {"image": Image.fromarray(image[..., 0], "L"), "label": int(label)}
+
+    rng = np.random.default_rng(4)
+    written = {split: (rng.integers(0, 256, (n, 6, 5, 1), dtype=np.uint8), rng.integers(0, 3, n))
+               for split, n in (("train", 12), ("test", 5))}
+    VitDataTinyTfds(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    return written
+
+
+def test_tfds_array_record_dataset_by_name(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    written = _build_tiny_tfds(tfds, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "vit_data_tiny_tfds" / "1.0.0").glob("*.array_record*")) == [
+        "vit_data_tiny_tfds-test.array_record-00000-of-00001", "vit_data_tiny_tfds-train.array_record-00000-of-00001"]
+    # Read by name in a fresh process, as train.py --dataset NAME --data-dir DIR does: the builder
+    # class is unknown there, tfds finds the prepared files, and TensorFlow is never imported.
+    code = ("import json, sys; from vit_data import load_source\n"
+            "out = {}\n"
+            "for split in ('train', 'test', 'train[:50%]'):\n"
+            "    s = load_source('vit_data_tiny_tfds', split, sys.argv[1])\n"
+            "    out[split] = dict(meta=[s.num_classes, s.class_names, s.in_chans],\n"
+            "                      images=[s[i]['image'].tolist() for i in range(len(s))],\n"
+            "                      labels=[s[i]['label'] for i in range(len(s))],\n"
+            "                      batch=[r['label'] for r in s.records.__getitems__([2, 0])])\n"
+            "print('RESULT' + json.dumps(dict(out, tensorflow='tensorflow' in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    read = json.loads(result.stdout.split("RESULT", 1)[1])
+    assert read["tensorflow"] is False
+    for split, keep in (("train", slice(None)), ("test", slice(None)), ("train[:50%]", slice(0, 6))):
+        images, labels = written[split.split("[")[0]]
+        got = read[split]
+        assert got["meta"] == [3, ["ant", "bee", "cat"], 1], split
+        np.testing.assert_array_equal(np.array(got["images"], np.uint8), images[keep], err_msg=split)
+        assert got["labels"] == labels[keep].tolist(), split
+        assert got["batch"] == [got["labels"][2], got["labels"][0]], split  # the batched read path
+
+
 def test_tfds_errors_say_how_to_prepare(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(ValueError, match="tfds build mnist"):
@@ -307,6 +364,122 @@ def test_randaugment_changes_pixels_deterministically():
             out = op(pil, 0.9, np.random.default_rng(0))
             assert out.size == pil.size and out.mode == mode, name
     assert rand_augment(Image.fromarray(image), 0, 9, np.random.default_rng(0)).tobytes() == image.tobytes()
+
+
+# --- RandAugment: each op against a numpy/scipy reference -----------------------------------------
+# The references follow each op's definition (timm's / PIL's documented formulas), written with
+# numpy and scipy.ndimage rather than PIL. Point ops on integers are exact; ops that go through
+# floats (enhance blends, autocontrast's scale, bilinear resampling) may round the other way: PIL
+# works in fixed point (its grayscale is (19595 R + 38470 G + 7471 B + 2^15) >> 16) and truncates
+# or rounds in places, so those allow one level.
+
+RA_LEVEL = 0.9  # magnitude 9
+
+
+def _ra_image():
+    # Values in 40..199: autocontrast has a range to stretch, solarize/invert both halves to act on.
+    return np.random.default_rng(0).integers(40, 200, (20, 24, 3), dtype=np.uint8)
+
+
+def _ra_sign(seed):  # the sign the op draws first from rng(seed), as augment._signed does
+    return -1.0 if np.random.default_rng(seed).random() < 0.5 else 1.0
+
+
+def _gray(x):
+    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114  # ITU-R 601-2 luma
+
+
+def _blend(degenerate, x, factor):
+    return np.clip(np.round(degenerate + factor * (x.astype(np.float64) - degenerate)), 0, 255)
+
+
+def _equalize_channel(c):
+    hist = np.bincount(c.ravel(), minlength=256)
+    step = (hist.sum() - hist[np.flatnonzero(hist)[-1]]) // 255
+    if step == 0:
+        return c
+    lut = np.minimum((np.concatenate([[0], np.cumsum(hist)[:-1]]) + step // 2) // step, 255)
+    return lut[c]
+
+
+def _resample(x, inverse):
+    """Bilinear sampling of x where output pixel centre (u, v) comes from input point inverse(u, v),
+    pixel centres at +0.5 as PIL's transforms; only points inside the pixel-centre grid count
+    (PIL fills or clamps at the border, scipy extrapolates differently)."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = x.shape[:2]
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    xin, yin = inverse(u, v)
+    cols, rows = xin - 0.5, yin - 0.5
+    inside = (cols >= 0) & (cols <= w - 1) & (rows >= 0) & (rows <= h - 1)
+    out = np.stack([map_coordinates(x[..., k].astype(np.float64), [rows, cols], order=1) for k in range(x.shape[2])], -1)
+    return np.round(out), inside
+
+
+def _ra_reference(name, x, level, sign):
+    """(expected pixels, mask of pixels to compare, tolerance in levels)."""
+    xi, every = x.astype(np.int64), np.ones(x.shape[:2], bool)
+    h, w = x.shape[:2]
+    factor = 1.0 + sign * 0.9 * level
+    if name == "Invert":
+        return 255 - xi, every, 0
+    if name == "Posterize":
+        bits = 8 - int(4 * level)
+        return xi >> (8 - bits) << (8 - bits), every, 0
+    if name == "Solarize":
+        return np.where(xi >= round(256 * (1 - level)), 255 - xi, xi), every, 0
+    if name == "SolarizeAdd":
+        return np.where(xi < 128, np.minimum(xi + int(110 * level), 255), xi), every, 0
+    if name == "Equalize":
+        return np.stack([_equalize_channel(x[..., k]) for k in range(3)], -1), every, 0
+    if name == "AutoContrast":
+        lo, hi = x.min((0, 1)), x.max((0, 1))
+        return np.clip(np.floor((xi - lo) * (255.0 / (hi - lo))), 0, 255), every, 1
+    if name == "Brightness":
+        return _blend(0.0, x, factor), every, 1
+    if name == "Color":
+        return _blend(_gray(x)[..., None], x, factor), every, 1
+    if name == "Contrast":
+        return _blend(np.round(np.round(_gray(x)).mean()), x, factor), every, 1
+    if name == "Sharpness":  # blend with a 3x3 smoothing (centre 5, others 1, / 13); the border is kept
+        from scipy.ndimage import correlate
+
+        kernel = np.ones((3, 3, 1)) / 13
+        kernel[1, 1, 0] = 5 / 13
+        inner = np.zeros(x.shape[:2], bool)
+        inner[1:-1, 1:-1] = True
+        return _blend(np.round(correlate(x.astype(np.float64), kernel)), x, factor), inner, 1
+    if name == "Rotate":  # counter-clockwise about the centre (w/2, h/2), y pointing down
+        t = np.radians(sign * 30 * level)
+        cx, cy = w / 2, h / 2
+        inverse = lambda u, v: (np.cos(t) * (u - cx) - np.sin(t) * (v - cy) + cx,
+                                np.sin(t) * (u - cx) + np.cos(t) * (v - cy) + cy)
+    elif name == "ShearX":
+        inverse = lambda u, v: (u + sign * 0.3 * level * v, v)
+    elif name == "ShearY":
+        inverse = lambda u, v: (u, sign * 0.3 * level * u + v)
+    elif name == "TranslateXRel":
+        inverse = lambda u, v: (u + sign * 0.45 * level * w, v)
+    elif name == "TranslateYRel":
+        inverse = lambda u, v: (u, v + sign * 0.45 * level * h)
+    else:
+        raise KeyError(name)
+    expected, inside = _resample(x, inverse)
+    return expected, inside, 1
+
+
+@pytest.mark.parametrize("seed", [0, 2])  # rng(0) draws a positive sign first, rng(2) a negative one
+@pytest.mark.parametrize("name", RAND_OPS)
+def test_randaugment_op_matches_reference(name, seed):
+    assert {_ra_sign(0), _ra_sign(2)} == {1.0, -1.0}
+    x = _ra_image()
+    got = np.asarray(RAND_OPS[name](Image.fromarray(x), RA_LEVEL, np.random.default_rng(seed))).astype(np.int64)
+    expected, mask, tolerance = _ra_reference(name, x, RA_LEVEL, _ra_sign(seed))
+    assert mask.mean() > 0.3, name  # most of the image is compared
+    diff = np.abs(got - expected)[mask]
+    assert diff.max() <= tolerance, (name, diff.max(), np.mean(diff > 0))
+    assert not np.array_equal(got, x), name  # the op did something at magnitude 9
 
 
 def test_vit_data_imports_no_framework():
