@@ -54,6 +54,8 @@ def test_preset_grid():
     ("vit_base_patch16_224", dict(class_token=False), "global_pool='token' needs class_token=True"),
     ("vit_base_patch16_224", dict(pos_embed="rope"), "pos_embed must be one of"),
     ("vit_base_patch16_224", dict(drop_path_rate=1.0), "drop_path_rate must be in [0, 1)"),
+    ("vit_base_patch16_224", dict(pos_drop_rate=-0.1), "pos_drop_rate must be in [0, 1)"),
+    ("vit_base_patch16_224", dict(proj_drop_rate=1.0), "proj_drop_rate must be in [0, 1)"),
     ("vit_base_patch16_224", dict(num_classses=10), "unknown keyword override(s) ['num_classses']"),
     ("deit_base_distilled_patch16_224", dict(global_pool="avg"), "distilled models pool"),
     ("vit_base_patch16_224", dict(patch_size=0), "patch_size must be a positive integer"),
@@ -74,6 +76,19 @@ def test_config_derived_values_and_json_roundtrip():
     assert get_config("vit_base_patch16_224", no_embed_class=True).num_pos_embed == 196
     assert get_config("vit_base_patch16_224", global_pool="avg").use_fc_norm
     assert not get_config("vit_base_patch16_gap_224").use_fc_norm
+
+
+def test_dropout_fields_are_timms_and_old_configs_still_load():
+    cfg = get_config("vit_base_patch16_224")
+    assert (cfg.drop_rate, cfg.pos_drop_rate, cfg.proj_drop_rate, cfg.attn_drop_rate, cfg.drop_path_rate) == (0,) * 5
+    # A config written before pos_drop_rate / proj_drop_rate existed (its drop_rate drove all three
+    # dropouts) loads, with drop_rate in timm's meaning (the head's dropout); inference is unchanged.
+    old = {k: v for k, v in cfg.replace(drop_rate=0.1, attn_drop_rate=0.1).to_dict().items()
+           if k not in ("pos_drop_rate", "proj_drop_rate")}
+    loaded = ViTConfig.from_dict(old)
+    rates = (loaded.drop_rate, loaded.pos_drop_rate, loaded.proj_drop_rate, loaded.attn_drop_rate)
+    assert rates == (0.1, 0.0, 0.0, 0.1)
+    assert loaded.replace(drop_rate=0.0, attn_drop_rate=0.0) == cfg
 
 
 def _random_canonical(cfg, seed=0):
@@ -276,6 +291,6 @@ def test_resuming_with_a_changed_recipe_says_what_changed(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     check_workdir(config("--epochs", "30", "--model-args", '{"depth": 2}'))
     err = capsys.readouterr().err
-    assert "changed recipe" in err and "epochs: 20 -> 30" in err and "model_args.depth: 4 -> 2" in err
+    assert "changed recipe" in err and "epochs: 40 -> 30" in err and "model_args.depth: 4 -> 2" in err
     with pytest.raises(ConfigError, match="holds a --framework torch run"):
         check_workdir(parse_train_args(["--workdir", str(tmp_path)]))

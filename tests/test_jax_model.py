@@ -139,6 +139,42 @@ def test_stochastic_depth_rises_linearly_and_regularisers_follow_the_mode():
     assert not bool(jnp.array_equal(apply(model, x), apply(model, x)))
 
 
+# Each of timm's dropout fields, and the dropout layers it (and only it) drives.
+DROPOUT_FIELDS = {
+    "drop_rate": {"head"},
+    "pos_drop_rate": {"pos"},
+    "proj_drop_rate": {"attn.proj", "mlp.fc1", "mlp.fc2"},
+    "attn_drop_rate": {"attn.probs"},
+}
+
+
+def _dropout_rates(model):
+    rates = {"head": [model.head_drop.rate], "pos": [model.pos_drop.rate]}
+    for b in model.blocks:
+        for where, layer in (("attn.probs", b.attn.attn_drop), ("attn.proj", b.attn.proj_drop),
+                             ("mlp.fc1", b.mlp.drop1), ("mlp.fc2", b.mlp.drop2)):
+            rates.setdefault(where, []).append(layer.rate)
+    pool_mlp = model.attn_pool.mlp
+    rates["map.mlp"] = [pool_mlp.drop1.rate, pool_mlp.drop2.rate]  # timm's MAP head has no dropout
+    return rates
+
+
+@pytest.mark.parametrize("field", list(DROPOUT_FIELDS))
+def test_each_dropout_field_has_timms_meaning(field):
+    model = _randomised(global_pool="map", class_token=False, **{field: 0.3})
+    rates = _dropout_rates(model)
+    assert {k for k, v in rates.items() if any(v)} == DROPOUT_FIELDS[field]
+    assert all(r == 0.3 for k in DROPOUT_FIELDS[field] for r in rates[k])
+    # Behaviour in training mode: head dropout leaves the tokens alone and changes the logits.
+    x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+    features = nnx.jit(lambda m, x: m.forward_features(x))
+    model.train()
+    assert bool(jnp.array_equal(features(model, x), features(model, x))) == (field == "drop_rate")
+    assert not bool(jnp.array_equal(apply(model, x), apply(model, x)))
+    model.eval()
+    assert bool(jnp.array_equal(apply(model, x), apply(model, x)))
+
+
 def test_initialisation_follows_the_official_jax_code():
     model = vit_jax.create_model("vit_base_patch16_224", rngs=nnx.Rngs(0), **INIT_TEST_CONFIG)
     assert init_failures(vit_jax.to_canonical(model), model.cfg) == []

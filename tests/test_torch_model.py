@@ -142,6 +142,42 @@ def test_stochastic_depth_rises_linearly_and_regularisers_follow_the_mode():
         assert not torch.equal(model(x), model(x))
 
 
+# Each of timm's dropout fields, and the dropout layers it (and only it) drives.
+DROPOUT_FIELDS = {
+    "drop_rate": {"head"},
+    "pos_drop_rate": {"pos"},
+    "proj_drop_rate": {"attn.proj", "mlp.fc1", "mlp.fc2"},
+    "attn_drop_rate": {"attn.probs"},
+}
+
+
+def _dropout_rates(model):
+    rates = {"head": [model.head_drop.p], "pos": [model.pos_drop.p]}
+    for b in model.blocks:
+        for where, layer in (("attn.probs", b.attn.attn_drop), ("attn.proj", b.attn.proj_drop),
+                             ("mlp.fc1", b.mlp.drop1), ("mlp.fc2", b.mlp.drop2)):
+            rates.setdefault(where, []).append(layer.p)
+    pool_mlp = model.attn_pool.mlp
+    rates["map.mlp"] = [pool_mlp.drop1.p, pool_mlp.drop2.p]  # timm's MAP head has no dropout
+    return rates
+
+
+@pytest.mark.parametrize("field", list(DROPOUT_FIELDS))
+def test_each_dropout_field_has_timms_meaning(field):
+    model = _randomised(global_pool="map", class_token=False, **{field: 0.3})
+    rates = _dropout_rates(model)
+    assert {k for k, v in rates.items() if any(v)} == DROPOUT_FIELDS[field]
+    assert all(r == 0.3 for k in DROPOUT_FIELDS[field] for r in rates[k])
+    # Behaviour in training mode: head dropout leaves the tokens alone and changes the logits.
+    x = torch.rand(4, 3, 32, 32)
+    model.train()
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), model.forward_features(x)) == (field == "drop_rate")
+        assert not torch.equal(model(x), model(x))
+        model.eval()
+        assert torch.equal(model(x), model(x))
+
+
 def test_initialisation_follows_the_official_jax_code():
     torch.manual_seed(0)
     model = vit_torch.create_model("vit_base_patch16_224", **INIT_TEST_CONFIG)

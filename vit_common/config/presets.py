@@ -35,6 +35,11 @@ _VIT_VARIANTS = [
 ]
 
 
+# Names whose default timm pretrained config has num_classes=0: vit_small_patch8_224.dino,
+# vit_large_patch32_224.orig_in21k, vit_huge_patch14_224.orig_in21k, vit_base_patch16_siglip_224.webli.
+_HEADLESS = ("vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224", "vit_base_patch16_siglip_224")
+
+
 # Swin Transformer sizes (timm / Microsoft): width of stage 0, blocks and heads per stage.
 _SWIN_SIZES = {
     "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -53,15 +58,19 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     for size, patch, img_sizes in _VIT_VARIANTS:
         for img in img_sizes:
             presets[f"vit_{size}_patch{patch}_{img}"] = dict(_SIZES[size], patch_size=patch, img_size=img)
-    # timm's only weights for ViT-H/14 are ImageNet-21k features, so its preset has no head.
-    presets["vit_huge_patch14_224"]["num_classes"] = 0
-    # big_vision's class-token-free models: global average pooling or a MAP head.
+    # Class-token-free models: global average pooling (timm's B/16 GAP has 16 heads) or a MAP head
+    # (SigLIP's image tower, timm's vit_base_patch16_siglip_224: the same architecture).
     presets["vit_base_patch16_gap_224"] = dict(
-        _SIZES["base"], patch_size=16, class_token=False, global_pool="avg", fc_norm=False
+        _SIZES["base"], patch_size=16, num_heads=16, class_token=False, global_pool="avg", fc_norm=False
     )
-    presets["vit_base_patch16_map_224"] = dict(
+    presets["vit_base_patch16_siglip_224"] = dict(
         _SIZES["base"], patch_size=16, class_token=False, global_pool="map"
     )
+    # timm's create_model(name) takes num_classes from the name's default pretrained config (the
+    # first tag with weights). For these names the only weights are features without a classifier
+    # (ImageNet-21k, DINO, WebLI), whose configs say num_classes=0, so timm's model has no head.
+    for name in _HEADLESS:
+        presets[name]["num_classes"] = 0
     for size in ("tiny", "small", "base"):
         presets[f"deit_{size}_patch16_224"] = dict(_SIZES[size], patch_size=16)
         presets[f"deit_{size}_distilled_patch16_224"] = dict(_SIZES[size], patch_size=16, distilled=True)

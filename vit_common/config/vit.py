@@ -34,9 +34,12 @@ class ViTConfig:
     fc_norm: bool | None = None  # None: timm's rule, LayerNorm after pooling iff global_pool == 'avg'
     pos_embed: str = "learn"  # learn | sincos2d | sincos1d (fixed tables, not parameters)
     representation_size: int | None = None  # pre-logits Dense + tanh, as in the original ViT
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    # Regularisers, with timm's names and meanings (all off at inference):
+    drop_rate: float = 0.0  # dropout on the pooled features, before the classifier (head only)
+    pos_drop_rate: float = 0.0  # dropout on the tokens after the position embedding is added
+    proj_drop_rate: float = 0.0  # dropout after the attention projection and after each MLP layer
+    attn_drop_rate: float = 0.0  # dropout on the attention probabilities
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
 
     def __post_init__(self):
         self.validate()
@@ -120,7 +123,7 @@ class ViTConfig:
             problems.append(f"sincos2d position embedding needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.pos_embed == "sincos1d" and self.embed_dim % 2:
             problems.append(f"sincos1d position embedding needs an even embed_dim, got {self.embed_dim}")
-        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if problems:
@@ -135,6 +138,9 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ViTConfig":
+        """Configs written before pos_drop_rate / proj_drop_rate existed, whose drop_rate drove all
+        three dropouts, load with drop_rate as the head dropout only (timm's meaning). Dropout is
+        off at inference, so such a checkpoint computes exactly what it did."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -121,12 +121,12 @@ class DropPath(nnx.Module):
 class Block(nnx.Module):
     """Pre-norm encoder block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, drop, attn_drop, drop_path, *, dtype, rngs):
+    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, proj_drop, attn_drop, drop_path, *, dtype, rngs):
         self.norm1 = layer_norm(dim, dtype, rngs)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, dtype=dtype, rngs=rngs)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop, dtype=dtype, rngs=rngs)
         self.drop_path1 = DropPath(drop_path, rngs=rngs)
         self.norm2 = layer_norm(dim, dtype, rngs)
-        self.mlp = Mlp(dim, mlp_dim, drop, dtype=dtype, rngs=rngs)
+        self.mlp = Mlp(dim, mlp_dim, proj_drop, dtype=dtype, rngs=rngs)
         self.drop_path2 = DropPath(drop_path, rngs=rngs)
 
     def __call__(self, x: jax.Array, return_weights: bool = False):

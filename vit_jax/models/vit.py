@@ -32,9 +32,9 @@ class VisionTransformer(nnx.Module):
             self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, cfg.num_pos_embed, c)))
         else:
             self.pos_embed = Buffer(jnp.asarray(fixed_pos_embed(cfg)))
-        self.pos_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)
+        self.pos_drop = nnx.Dropout(cfg.pos_drop_rate, rngs=rngs)
         self.blocks = nnx.List([
-            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate, rate,
+            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, rate,
                   dtype=dtype, rngs=rngs)
             for rate in cfg.drop_path_rates()
         ])
@@ -44,7 +44,7 @@ class VisionTransformer(nnx.Module):
         self.fc_norm = layer_norm(c, dtype, rngs) if cfg.use_fc_norm else None
         self.pre_logits = (PreLogits(c, cfg.representation_size, dtype=dtype, rngs=rngs)
                            if cfg.representation_size else None)
-        self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)
+        self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)  # timm's drop_rate: the head's only
         self.head = self._zero_linear(cfg.num_features, cfg.num_classes, rngs)
         self.head_dist = self._zero_linear(c, cfg.num_classes, rngs) if cfg.distilled else None
 

@@ -133,13 +133,13 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """Pre-norm encoder block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, drop, attn_drop, drop_path):
+    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, proj_drop, attn_drop, drop_path):
         super().__init__()
         self.norm1 = layer_norm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = layer_norm(dim)
-        self.mlp = Mlp(dim, mlp_dim, drop)
+        self.mlp = Mlp(dim, mlp_dim, proj_drop)
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):

@@ -30,16 +30,16 @@ class VisionTransformer(nn.Module):
             self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_pos_embed, c) * 0.02)
         else:
             self.register_buffer("pos_embed", torch.from_numpy(fixed_pos_embed(cfg)), persistent=False)
-        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
         self.blocks = nn.ModuleList(
-            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate, rate)
+            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, rate)
             for rate in cfg.drop_path_rates()
         )
         self.norm = nn.Identity() if cfg.use_fc_norm else layer_norm(c)
         self.attn_pool = AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim) if cfg.global_pool == "map" else None
         self.fc_norm = layer_norm(c) if cfg.use_fc_norm else nn.Identity()
         self.pre_logits = PreLogits(c, cfg.representation_size) if cfg.representation_size else nn.Identity()
-        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head_drop = nn.Dropout(cfg.drop_rate)  # timm's drop_rate: the head's only
         self.head = self._zero_linear(cfg.num_features, cfg.num_classes)
         self.head_dist = self._zero_linear(c, cfg.num_classes) if cfg.distilled else None
 

@@ -1,0 +1,74 @@
+"""Every ViT / DeiT preset against timm: the same names, the same parameter counts.
+
+The counts are those of `timm.create_model(name)`, which takes num_classes from the name's default
+pretrained config: vit_small_patch8_224 (DINO), vit_large_patch32_224 and vit_huge_patch14_224
+(ImageNet-21k features) and vit_base_patch16_siglip_224 (WebLI) have no classifier there.
+"""
+import pytest
+
+from vit_common.config.presets import PRESETS, get_config, list_models
+from vit_common.errors import ConfigError
+from vit_common.weights.canonical import count_params
+
+TIMM_PARAMS = {
+    "vit_tiny_patch16_224": 5_717_416,
+    "vit_tiny_patch16_384": 5_790_376,
+    "vit_small_patch8_224": 21_670_272,
+    "vit_small_patch16_224": 22_050_664,
+    "vit_small_patch16_384": 22_196_584,
+    "vit_small_patch32_224": 22_878_952,
+    "vit_small_patch32_384": 22_915_432,
+    "vit_base_patch8_224": 86_576_872,
+    "vit_base_patch16_224": 86_567_656,
+    "vit_base_patch16_384": 86_859_496,
+    "vit_base_patch32_224": 88_224_232,
+    "vit_base_patch32_384": 88_297_192,
+    "vit_large_patch16_224": 304_326_632,
+    "vit_large_patch16_384": 304_715_752,
+    "vit_large_patch32_224": 305_510_400,
+    "vit_large_patch32_384": 306_632_680,
+    "vit_huge_patch14_224": 630_764_800,
+    "vit_base_patch16_gap_224": 86_566_120,
+    "vit_base_patch16_siglip_224": 92_884_224,
+    "deit_tiny_patch16_224": 5_717_416,
+    "deit_tiny_distilled_patch16_224": 5_910_800,
+    "deit_small_patch16_224": 22_050_664,
+    "deit_small_distilled_patch16_224": 22_436_432,
+    "deit_base_patch16_224": 86_567_656,
+    "deit_base_distilled_patch16_224": 87_338_192,
+    "deit_base_patch16_384": 86_859_496,
+    "deit_base_distilled_patch16_384": 87_630_032,
+}
+HEADLESS = {"vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224", "vit_base_patch16_siglip_224"}
+
+
+def test_every_vit_and_deit_preset_is_a_timm_name_listed_here():
+    assert sorted(n for n in PRESETS if not n.startswith("swin_")) == sorted(TIMM_PARAMS)
+    assert list_models("vit_base_patch16_*") == [
+        "vit_base_patch16_224", "vit_base_patch16_384", "vit_base_patch16_gap_224", "vit_base_patch16_siglip_224"]
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_PARAMS))
+def test_parameter_count_equals_timms(name):
+    cfg = get_config(name)
+    assert count_params(cfg) == TIMM_PARAMS[name]
+    assert cfg.num_classes == (0 if name in HEADLESS else 1000)
+
+
+@pytest.mark.parametrize("name", sorted(HEADLESS))
+def test_a_head_on_a_headless_preset_adds_exactly_the_classifier(name):
+    cfg = get_config(name, num_classes=1000)
+    assert count_params(cfg) == TIMM_PARAMS[name] + cfg.embed_dim * 1000 + 1000
+
+
+def test_architectures_that_counts_cannot_see():
+    gap = get_config("vit_base_patch16_gap_224")
+    assert (gap.num_heads, gap.class_token, gap.global_pool, gap.use_fc_norm) == (16, False, "avg", False)
+    siglip = get_config("vit_base_patch16_siglip_224")
+    assert (siglip.num_heads, siglip.class_token, siglip.global_pool) == (12, False, "map")
+    assert get_config("deit_small_distilled_patch16_224").distilled
+
+
+def test_the_invented_map_name_is_gone():
+    with pytest.raises(ConfigError, match="vit_base_patch16_siglip_224"):
+        get_config("vit_base_patch16_map_224")
