@@ -3,9 +3,10 @@
     python bench/train_step.py [--model vit_tiny_patch16_224] [--img-size 224] [--batch 32]
                                [--steps 20] [--dtype float32|bfloat16] [--model-args JSON]
 
-One step = forward, cross-entropy, backward, AdamW update, for the same model, batch and
-precision in both frameworks (jax: the engine's jitted, donated step; torch: eager, and
-torch.compile with --compile). Reports images/s and the JAX/PyTorch ratio; on a GPU also model
+One step = forward, soft-target cross-entropy, backward, the non-finite guard, clipping by
+global norm and the scheduled AdamW update, for the same model, batch and precision in both
+frameworks: each twin's own train step, as train.py runs it (jax: vit_jax.train.step, jitted and
+donated; torch: vit_torch.train.step, eager, and on a torch.compile'd model with --compile). Reports images/s and the JAX/PyTorch ratio; on a GPU also model
 FLOPs utilisation. Absolute numbers only mean something on a GPU; on a CPU read the ratio.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ from vit_common.train.recipe import TrainConfig
 from vit_jax.models import build_model
 from vit_jax.train.optim import make_optimizer
 from vit_jax.train.step import Steps, keys_to_data, make_mesh, state_shardings
+from vit_torch.train.optim import learning_rate_schedule as torch_schedule, make_optimizer as torch_optimizer
+from vit_torch.train.step import Steps as TorchSteps, to_torch
 
 
 def time_steps(step, n: int) -> list[float]:
@@ -37,6 +40,15 @@ def time_steps(step, n: int) -> list[float]:
         step()
         times.append(time.perf_counter() - t)
     return times
+
+
+def random_batch(cfg, batch: int) -> dict[str, np.ndarray]:
+    """One vit_data-style batch (NHWC pixels in [-1, 1], labels, one-hot targets), fed to both twins."""
+    rng = np.random.default_rng(0)
+    data = dict(image=rng.uniform(-1, 1, (batch, cfg.img_size, cfg.img_size, cfg.in_chans)).astype(np.float32),
+                label=rng.integers(0, cfg.num_classes, batch).astype(np.int32))
+    data["target"] = np.eye(cfg.num_classes, dtype=np.float32)[data["label"]]
+    return data
 
 
 def jax_step(cfg, batch: int, dtype):
@@ -51,11 +63,7 @@ def jax_step(cfg, batch: int, dtype):
     state = jax.device_put(state, shardings)
     train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
         shardings, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
-    rng = np.random.default_rng(0)
-    data = dict(image=rng.uniform(-1, 1, (batch, cfg.img_size, cfg.img_size, cfg.in_chans)).astype(np.float32),
-                label=rng.integers(0, cfg.num_classes, batch).astype(np.int32))
-    data["target"] = np.eye(cfg.num_classes, dtype=np.float32)[data["label"]]
-    data = jax.device_put(data, NamedSharding(mesh, P("data")))
+    data = jax.device_put(random_batch(cfg, batch), NamedSharding(mesh, P("data")))
     box = [state]
 
     def step():
@@ -66,24 +74,22 @@ def jax_step(cfg, batch: int, dtype):
 
 
 def torch_step(cfg, batch: int, dtype, compile_model: bool):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    """vit_torch's own train step, built as train.py --framework torch builds it: soft-target
+    cross-entropy, backward, the non-finite guard, clipping by global norm, scheduled AdamW."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = False  # the same float32 work as JAX's 'highest'
-    model = vit_torch.build_model(cfg).to(device).train()
-    forward = torch.compile(model) if compile_model else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    x = torch.rand(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device) * 2 - 1
-    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == jnp.bfloat16)
+    model = vit_torch.build_model(cfg).to(device)
+    config = TrainConfig(clip_grad_norm=1.0)
+    steps = TorchSteps(torch.compile(model) if compile_model else model, torch_optimizer(model, config),
+                       torch_schedule(config, steps_per_epoch=1000), 1, config.clip_grad_norm,
+                       torch.bfloat16 if dtype == jnp.bfloat16 else None)
+    data = to_torch(random_batch(cfg, batch), device)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(forward(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if device == "cuda":
+        metrics = steps.train(data)
+        if device.type == "cuda":
             torch.cuda.synchronize()
+        return metrics
 
     return step
 
