@@ -165,7 +165,9 @@ def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[s
 
 
 # Fields that do not change what a run computes: a resumed run may change them silently.
-BOOKKEEPING_FIELDS = frozenset({"workdir", "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps"})
+# How the processes are launched is not part of the recipe either.
+BOOKKEEPING_FIELDS = frozenset({"workdir", "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps",
+                                "coordinator_address", "num_processes", "process_id", "heartbeat_timeout"})
 
 
 def check_workdir(config: TrainConfig) -> None:

@@ -19,21 +19,10 @@ from vit_common.train.run import (Progress, check_workdir, eval_result, finish_r
 
 from ..models import build_model
 from ..weights import load_canonical_
+from . import distributed
 from .checkpointing import RunCheckpointer, abstract_like
 from .optim import make_optimizer
 from .step import Steps, keys_to_data, make_mesh, state_shardings
-
-
-def _maybe_init_distributed() -> None:
-    """Several hosts: jax.distributed reads the coordinator from the environment (or the TPU/SLURM runtime)."""
-    import os
-
-    if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES")) \
-            and os.environ.get("JAX_NUM_PROCESSES", "2") != "1":
-        try:
-            jax.distributed.initialize()
-        except RuntimeError:  # already initialised
-            pass
 
 
 def _teacher(config: TrainConfig, cfg, dtype):
@@ -51,7 +40,7 @@ def _teacher(config: TrainConfig, cfg, dtype):
 def train(config: TrainConfig, show_progress: bool = True) -> dict:
     """Train (or resume) the run in config.workdir; returns the summary."""
     config.validate()
-    _maybe_init_distributed()
+    distributed.start(config)  # several hosts: join them before touching a device
     devices = jax.device_count()
     # Data: each host reads its own part of every global batch.
     host = jax.process_index()
@@ -79,6 +68,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     shardings = state_shardings(mesh, state, fsdp=config.sharding == "fsdp")
     state = jax.device_put(state, shardings)
     replicated = NamedSharding(mesh, P())
+    # Arrays span all hosts' devices; read on a host, they are first gathered (FSDP) onto every device.
+    gather = jax.jit(lambda tree: tree, out_shardings=replicated)
     batch_sharding = NamedSharding(mesh, P("data"))
     teacher_graphdef, teacher_state = _teacher(config, cfg, dtype) if config.teacher else (None, {})
     steps = Steps(graphdef, tx, config.grad_accum_steps, config.ema_decay, rest_template, teacher_graphdef)
@@ -142,6 +133,6 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
 
     final = evaluate()
     params_out = state["ema"] if config.ema_decay is not None else state["params"]
-    weights = FLAX.import_(flatten_params(jax.device_get(params_out)), cfg)
+    weights = FLAX.import_(flatten_params(jax.device_get(gather(params_out))), cfg)
     return finish_run(run, progress, final=final, weights=weights, steps=step, start=start,
                       wall=time.perf_counter() - t0, devices=devices)

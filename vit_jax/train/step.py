@@ -13,8 +13,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def make_mesh() -> Mesh:
-    """All devices (of all hosts) on one 'data' axis."""
-    return Mesh(np.asarray(jax.devices()), ("data",))
+    """All devices (of all hosts) on one 'data' axis, host by host: host k's devices then hold the
+    k-th part of every global batch, the part its loader reads."""
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(devices), ("data",))
 
 
 def state_shardings(mesh: Mesh, state, fsdp: bool):
