@@ -92,12 +92,24 @@ def read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
 
     try:
-        state = ocp.StandardCheckpointer().restore(step_path.absolute() / "state")
+        state = _restore_on_one_device(ocp.StandardCheckpointer(), step_path.absolute() / "state")
     except Exception as e:  # orbax raises many types for a damaged folder
         raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
     params = state.get("ema", state["params"])
     return (FLAX.import_(flatten_params(params), config), config,
             {"source": f"{step_path} (step {step})", "layout": FLAX_RUN.name})
+
+
+def _restore_on_one_device(checkpointer, path: Path):
+    """The saved arrays, whole, on this process's first device: a checkpoint written by several
+    processes (or over another device mesh) restores here too, given the target's shapes."""
+    import jax
+
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    metadata = checkpointer.metadata(path)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                          getattr(metadata, "item_metadata", metadata))
+    return checkpointer.restore(path, target)
 
 
 def read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tuple[Weights, ModelConfig, dict]:
