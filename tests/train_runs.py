@@ -2,6 +2,7 @@
 training tests (tests/test_train_jax.py, tests/test_train_torch.py)."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -84,3 +85,46 @@ def poison_training_batches(monkeypatch):
         return Poisoned()
 
     monkeypatch.setattr(vit_data, "make_loader", poisoned)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(workdir, *extra, n=2, port=None):
+    """n `train.py` processes of one multi-host JAX run on 127.0.0.1, one CPU device each. Their
+    output goes to files beside the workdir (a full pipe would stall a process, and its peers with it)."""
+    port = port or free_port()
+    procs = []
+    for i in range(n):
+        env = dict(train_env(1), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(n),
+                   JAX_PROCESS_ID=str(i))
+        log = Path(f"{workdir}.process{i}.log")
+        with open(log, "w") as out:
+            proc = subprocess.Popen(train_cmd(workdir, *extra), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc.log = log
+        procs.append(proc)
+    return procs
+
+
+def finish_processes(procs, timeout=300):
+    """Wait for all of them (killing any left if one overruns: no test hangs); return their output."""
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.log.read_text() for p in procs]
+
+
+def run_processes(workdir, *extra, n=2):
+    procs = start_processes(workdir, *extra, n=n)
+    outputs = finish_processes(procs)
+    for i, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"process {i}: {out[-3000:]}"
+    return outputs
