@@ -1,6 +1,7 @@
 """Multi-host JAX on one machine: real `train.py` processes joined over 127.0.0.1 (gloo
 collectives on CPU), each with one device, against one process with as many devices."""
 import json
+import re
 import signal
 import subprocess
 
@@ -90,3 +91,40 @@ def test_one_process_dying_stops_the_other(dies, tmp_path):
     # Either a collective with the dead process failed (our message), or JAX's heartbeat check ended it.
     assert (f"process {1 - dies} of 2 stopped" in out
             or "Terminating process because the JAX distributed service detected fatal errors" in out), out[-3000:]
+
+
+@pytest.mark.parametrize("environ,flags,expected", [
+    ({}, [], None),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2"}, [], None),  # inside salloc, no srun step: one process
+    ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, [], None),  # a pod, not an indexed Job
+    ({"TPU_WORKER_HOSTNAMES": "localhost"}, [], None),  # a single-host TPU VM
+    ({"JAX_NUM_PROCESSES": "1"}, [], None),
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, [], {}),  # srun: JAX detects
+    ({"TPU_WORKER_HOSTNAMES": "w0,w1"}, [], {}),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, [],
+     dict(coordinator_address="h:1", num_processes=2, process_id=1)),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, ["--process-id", "0"],
+     dict(coordinator_address="h:1", num_processes=2, process_id=0)),  # flags win
+    ({}, ["--coordinator-address", "h:2", "--num-processes", "4", "--process-id", "3"],
+     dict(coordinator_address="h:2", num_processes=4, process_id=3)),
+])
+def test_multi_process_settings_come_from_flags_the_environment_or_a_cluster(environ, flags, expected):
+    from vit_common.train.recipe import parse_train_args
+    from vit_jax.train.distributed import initialize_args
+
+    got = initialize_args(parse_train_args(flags + ["--heartbeat-timeout", "7"]), environ)
+    assert got == (None if expected is None else dict(expected, heartbeat_timeout_seconds=7))
+
+
+@pytest.mark.parametrize("environ,message", [
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"}, "missing: --process-id (JAX_PROCESS_ID)"),
+    ({"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' is not an integer"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "not in [0, 2)"),
+])
+def test_incomplete_multi_process_settings_are_an_error(environ, message):
+    from vit_common import ConfigError
+    from vit_common.train.recipe import parse_train_args
+    from vit_jax.train.distributed import initialize_args
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        initialize_args(parse_train_args([]), environ)
