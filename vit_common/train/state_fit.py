@@ -32,6 +32,11 @@ def _describe(spec: Spec | None) -> str:
     return "absent" if spec is None else f"{spec[1]}{list(spec[0])}"
 
 
+def _examples(paths: list[Path], saved: dict, now: dict) -> str:
+    shown = [f"{'.'.join(p)}: saved {_describe(saved.get(p))}, now {_describe(now.get(p))}" for p in paths[:3]]
+    return ", ".join(shown) + (f", ... {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
 def fit_state(saved: dict[Path, Spec], now: dict[Path, Spec], *, where: str, changed: list[str]) -> Fit:
     """Match the checkpoint's leaves (path -> shape, dtype) to the run's. Raises ConfigError when a
     part that cannot start afresh differs."""
@@ -51,9 +56,7 @@ def fit_state(saved: dict[Path, Spec], now: dict[Path, Spec], *, where: str, cha
     if bad:
         order = list(PARTS)
         bad = dict(sorted(bad.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-        details = "; ".join(
-            f"{PARTS.get(part, part)} ({', '.join('.'.join(p) + ': saved ' + _describe(saved.get(p)) + ', now ' + _describe(now.get(p)) for p in paths[:3])}{', ...' if len(paths) > 3 else ''})"
-            for part, paths in bad.items())
+        details = "; ".join(f"{PARTS.get(part, part)} ({_examples(paths, saved, now)})" for part, paths in bad.items())
         why = (f"the recipe changed: {'; '.join(changed)}" if changed else
                "the recipe is unchanged, so the code that wrote the checkpoint differs")
         raise ConfigError(f"cannot resume {where}: the checkpoint does not fit this run: {details}; {why}. Put the "
