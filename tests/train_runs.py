@@ -60,8 +60,9 @@ def wait_for_checkpoint(workdir, proc, timeout=120):
     raise TimeoutError("no checkpoint appeared")
 
 
-def poison_training_batches(monkeypatch):
-    """Make every training batch NaN (evaluation batches stay clean), for the guard tests."""
+def poison_training_batches(monkeypatch, steps=None):
+    """Make every training batch NaN, or those of `steps` (1-based; evaluation batches stay clean),
+    for the guard tests."""
     import vit_data
 
     real = vit_data.make_loader
@@ -73,10 +74,13 @@ def poison_training_batches(monkeypatch):
 
         class Poisoned:
             steps_per_epoch = loader.steps_per_epoch
+            step = 0
 
             def __next__(self):
                 batch = dict(next(loader))
-                batch["image"] = np.full_like(batch["image"], np.nan)
+                self.step += 1
+                if steps is None or self.step in steps:
+                    batch["image"] = np.full_like(batch["image"], np.nan)
                 return batch
 
             get_state, set_state = loader.get_state, loader.set_state
@@ -84,3 +88,24 @@ def poison_training_batches(monkeypatch):
         return Poisoned()
 
     monkeypatch.setattr(vit_data, "make_loader", poisoned)
+
+
+def damage(path, how):
+    """A checkpoint file cut short (truncate), overwritten with zeros (zero) or gone (delete)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if how == "truncate":
+        os.truncate(path, size // 2)
+    elif how == "zero":
+        path.write_bytes(bytes(size))
+    else:
+        path.unlink()
+
+
+def copy_finished_run(src, dst):
+    """A finished run's folder without final.npz: rerunning its command redoes the end of the run."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    (Path(dst) / "final.npz").unlink()
+    return Path(dst)
