@@ -61,8 +61,9 @@ def wait_for_checkpoint(workdir, proc, timeout=120):
     raise TimeoutError("no checkpoint appeared")
 
 
-def poison_training_batches(monkeypatch):
-    """Make every training batch NaN (evaluation batches stay clean), for the guard tests."""
+def poison_training_batches(monkeypatch, steps=None):
+    """Make every training batch NaN, or those of `steps` (1-based; evaluation batches stay clean),
+    for the guard tests."""
     import vit_data
 
     real = vit_data.make_loader
@@ -74,10 +75,13 @@ def poison_training_batches(monkeypatch):
 
         class Poisoned:
             steps_per_epoch = loader.steps_per_epoch
+            step = 0
 
             def __next__(self):
                 batch = dict(next(loader))
-                batch["image"] = np.full_like(batch["image"], np.nan)
+                self.step += 1
+                if steps is None or self.step in steps:
+                    batch["image"] = np.full_like(batch["image"], np.nan)
                 return batch
 
             get_state, set_state = loader.get_state, loader.set_state
@@ -128,3 +132,22 @@ def run_processes(workdir, *extra, n=2):
     for i, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"process {i}: {out[-3000:]}"
     return outputs
+def damage(path, how):
+    """A checkpoint file cut short (truncate), overwritten with zeros (zero) or gone (delete)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if how == "truncate":
+        os.truncate(path, size // 2)
+    elif how == "zero":
+        path.write_bytes(bytes(size))
+    else:
+        path.unlink()
+
+
+def copy_finished_run(src, dst):
+    """A finished run's folder without final.npz: rerunning its command redoes the end of the run."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    (Path(dst) / "final.npz").unlink()
+    return Path(dst)

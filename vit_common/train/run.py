@@ -93,7 +93,7 @@ def initial_weights(path: str, cfg) -> Weights:
 
 
 def bad_steps_message(bad_steps: int, step: int) -> str:
-    return (f"{bad_steps} steps in a row had non-finite loss or gradients (step {step}); lower --lr, raise "
+    return (f"{bad_steps} steps in a row had non-finite loss or gradients (seen at step {step}); lower --lr, raise "
             "--warmup-epochs, set --clip-grad-norm, or try --dtype float32")
 
 
@@ -112,11 +112,12 @@ class Progress:
         self._window_start, self._window_images = time.perf_counter(), 0
 
     def step(self, step: int, metrics: dict | None) -> None:
-        """One step done; `metrics` (loss, correct, grad_norm, bad_steps, global) at log steps."""
+        """One step done; `metrics` (loss, correct, grad_norm, bad_steps, bad_run, global) at log steps."""
         self._window_images += self.config.batch_size
         if metrics is not None:
-            if int(metrics["bad_steps"]) >= self.config.max_bad_steps:
-                raise TrainingStopped(bad_steps_message(int(metrics["bad_steps"]), step))
+            # bad_run: the longest run of non-finite steps so far, counted at every step.
+            if int(metrics["bad_run"]) >= self.config.max_bad_steps:
+                raise TrainingStopped(bad_steps_message(int(metrics["bad_run"]), step))
             rate = self._window_images / (time.perf_counter() - self._window_start)
             values = dict(loss=float(metrics["loss"]), accuracy=float(metrics["correct"]) / self.config.batch_size,
                           grad_norm=float(metrics["grad_norm"]), images_per_s=rate, bad_steps=float(metrics["bad_steps"]))
@@ -170,20 +171,21 @@ BOOKKEEPING_FIELDS = frozenset({"workdir", "log_every", "checkpoint_every", "kee
                                 "coordinator_address", "num_processes", "process_id", "heartbeat_timeout"})
 
 
-def check_workdir(config: TrainConfig) -> None:
+def check_workdir(config: TrainConfig) -> list[str]:
     """A workdir resumes only the framework that started it (their checkpoints differ); to move
     a run across, start a new workdir with --init OLD_WORKDIR. Resuming with a changed recipe is
-    allowed (e.g. more --epochs) but said out loud, since it changes the run's trajectory."""
+    allowed (e.g. more --epochs) but said out loud, since it changes the run's trajectory.
+    Returns the changes ("field: old -> new"), which name the cause if the saved state no longer fits."""
     path = Path(config.workdir) / "config.json"
     if not path.is_file():
-        return
+        return []
     saved = json.loads(path.read_text()).get("train", {})
     started = saved.get("framework", "jax")
     if started != config.framework:
         raise ConfigError(f"{config.workdir} holds a --framework {started} run; to continue it in {config.framework}, "
                           f"train in a new --workdir with --init {config.workdir}")
     if not run_checkpoint_steps(Path(config.workdir) / "checkpoints"):
-        return  # nothing to resume: this run starts afresh
+        return []  # nothing to resume: this run starts afresh
     now = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as in the saved file
     changed = []
     for k in sorted(set(now) - BOOKKEEPING_FIELDS):
@@ -195,6 +197,7 @@ def check_workdir(config: TrainConfig) -> None:
     if changed:
         print(f"warning: resuming {config.workdir} with a changed recipe ({'; '.join(changed)}); the schedule and "
               "the rest follow the new values from here on. Use a new --workdir to start afresh.", file=sys.stderr)
+    return changed
 
 
 def save_run_config(run: RunData) -> None:

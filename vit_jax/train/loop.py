@@ -20,7 +20,7 @@ from vit_common.train.run import (Progress, check_workdir, eval_result, finish_r
 from ..models import build_model
 from ..weights import load_canonical_
 from . import distributed
-from .checkpointing import RunCheckpointer, abstract_like
+from .checkpointing import RunCheckpointer
 from .optim import make_optimizer
 from .step import Steps, keys_to_data, make_mesh, state_shardings
 
@@ -46,7 +46,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     host = jax.process_index()
     run = resolve_run(config, shard_index=host, shard_count=jax.process_count(), replicas=devices)
     cfg = run.cfg
-    check_workdir(config)
+    changed = check_workdir(config)
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     train_loader = run.train_loader()
     steps_per_epoch = train_loader.steps_per_epoch
@@ -61,7 +61,9 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     rest_template = nnx.to_pure_dict(rest)
     params = nnx.to_pure_dict(params)
     tx = make_optimizer(config, steps_per_epoch)
-    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params))
+    # bad_run: the longest run of non-finite steps so far, kept on the device (see Steps.train_fn).
+    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params),
+                 bad_run=jnp.int32(0))
     if config.ema_decay is not None:
         state["ema"] = jax.tree.map(jnp.copy, params)
     mesh = make_mesh()
@@ -76,13 +78,12 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     train_step, eval_step = steps.compile(shardings, batch_sharding, replicated)
     teacher_state = jax.device_put(teacher_state, replicated)
 
-    # Resume from the latest checkpoint in the workdir, if any.
+    # Resume from the newest readable checkpoint in the workdir, if any.
     workdir = Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = RunCheckpointer(workdir, config.keep_checkpoints)
-    start = checkpointer.latest_step() or 0
+    start, state, data_state = checkpointer.restore_latest(state, changed=changed)
     if start:
-        state, data_state = checkpointer.restore(start, abstract_like(state, shardings))
         train_loader.set_state(data_state)
         print(f"resumed from step {start} ({workdir / 'checkpoints'})")
     if host == 0:

@@ -18,7 +18,7 @@ from vit_common.train.run import (Progress, check_workdir, eval_result, finish_r
 from ..factory import create_model
 from ..models import build_model
 from ..weights import load_canonical_, state_dict_numpy
-from .checkpointing import RunCheckpointer
+from .checkpointing import RunCheckpointer, check_shared_workdir, load_state
 from .optim import learning_rate_schedule, make_optimizer
 from .step import Steps, step_seed, to_torch
 
@@ -70,7 +70,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     # Data: each process reads its own part of every global batch.
     run = resolve_run(config, shard_index=rank, shard_count=world, replicas=world)
     cfg = run.cfg
-    check_workdir(config)
+    changed = check_workdir(config)
     train_loader = run.train_loader()
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
@@ -89,18 +89,20 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
                   config.clip_grad_norm, torch.bfloat16 if config.dtype == "bfloat16" else None, ema=ema,
                   ema_decay=config.ema_decay, teacher=_teacher(config, cfg, device) if config.teacher else None)
 
-    # Resume from the latest checkpoint in the workdir, if any.
+    # Resume from the newest readable checkpoint in the workdir, if any: rank 0 picks it, every
+    # rank reads it (so the workdir must be shared; checked first, a barrier too).
     checkpointer = RunCheckpointer(config.workdir, config.keep_checkpoints)
-    start = checkpointer.latest_step() or 0
+    check_shared_workdir(checkpointer.folder.parent, rank, world)
+    start, state = checkpointer.restore_latest(rank, world)
     if start:
-        state, data_state = checkpointer.restore(start)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        notes = load_state(state, start, model=model, optimizer=optimizer, ema=ema, changed=changed,
+                           where=config.workdir)
         steps.updates, steps.bad_steps = state["updates"], state["bad_steps"]
-        train_loader.set_state(data_state)
+        steps.bad_run = state.get("bad_run", steps.bad_steps)  # older checkpoints lack it
+        train_loader.set_state(state["data"])
         if rank == 0:
+            for note in notes:
+                print(f"resuming from step {start}: {note}")
             print(f"resumed from step {start} ({checkpointer.folder})")
     if rank == 0:
         save_run_config(run)
@@ -108,7 +110,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     def save(step: int) -> None:
         if rank == 0:
             state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), updates=steps.updates,
-                         bad_steps=steps.bad_steps, ema=ema.state_dict() if ema is not None else None)
+                         bad_steps=steps.bad_steps, bad_run=steps.bad_run, ema=ema.state_dict() if ema is not None else None)
             checkpointer.save(step, state, train_loader.get_state())
 
     def evaluate() -> dict:
@@ -135,7 +137,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
             metrics = steps.train(batch)
             step += 1
             log_now = step % config.log_every == 0 or step == total_steps
-            progress.step(step, _all_reduce(metrics, world, device, average=("loss", "grad_norm", "bad_steps"))
+            progress.step(step, _all_reduce(metrics, world, device, average=("loss", "grad_norm", "bad_steps", "bad_run"))
                           if log_now else None)
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step % config.checkpoint_every == 0:
