@@ -13,7 +13,9 @@ class RunCheckpointer:
     def __init__(self, workdir: str | Path, keep: int):
         self.manager = ocp.CheckpointManager(
             Path(workdir).absolute() / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True),
+            # Old checkpoints are deleted in the background too, so a save never waits on a removal.
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                                 enable_background_delete=True),
             item_names=("state", "data"),
         )
 
