@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..config import ConfigError
 from ..formats.containers import save_npz
 from ..formats.run_folder import run_checkpoint_steps
 from ..weights import Weights, count_params
+from .clock import RunClock
 from .logs import RunLog, write_json
 from .recipe import TrainConfig
 
@@ -99,7 +99,8 @@ def bad_steps_message(bad_steps: int, step: int) -> str:
 
 class Progress:
     """The progress bar, metrics.jsonl / TensorBoard rows and per-epoch lines of one run (only the
-    first host or process writes; the others keep quiet)."""
+    first host or process writes; the others keep quiet). Its clock splits the run's wall time into
+    the step, data, evaluation and checkpoints; the loops time those phases with progress.clock."""
 
     def __init__(self, config: TrainConfig, total_steps: int, start: int, *, writer: bool, show: bool):
         from tqdm import tqdm
@@ -109,7 +110,8 @@ class Progress:
         self.bar = tqdm(total=total_steps, initial=start, disable=not (show and writer), unit="step", dynamic_ncols=True)
         self.show = show and writer
         self.best = 0.0
-        self._window_start, self._window_images = time.perf_counter(), 0
+        self._window_images = 0
+        self.clock = RunClock()
 
     def step(self, step: int, metrics: dict | None) -> None:
         """One step done; `metrics` (loss, correct, grad_norm, bad_steps, bad_run, global) at log steps."""
@@ -118,13 +120,19 @@ class Progress:
             # bad_run: the longest run of non-finite steps so far, counted at every step.
             if int(metrics["bad_run"]) >= self.config.max_bad_steps:
                 raise TrainingStopped(bad_steps_message(int(metrics["bad_run"]), step))
-            rate = self._window_images / (time.perf_counter() - self._window_start)
+            # images_per_s: the whole run's rate over the window (evaluation and checkpoints
+            # included); step_images_per_s: the train step's own rate over the same window.
+            wall, phases = self.clock.take_window()
+            rate = self._window_images / wall
+            step_rate = self._window_images / phases["step"] if phases.get("step") else rate
             values = dict(loss=float(metrics["loss"]), accuracy=float(metrics["correct"]) / self.config.batch_size,
-                          grad_norm=float(metrics["grad_norm"]), images_per_s=rate, bad_steps=float(metrics["bad_steps"]))
+                          grad_norm=float(metrics["grad_norm"]), images_per_s=rate, step_images_per_s=step_rate,
+                          bad_steps=float(metrics["bad_steps"]))
             if self.log:
                 self.log.write(step, "train", values)
-            self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.3f}", img_s=f"{rate:,.0f}")
-            self._window_start, self._window_images = time.perf_counter(), 0
+            self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.3f}", img_s=f"{rate:,.0f}",
+                                 step_img_s=f"{step_rate:,.0f}")
+            self._window_images = 0
         self.bar.update(1)
 
     def evaluated(self, step: int, epoch: int, result: dict) -> None:
@@ -148,13 +156,20 @@ def eval_result(totals: dict) -> dict:
 
 
 def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[str, np.ndarray], steps: int,
-               start: int, wall: float, devices: int) -> dict:
-    """Write final.npz (canonical), summary.json and training_curves.png; return the summary."""
+               start: int, devices: int) -> dict:
+    """Write final.npz (canonical), summary.json and training_curves.png; return the summary.
+    images_per_s is the whole run's (this session's images over its wall time, evaluation, checkpoints
+    and the first step's compilation included); step_images_per_s the train step's own; time_s says
+    where the rest went."""
     config, cfg = run.config, run.cfg
+    wall, times, images = progress.clock.elapsed(), progress.clock.breakdown(), (steps - start) * config.batch_size
     summary = dict(
         test_accuracy=final["accuracy"], test_loss=final["loss"], best_test_accuracy=max(progress.best, final["accuracy"]),
         steps=steps, epochs=config.epochs, wall_time_s=wall, parameters=count_params(cfg), framework=config.framework,
-        images_per_s=(steps - start) * config.batch_size / wall if steps > start else None,
+        images_per_s=images / wall if images else None,
+        # the first step of a session compiles (jit) or warms up, and is billed to "compile"
+        step_images_per_s=(images - config.batch_size) / times["step"] if times["step"] else None,
+        time_s={k: round(v, 3) for k, v in times.items()},
         devices=devices, dtype=config.dtype, model=config.model)
     if progress.log:
         workdir = Path(config.workdir)

@@ -27,7 +27,9 @@ class RunCheckpointer:
         self.folder = Path(workdir).absolute() / "checkpoints"
         self.manager = ocp.CheckpointManager(
             self.folder,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True),
+            # Old checkpoints are deleted in the background too, so a save never waits on a removal.
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                                 enable_background_delete=True),
             item_handlers=dict(state=ocp.StandardCheckpointHandler(), data=ocp.JsonCheckpointHandler()),
         )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import time
 
 import torch
 import torch.distributed as dist
@@ -114,11 +113,10 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
             checkpointer.save(step, state, train_loader.get_state())
 
     def evaluate() -> dict:
-        totals = dict(loss_sum=0.0, correct=0, count=0)
-        for batch in run.test_loader():
-            out = steps.evaluate(ema if ema is not None else model, to_torch(batch, device))
-            for k in totals:
-                totals[k] += float(out[k])
+        outs = [steps.evaluate(ema if ema is not None else model, to_torch(batch, device))
+                for batch in run.test_loader()]
+        # Summed on the device and read once: no wait per batch on a GPU.
+        totals = {k: float(sum(out[k].double() for out in outs)) for k in ("loss_sum", "correct", "count")}
         return eval_result(_all_reduce(totals, world, device))
 
     stop_requested = []
@@ -127,24 +125,31 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     def stopping() -> bool:  # every process stops at the same step
         return bool(_all_reduce(dict(stop=float(bool(stop_requested))), world, device)["stop"])
 
-    t0 = time.perf_counter()
     progress = Progress(config, total_steps, start, writer=rank == 0, show=show_progress)
+    clock = progress.clock
     step = last_saved = start
     try:
         while step < total_steps and not stopping():
-            batch = to_torch(next(train_loader), device)
-            torch.manual_seed(step_seed(config.seed, step, rank))
-            metrics = steps.train(batch)
+            with clock.phase("data"):
+                batch = to_torch(next(train_loader), device)
+            with clock.phase("step" if step > start else "compile"):
+                torch.manual_seed(step_seed(config.seed, step, rank))
+                metrics = steps.train(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # so the step's compute is billed to the step
             step += 1
             log_now = step % config.log_every == 0 or step == total_steps
             progress.step(step, _all_reduce(metrics, world, device, average=("loss", "grad_norm", "bad_steps", "bad_run"))
                           if log_now else None)
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step % config.checkpoint_every == 0:
-                save(step)
+                with clock.phase("checkpoint"):
+                    save(step)
                 last_saved = step
             if epoch_end:
-                progress.evaluated(step, step // steps_per_epoch, evaluate())
+                with clock.phase("eval"):
+                    result = evaluate()
+                progress.evaluated(step, step // steps_per_epoch, result)
         if step < total_steps:  # SIGTERM: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
                 save(step)
@@ -155,7 +160,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
         progress.close()
         signal.signal(signal.SIGTERM, previous_handler)
 
-    final = evaluate()
+    with clock.phase("eval"):
+        final = evaluate()
     weights = TIMM.import_(state_dict_numpy(ema if ema is not None else model), cfg)
-    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start,
-                      wall=time.perf_counter() - t0, devices=world)
+    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=world)
