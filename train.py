@@ -3,6 +3,7 @@ on 2 CPU cores.
 
     python train.py [--preset digits|fashion_mnist] [--framework jax|torch] [--FIELD VALUE ...]
     torchrun --nproc_per_node N train.py --framework torch ...   (PyTorch DDP)
+    JAX_COORDINATOR_ADDRESS=HOST:PORT JAX_NUM_PROCESSES=N JAX_PROCESS_ID=I python train.py ...   (JAX, N hosts)
 
 Every field of vit_common.train.recipe.TrainConfig can be overridden (see --help). A workdir
 that holds a checkpoint resumes automatically.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 
 
 def main(argv=None) -> int:
@@ -37,16 +39,28 @@ def main(argv=None) -> int:
         summary = train(config)
     except (ConfigError, CheckpointError, ValueError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
+        return _failed(config, 2)
     except TrainingStopped as e:
         print(f"train.py: stopped: {e}", file=sys.stderr)
-        return 1
+        return _failed(config, 1)
+    except Exception:
+        traceback.print_exc()
+        return _failed(config, 1)
     if "stopped_at" in summary:
         return 0
     print(json.dumps(summary, indent=2))
     print(f"test accuracy {summary['test_accuracy']:.2%} -> {config.workdir}/summary.json, final.npz, "
           f"metrics.jsonl, training_curves.png")
     return 0
+
+
+def _failed(config, code: int) -> int:
+    """The exit code; a failed process of a multi-process JAX run exits here and now (see leave_after_failure)."""
+    if config.framework == "jax":
+        from vit_jax.train.distributed import leave_after_failure
+
+        leave_after_failure(code)
+    return code
 
 
 if __name__ == "__main__":

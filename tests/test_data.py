@@ -264,16 +264,23 @@ def test_epochs_reshuffle_and_drop_the_remainder():
     assert not np.array_equal(epoch0, epoch1)
 
 
-def test_shards_split_every_global_batch():
-    source = indexed_source(64)
-    augment = AugmentConfig(random_resized_crop=True, hflip=True, randaugment=(2, 9), label_smoothing=0.1)
+@pytest.mark.parametrize("shards", [2, 3])  # 3: the middle shard is its own partner
+@pytest.mark.parametrize("mixing", [{}, dict(mixup_alpha=0.8, cutmix_alpha=1.0)])
+def test_shards_split_every_global_batch(shards, mixing):
+    source = indexed_source(72)
+    augment = AugmentConfig(random_resized_crop=True, hflip=True, randaugment=(2, 9), label_smoothing=0.1, **mixing)
     kwargs = dict(img_size=8, in_chans=1, seed=3, train=True, augment=augment)
-    whole = take(make_loader(source, batch_size=16, **kwargs), 6)  # crosses an epoch boundary
-    parts = [take(make_loader(source, batch_size=8, shard_index=i, shard_count=2, **kwargs), 6) for i in range(2)]
-    for global_batch, a, b in zip(whole, *parts):
-        assert not set(a["label"]) & set(b["label"])
-        for key in global_batch:  # per-record transforms do not depend on the shard
-            np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), global_batch[key])
+    whole = take(make_loader(source, batch_size=8 * shards, **kwargs), 6)  # crosses an epoch boundary
+    parts = [take(make_loader(source, batch_size=8, shard_index=i, shard_count=shards, **kwargs), 6)
+             for i in range(shards)]
+    for global_batch, *batches in zip(whole, *parts):
+        labels = np.concatenate([b["label"] for b in batches])
+        assert len(set(labels)) == len(labels)
+        for key in global_batch:  # per-record transforms do not depend on the shard; mixing spans the global batch
+            np.testing.assert_array_equal(np.concatenate([b[key] for b in batches]), global_batch[key])
+        if mixing:  # mixed with the mirrored global position, not within the shard
+            partner = global_batch["label"][::-1]
+            assert np.all(global_batch["target"][np.arange(len(partner)), partner] > 0.1 / 72)
 
 
 def test_eval_is_ordered_unaugmented_and_padded():

@@ -3,6 +3,7 @@
 The run-level tests start real `python train.py` processes on a tiny model (digits at 8x8).
 """
 import json
+import shutil
 import signal
 import subprocess
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from tests.train_runs import (ROOT, TINY, final_weights as _final, poison_training_batches, run_train as _run,
-                        train_cmd as _cmd, train_env as _env, train_losses as _train_losses,
-                        wait_for_checkpoint as _wait_for_checkpoint)
+from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weights as _final, poison_training_batches,
+                              run_train as _run, train_cmd as _cmd, train_env as _env, train_losses as _train_losses,
+                              wait_for_checkpoint as _wait_for_checkpoint)
+from vit_common import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,105 @@ def test_deit_hard_distillation_from_a_teacher(reference_run, tmp_path):
     result = _run(tmp_path, "--model", "deit_tiny_distilled_patch16_224", "--teacher",
                   str(reference_run / "final.npz"), "--epochs", "1")
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 44, result.stdout[-500:]
+
+
+def test_truncated_newest_checkpoint_is_named_and_the_run_resumes_bit_identical(reference_run, tmp_path):
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    newest = run / "checkpoints" / "88"
+    damage(max((newest / "state").rglob("d/*"), key=lambda p: p.stat().st_size), "truncate")  # array data
+    resumed = _run(run)
+    assert resumed.stderr.count("is unreadable") == 1 and f"checkpoint {newest} (step 88) is unreadable" in resumed.stderr
+    assert "resumed from step 80" in resumed.stdout and (run / "checkpoints" / "88.unreadable").is_dir()
+    want, got = _final(reference_run), _final(run)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def intact_states(reference_run):
+    """Steps 88 and 80 of the reference run as saved, on a 1-device mesh (the restore template)."""
+    import jax
+    import orbax.checkpoint as ocp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    replicated = NamedSharding(Mesh(np.asarray(jax.devices()[:1]), ("data",)), P())
+    read = lambda s: jax.device_put(ocp.StandardCheckpointer().restore(reference_run / "checkpoints" / s / "state"),  # noqa: E731
+                                    replicated)
+    return read("88"), read("80")
+
+
+# (file in the newest step folder, damage, must fall back): some orbax files are optional or
+# unused (the restore then reads the same values), the others must make the resume fall back.
+# The weight readers (--init, vit-convert, --teacher) do not read data/ (the loader's position).
+FAULTS = [("state/_METADATA", "truncate", True), ("state/_METADATA", "zero", True), ("state/_METADATA", "delete", True),
+          ("state/manifest.ocdbt", "truncate", True), ("state/manifest.ocdbt", "zero", True),
+          ("state/manifest.ocdbt", "delete", True), ("state/ocdbt.process_0/d/*", "truncate", True),
+          ("state/ocdbt.process_0/d/*", "zero", True), ("state/ocdbt.process_0/d/*", "delete", True),
+          ("data/metadata", "zero", True), ("state/_sharding", "truncate", True),
+          ("_CHECKPOINT_METADATA", "truncate", False), ("_CHECKPOINT_METADATA", "delete", False),
+          ("state/array_metadatas/process_0", "zero", True)]
+
+
+def test_damaged_parts_of_the_newest_checkpoint_fall_back_to_the_previous_one(reference_run, intact_states, tmp_path,
+                                                                              capsys):
+    import jax
+    from vit_common.formats.run_folder import read_training_run
+    from vit_jax.train.checkpointing import RunCheckpointer
+
+    step88, step80 = intact_states
+    for i, (name, how, falls_back) in enumerate(FAULTS):
+        run = tmp_path / str(i)
+        shutil.copytree(reference_run / "checkpoints", run / "checkpoints")
+        shutil.copy(reference_run / "config.json", run)
+        target = max((run / "checkpoints" / "88").glob(name), key=lambda p: p.stat().st_size)  # the largest array file
+        damage(target, how)
+        weights, _, meta = read_training_run(run)  # --init, vit-convert, --teacher
+        err = capsys.readouterr().err
+        weights_fall_back = falls_back and not name.startswith("data/")
+        assert ("(step 80)" in meta["source"]) == weights_fall_back, (name, how)
+        assert ("(step 88) is unreadable" in err) == weights_fall_back, (name, how)
+        checkpointer = RunCheckpointer(run, keep=3)
+        step, state, data = checkpointer.restore_latest(step88, changed=[])
+        checkpointer.close()
+        err = capsys.readouterr().err
+        assert step == (80 if falls_back else 88) and data["step"] == step, (name, how)
+        assert (err.count("(step 88) is unreadable") == 1) == falls_back, (name, how, err)
+        want = step80 if falls_back else step88
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name} {how}")
+    # Nothing readable: say what to do.
+    for step in (run / "checkpoints").iterdir():
+        if step.name.isdigit():
+            damage(step / "state" / "_METADATA", "zero")
+    with pytest.raises(CheckpointError, match="none of its checkpoints is readable.*move its checkpoints/ folder away"):
+        read_training_run(run)
+    with pytest.raises(CheckpointError, match="none of its checkpoints is readable"):
+        RunCheckpointer(run, keep=3).restore_latest(step88, changed=[])
+
+
+def test_resume_with_a_recipe_that_changes_the_saved_state(reference_run, tmp_path, capsys):
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "88")  # resume at 80: 8 steps to go
+    args = TINY + ["--workdir", str(run)]
+    # Another model depth: refused before any compute, naming the field.
+    deeper = ["--model-args", '{"embed_dim": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0}']
+    assert train_cli.main(args + deeper) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "model_args.depth: 2 -> 3" in err and "Traceback" not in err
+    assert not (run / "final.npz").exists()
+    # EMA switched on and drop path off: what fits is restored, the rest starts afresh and is said.
+    assert train_cli.main(args + ["--ema-decay", "0.99", "--drop-path-rate", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from step 80" in out and "no EMA weights; they start from the restored weights" in out
+    assert "RNG streams (dropout, drop path): 4 in the checkpoint not used by this recipe, dropped" in out
+    assert (run / "final.npz").exists()
+
+
+def test_bad_steps_that_end_between_two_log_steps_still_stop_the_run(tmp_path, monkeypatch):
+    import vit_jax.train as loop
+    from vit_common.train.recipe import parse_train_args
+
+    poison_training_batches(monkeypatch, steps=range(2, 5))  # 3 bad steps, then good ones again
+    config = parse_train_args(TINY + ["--workdir", str(tmp_path), "--max-bad-steps", "3", "--log-every", "10"])
+    with pytest.raises(loop.TrainingStopped, match=r"3 steps in a row had non-finite loss or gradients \(seen at step 10\)"):
+        loop.train(config, show_progress=False)

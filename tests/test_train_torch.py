@@ -2,6 +2,7 @@
 tests/test_train_jax.py). The run-level tests start real `python train.py` processes on a tiny
 model (digits at 8x8)."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from tests.train_runs import (ROOT, TINY, final_weights, poison_training_batches, run_train, train_cmd, train_env,
-                              train_losses, wait_for_checkpoint)
+from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weights, poison_training_batches, run_train,
+                              train_cmd, train_env, train_losses, wait_for_checkpoint)
+from vit_common import CheckpointError
 
 TORCH = ("--framework", "torch")
 
@@ -134,3 +136,62 @@ def test_runs_move_across_frameworks_with_init(reference_run, tmp_path, capsys):
     first_loss = train_losses(tmp_path / "jax")[1]
     assert first_loss < train_losses(reference_run)[1]  # it starts from the trained weights, not from scratch
     assert json.loads((tmp_path / "torch" / "summary.json").read_text())["test_accuracy"] > 0.5
+
+
+def test_truncated_newest_checkpoint_is_named_and_the_run_resumes_bit_identical(reference_run, tmp_path):
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    newest = run / "checkpoints" / "step_000000088.pt"
+    damage(newest, "truncate")
+    resumed = run_train(run, *TORCH)
+    assert resumed.stderr.count("is unreadable") == 1 and f"checkpoint {newest} (step 88) is unreadable" in resumed.stderr
+    assert "resumed from step 80" in resumed.stdout and newest.with_name(newest.name + ".unreadable").is_file()
+    want, got = final_weights(reference_run), final_weights(run)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.parametrize("how", ["truncate", "zero", "delete"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_path, capsys, how):
+    import torch
+    from vit_common.formats.run_folder import read_training_run
+    from vit_torch.train.checkpointing import RunCheckpointer
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run / "checkpoints", run / "checkpoints")
+    shutil.copy(reference_run / "config.json", run)
+    damage(run / "checkpoints" / "step_000000088.pt", how)
+    named = how != "delete"  # a deleted file is simply not there
+    _, _, meta = read_training_run(run)  # --init, vit-convert, --teacher
+    assert "(step 80)" in meta["source"] and ("(step 88) is unreadable" in capsys.readouterr().err) == named
+    step, state = RunCheckpointer(run, keep=3).restore_latest(rank=0, world=1)
+    assert step == 80 and ("(step 88) is unreadable" in capsys.readouterr().err) == named
+    want = torch.load(reference_run / "checkpoints" / "step_000000080.pt", weights_only=True)
+    for k, v in want["model"].items():
+        assert torch.equal(state["model"][k], v), k
+    for path in (run / "checkpoints").glob("step_*.pt"):
+        damage(path, "zero")
+    with pytest.raises(CheckpointError, match="none of its checkpoints is readable.*move its checkpoints/ folder away"):
+        RunCheckpointer(run, keep=3).restore_latest(rank=0, world=1)
+
+
+def test_resume_with_a_recipe_that_changes_the_saved_state(reference_run, tmp_path, capsys):
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    (run / "checkpoints" / "step_000000088.pt").unlink()  # resume at 80: 8 steps to go
+    args = TINY + [*TORCH, "--workdir", str(run)]
+    deeper = ["--model-args", '{"embed_dim": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0}']
+    assert train_cli.main(args + deeper) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "model_args.depth: 2 -> 3" in err and not (run / "final.npz").exists()
+    assert train_cli.main(args + ["--ema-decay", "0.99"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from step 80" in out and "no EMA weights; they start from the restored weights" in out
+
+
+def test_bad_steps_that_end_between_two_log_steps_still_stop_the_run(tmp_path, monkeypatch):
+    import vit_torch.train as loop
+    from vit_common.train.recipe import parse_train_args
+
+    poison_training_batches(monkeypatch, steps=range(2, 5))  # 3 bad steps, then good ones again
+    config = parse_train_args(TINY + [*TORCH, "--workdir", str(tmp_path), "--max-bad-steps", "3", "--log-every", "10"])
+    with pytest.raises(loop.TrainingStopped, match=r"3 steps in a row had non-finite loss or gradients \(seen at step 10\)"):
+        loop.train(config, show_progress=False)

@@ -2,6 +2,7 @@
 training tests (tests/test_train_jax.py, tests/test_train_torch.py)."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -63,8 +64,9 @@ def wait_for_checkpoint(workdir, proc, timeout=120):
     raise TimeoutError("no checkpoint appeared")
 
 
-def poison_training_batches(monkeypatch):
-    """Make every training batch NaN (evaluation batches stay clean), for the guard tests."""
+def poison_training_batches(monkeypatch, steps=None):
+    """Make every training batch NaN, or those of `steps` (1-based; evaluation batches stay clean),
+    for the guard tests."""
     import vit_data
 
     real = vit_data.make_loader
@@ -76,10 +78,13 @@ def poison_training_batches(monkeypatch):
 
         class Poisoned:
             steps_per_epoch = loader.steps_per_epoch
+            step = 0
 
             def __next__(self):
                 batch = dict(next(loader))
-                batch["image"] = np.full_like(batch["image"], np.nan)
+                self.step += 1
+                if steps is None or self.step in steps:
+                    batch["image"] = np.full_like(batch["image"], np.nan)
                 return batch
 
             get_state, set_state = loader.get_state, loader.set_state
@@ -87,3 +92,65 @@ def poison_training_batches(monkeypatch):
         return Poisoned()
 
     monkeypatch.setattr(vit_data, "make_loader", poisoned)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(workdir, *extra, n=2, port=None):
+    """n `train.py` processes of one multi-host JAX run on 127.0.0.1, one CPU device each. Their
+    output goes to files beside the workdir (a full pipe would stall a process, and its peers with it)."""
+    port = port or free_port()
+    procs = []
+    for i in range(n):
+        env = dict(train_env(1), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(n),
+                   JAX_PROCESS_ID=str(i))
+        log = Path(f"{workdir}.process{i}.log")
+        with open(log, "w") as out:
+            proc = subprocess.Popen(train_cmd(workdir, *extra), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc.log = log
+        procs.append(proc)
+    return procs
+
+
+def finish_processes(procs, timeout=300):
+    """Wait for all of them (killing any left if one overruns: no test hangs); return their output."""
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.log.read_text() for p in procs]
+
+
+def run_processes(workdir, *extra, n=2):
+    procs = start_processes(workdir, *extra, n=n)
+    outputs = finish_processes(procs)
+    for i, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"process {i}: {out[-3000:]}"
+    return outputs
+def damage(path, how):
+    """A checkpoint file cut short (truncate), overwritten with zeros (zero) or gone (delete)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if how == "truncate":
+        os.truncate(path, size // 2)
+    elif how == "zero":
+        path.write_bytes(bytes(size))
+    else:
+        path.unlink()
+
+
+def copy_finished_run(src, dst):
+    """A finished run's folder without final.npz: rerunning its command redoes the end of the run."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    (Path(dst) / "final.npz").unlink()
+    return Path(dst)

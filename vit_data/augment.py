@@ -8,7 +8,8 @@ Per record (uint8 in, uint8 (img_size, img_size, in_chans) out), in this order:
   pad-crop   zero-pad by N pixels, crop img_size back at a random offset (CIFAR/MNIST style)
   hflip      p=0.5
 Per batch (float32): soft targets (one-hot, label smoothing), then MixUp or CutMix with the
-batch's mirror image (timm's "batch" mode: sample i pairs with sample B-1-i).
+batch's mirror image (timm's "batch" mode: sample i pairs with sample B-1-i; a shard of a global
+batch is handed its partners, so the pairs span the global batch).
 """
 from __future__ import annotations
 
@@ -208,23 +209,24 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) ->
             max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width))
 
 
-def mix_batch(images: np.ndarray, targets: np.ndarray, config: AugmentConfig,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """MixUp or CutMix of (B, H, W, C) images and (B, K) targets with their reversed batch (CutMix
-    pastes into `images`). CutMix's lambda is the unpasted area after clipping, so the targets weigh
-    exactly what is visible."""
+def mix_batch(images: np.ndarray, targets: np.ndarray, config: AugmentConfig, rng: np.random.Generator,
+              partners=None) -> tuple[np.ndarray, np.ndarray]:
+    """MixUp or CutMix of (B, H, W, C) images and (B, K) targets with their partners (CutMix
+    pastes into `images`). `partners()` returns the partners' (images, targets), row i pairing with
+    row i; by default the reversed batch. It is only called when the batch is mixed. CutMix's
+    lambda is the unpasted area after clipping, so the targets weigh exactly what is visible."""
     if not config.mixes or rng.random() >= config.mix_prob:
         return images, targets
     use_cutmix = config.cutmix_alpha > 0 and (config.mixup_alpha <= 0 or rng.random() < 0.5)
-    partner = slice(None, None, -1)
+    partner_images, partner_targets = partners() if partners else (images[::-1], targets[::-1])
     if use_cutmix:
         lam = float(rng.beta(config.cutmix_alpha, config.cutmix_alpha))
         h, w = images.shape[1:3]
         y0, y1, x0, x1 = cutmix_box(h, w, lam, rng)
-        images[:, y0:y1, x0:x1] = images[partner, y0:y1, x0:x1].copy()
+        images[:, y0:y1, x0:x1] = partner_images[:, y0:y1, x0:x1].copy()  # a copy: the partners may view `images`
         lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
     else:
         lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
-        images = lam * images + (1.0 - lam) * images[partner]
-    targets = lam * targets + (1.0 - lam) * targets[partner]
+        images = lam * images + (1.0 - lam) * partner_images
+    targets = lam * targets + (1.0 - lam) * partner_targets
     return images.astype(np.float32, copy=False), targets.astype(np.float32, copy=False)

@@ -8,8 +8,11 @@ worker processes), and the number of batches taken is all a checkpoint has to st
 
 Global batch b of an epoch covers positions [b*G, (b+1)*G) of the order, G = batch_size *
 shard_count; shard k reads [b*G + k*batch_size, b*G + (k+1)*batch_size). Record transforms do not
-depend on the shard, so the shards of a global batch together hold exactly the unsharded batch
-(MixUp/CutMix pairs within each shard's part, with the lambda shared by all shards).
+depend on the shard, so the shards of a global batch together hold exactly the unsharded batch,
+mixed or not: MixUp/CutMix pairs global position p with G-1-p (timm's batch mode over the global
+batch), so shard k also reads and augments its partners, shard n-1-k's records (twice the
+per-record work while mixing on several shards), and the lambda and box are drawn from
+(seed, epoch, batch), the same on every shard.
 """
 from __future__ import annotations
 
@@ -67,7 +70,21 @@ class BatchMaker:
 
     def train_batch(self, step: int) -> dict:
         epoch, batch = divmod(step, self.steps_per_epoch)
-        start = batch * self.global_batch + self.shard_index * self.batch_size
+        images, labels, targets = self._augmented_part(epoch, batch, self.shard_index)
+        partner_shard = self.global_batch // self.batch_size - 1 - self.shard_index
+
+        def partners():  # the records at the mirrored global positions, reversed
+            if partner_shard == self.shard_index:
+                return images[::-1], targets[::-1]
+            partner_images, _, partner_targets = self._augmented_part(epoch, batch, partner_shard)
+            return partner_images[::-1], partner_targets[::-1]
+
+        images, targets = mix_batch(images, targets, self.augment, _rng(self.seed, MIX_STREAM, epoch, batch), partners)
+        return dict(image=images, label=labels, target=targets, mask=np.ones(len(labels), bool))
+
+    def _augmented_part(self, epoch: int, batch: int, shard: int):
+        """Shard `shard`'s part of a global batch, augmented per record and normalised, before mixing."""
+        start = batch * self.global_batch + shard * self.batch_size
         indices = self.epoch_order(epoch)[start:start + self.batch_size]
         records = self._read(indices)
         pixels = np.stack([augment_record(r["image"], self.img_size, self.in_chans, self.augment,
@@ -75,9 +92,7 @@ class BatchMaker:
                            for r, i in zip(records, indices)])
         labels = np.array([r["label"] for r in records], np.int32)
         targets = soft_targets(labels, self.num_classes, self.augment.label_smoothing)
-        images, targets = mix_batch(self._normalize(pixels), targets, self.augment,
-                                    _rng(self.seed, MIX_STREAM, epoch, batch))
-        return dict(image=images, label=labels, target=targets, mask=np.ones(len(labels), bool))
+        return self._normalize(pixels), labels, targets
 
     def eval_batch(self, step: int) -> dict:
         start = (step % self.steps_per_epoch) * self.global_batch + self.shard_index * self.batch_size

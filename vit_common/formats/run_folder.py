@@ -9,14 +9,15 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 
 from ..config import ModelConfig, config_from_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..weights import FLAX, TIMM, Weights, flatten_params, nest_params
 from .base import Layout
 
@@ -25,6 +26,7 @@ TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)")
 LAYOUTS = (FLAX_RUN, TORCH_RUN)
 
 _TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")
+T = TypeVar("T")
 
 
 def torch_step_name(step: int) -> str:
@@ -71,18 +73,56 @@ def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray]
         raise
 
 
+def short_reason(e: BaseException) -> str:
+    """One line for an exception (orbax and TensorStore errors run to pages)."""
+    first = next((line for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first[:200]}"
+
+
+def newest_readable(steps: Mapping[int, Path], read: Callable[[int, Path], T], *, where: str | os.PathLike,
+                    on_unreadable: Callable[[int, Path], str] | None = None) -> tuple[int, T]:
+    """(step, read(step, path)) for the newest checkpoint that reads. A checkpoint cut short (a
+    preemption mid-write where rename is not atomic, a full disk) is named in one warning line
+    and the next older one tried; on_unreadable(step, path) may move it aside and say where.
+    A ConfigError from `read` (the checkpoint reads but does not fit) is not a damaged file and
+    propagates. None readable: a CheckpointError saying what to do."""
+    for step in sorted(steps, reverse=True):
+        path = steps[step]
+        try:
+            return step, read(step, path)
+        except ConfigError:
+            raise
+        except Exception as e:  # orbax, TensorStore, torch and json raise many types for a damaged file
+            moved = on_unreadable(step, path) if on_unreadable else ""
+            print(f"warning: checkpoint {path} (step {step}) is unreadable ({short_reason(e.__cause__ or e)}){moved}; "
+                  "trying the previous one", file=sys.stderr)
+    raise CheckpointError(f"{where}: none of its checkpoints is readable (steps {sorted(steps)}); to start afresh, "
+                          "move its checkpoints/ folder away (or train in a new --workdir); to keep the weights, "
+                          "restore a good copy of one step from a backup")
+
+
+def move_aside(path: Path) -> str:
+    """Rename an unreadable checkpoint so that no reader takes it and the resumed run can write its
+    step again; kept (not deleted) for a post-mortem. Returns the words for the warning."""
+    aside = path.with_name(path.name + ".unreadable")
+    if aside.exists():
+        shutil.rmtree(aside) if aside.is_dir() else aside.unlink()
+    os.replace(path, aside)
+    return f", moved aside to {aside.name}"
+
+
 def read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
-    """Parameters (the EMA ones when the run kept them, as its final export does) of the latest
-    checkpoint of a train.py workdir (an orbax step folder from the JAX twin, a step_N.pt file
-    from the PyTorch twin), or of one orbax checkpoint step folder in it."""
+    """Parameters (the EMA ones when the run kept them, as its final export does) of the newest
+    readable checkpoint of a train.py workdir (an orbax step folder from the JAX twin, a step_N.pt
+    file from the PyTorch twin; a damaged newer one is named in a warning and skipped), or of one
+    orbax checkpoint step folder in it."""
     if (path / "checkpoints").is_dir():
         steps = run_checkpoint_steps(path / "checkpoints")
         if not steps:
             raise CheckpointError(f"{path}: a training workdir without a finished checkpoint")
-        workdir, step = path, max(steps)
-        step_path = steps[step]
+        workdir, named = path, False
     elif path.name.isdigit() and (path / "state").is_dir():
-        workdir, step, step_path = path.parent.parent, int(path.name), path
+        workdir, named = path.parent.parent, True
     else:
         raise CheckpointError(f"{path}: a folder, but neither a train.py workdir nor one of its checkpoint steps")
     config_file = workdir / "config.json"
@@ -90,15 +130,25 @@ def read_training_run(path: Path) -> tuple[Weights, ModelConfig, dict]:
         raise CheckpointError(f"{workdir}: no config.json beside the checkpoints")
     config = _run_config(config_file)
     recorded = _recorded_meta(config_file)  # class names and preprocessing, as final.npz records them
+    if named:  # one step named: no other to fall back to
+        return read_run_step(path, int(path.name), config, recorded)
+    _, result = newest_readable(steps, lambda step, p: read_run_step(p, step, config, recorded), where=path)
+    return result
+
+
+def read_run_step(step_path: Path, step: int, config: ModelConfig,
+                  recorded: dict | None = None) -> tuple[Weights, ModelConfig, dict]:
+    """One checkpoint step of a run; `recorded`: the run's class names and preprocessing."""
+    recorded = recorded or {}
     if step_path.suffix == ".pt":
         weights, config, meta = read_torch_run_step(step_path, step, config)
         return weights, config, {**recorded, **meta}
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
 
     try:
-        state = ocp.StandardCheckpointer().restore(step_path.absolute() / "state")
+        state = _restore_on_one_device(ocp.StandardCheckpointer(), step_path.absolute() / "state")
     except Exception as e:  # orbax raises many types for a damaged folder
-        raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{step_path}: not a readable orbax checkpoint ({short_reason(e)})") from e
     params = state.get("ema", state["params"])
     return (FLAX.import_(flatten_params(params), config), config,
             {**recorded, "source": f"{step_path} (step {step})", "layout": FLAX_RUN.name})
@@ -121,6 +171,18 @@ def _run_config(config_file: Path) -> ModelConfig:
         raise CheckpointError(f"{config_file}: damaged (no model config: {type(e).__name__}: {e})") from e
 
 
+def _restore_on_one_device(checkpointer, path: Path):
+    """The saved arrays, whole, on this process's first device: a checkpoint written by several
+    processes (or over another device mesh) restores here too, given the target's shapes."""
+    import jax
+
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    metadata = checkpointer.metadata(path)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                          getattr(metadata, "item_metadata", metadata))
+    return checkpointer.restore(path, target)
+
+
 def read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tuple[Weights, ModelConfig, dict]:
     import torch  # lazily: only the PyTorch twin's runs need it
 
@@ -128,6 +190,6 @@ def read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tupl
         state = torch.load(step_path, map_location="cpu", weights_only=True)
         model = state["ema"] if state.get("ema") is not None else state["model"]
     except Exception as e:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{step_path}: not a readable train.py checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{step_path}: not a readable train.py checkpoint ({short_reason(e)})") from e
     weights = TIMM.import_({k: v.float().numpy() for k, v in model.items()}, config)
     return weights, config, {"source": f"{step_path} (step {step})", "layout": TORCH_RUN.name}

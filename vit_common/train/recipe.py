@@ -51,6 +51,12 @@ class TrainConfig:
     init: str | None = None  # start from these weights: any checkpoint vit-convert reads, or a run folder
     # Scale.
     sharding: str = "data"  # data (replicated parameters) | fsdp (parameters sharded over the devices)
+    # Multi-host JAX (as torchrun's variables; the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    # JAX_PROCESS_ID environment variables do the same): host:port of process 0, process count, this one's index.
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    heartbeat_timeout: int = 100  # s: a process silent this long counts as dead and the others stop
     # Bookkeeping.
     seed: int = 0
     workdir: str = "runs/default"
@@ -93,6 +99,15 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         problems += self._range_problems()
+        launch = [f for f in ("coordinator_address", "num_processes", "process_id") if getattr(self, f) is not None]
+        if launch and self.framework == "torch":
+            problems.append(f"--{launch[0].replace('_', '-')} is for the JAX engine; start PyTorch processes with torchrun")
+        if self.num_processes is not None and self.num_processes < 1:
+            problems.append(f"num_processes must be >= 1, got {self.num_processes}")
+        if self.process_id is not None and not 0 <= self.process_id < (self.num_processes or self.process_id + 1):
+            problems.append(f"process_id must be in [0, num_processes), got {self.process_id} of {self.num_processes}")
+        if self.heartbeat_timeout < 1:
+            problems.append(f"heartbeat_timeout must be >= 1 s, got {self.heartbeat_timeout}")
         if self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps:
             problems.append(f"batch_size {self.batch_size} is not divisible by grad_accum_steps {self.grad_accum_steps}")
         if self.teacher and not getattr(self.model_config(), "distilled", False):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..config import ConfigError
 from ..formats.containers import save_npz
 from ..formats.run_folder import run_checkpoint_steps
 from ..weights import Weights, count_params
+from .clock import RunClock
 from .logs import RunLog, write_json
 from .recipe import TrainConfig
 
@@ -101,13 +101,14 @@ def initial_weights(path: str, cfg) -> Weights:
 
 
 def bad_steps_message(bad_steps: int, step: int) -> str:
-    return (f"{bad_steps} steps in a row had non-finite loss or gradients (step {step}); lower --lr, raise "
+    return (f"{bad_steps} steps in a row had non-finite loss or gradients (seen at step {step}); lower --lr, raise "
             "--warmup-epochs, set --clip-grad-norm, or try --dtype float32")
 
 
 class Progress:
     """The progress bar, metrics.jsonl / TensorBoard rows and per-epoch lines of one run (only the
-    first host or process writes; the others keep quiet)."""
+    first host or process writes; the others keep quiet). Its clock splits the run's wall time into
+    the step, data, evaluation and checkpoints; the loops time those phases with progress.clock."""
 
     def __init__(self, config: TrainConfig, total_steps: int, start: int, *, writer: bool, show: bool):
         from tqdm import tqdm
@@ -117,21 +118,29 @@ class Progress:
         self.bar = tqdm(total=total_steps, initial=start, disable=not (show and writer), unit="step", dynamic_ncols=True)
         self.show = show and writer
         self.best = 0.0
-        self._window_start, self._window_images = time.perf_counter(), 0
+        self._window_images = 0
+        self.clock = RunClock()
 
     def step(self, step: int, metrics: dict | None) -> None:
-        """One step done; `metrics` (loss, correct, grad_norm, bad_steps, global) at log steps."""
+        """One step done; `metrics` (loss, correct, grad_norm, bad_steps, bad_run, global) at log steps."""
         self._window_images += self.config.batch_size
         if metrics is not None:
-            if int(metrics["bad_steps"]) >= self.config.max_bad_steps:
-                raise TrainingStopped(bad_steps_message(int(metrics["bad_steps"]), step))
-            rate = self._window_images / (time.perf_counter() - self._window_start)
+            # bad_run: the longest run of non-finite steps so far, counted at every step.
+            if int(metrics["bad_run"]) >= self.config.max_bad_steps:
+                raise TrainingStopped(bad_steps_message(int(metrics["bad_run"]), step))
+            # images_per_s: the whole run's rate over the window (evaluation and checkpoints
+            # included); step_images_per_s: the train step's own rate over the same window.
+            wall, phases = self.clock.take_window()
+            rate = self._window_images / wall
+            step_rate = self._window_images / phases["step"] if phases.get("step") else rate
             values = dict(loss=float(metrics["loss"]), accuracy=float(metrics["correct"]) / self.config.batch_size,
-                          grad_norm=float(metrics["grad_norm"]), images_per_s=rate, bad_steps=float(metrics["bad_steps"]))
+                          grad_norm=float(metrics["grad_norm"]), images_per_s=rate, step_images_per_s=step_rate,
+                          bad_steps=float(metrics["bad_steps"]))
             if self.log:
                 self.log.write(step, "train", values)
-            self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.3f}", img_s=f"{rate:,.0f}")
-            self._window_start, self._window_images = time.perf_counter(), 0
+            self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.3f}", img_s=f"{rate:,.0f}",
+                                 step_img_s=f"{step_rate:,.0f}")
+            self._window_images = 0
         self.bar.update(1)
 
     def evaluated(self, step: int, epoch: int, result: dict) -> None:
@@ -155,13 +164,20 @@ def eval_result(totals: dict) -> dict:
 
 
 def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[str, np.ndarray], steps: int,
-               start: int, wall: float, devices: int) -> dict:
-    """Write final.npz (canonical), summary.json and training_curves.png; return the summary."""
+               start: int, devices: int) -> dict:
+    """Write final.npz (canonical), summary.json and training_curves.png; return the summary.
+    images_per_s is the whole run's (this session's images over its wall time, evaluation, checkpoints
+    and the first step's compilation included); step_images_per_s the train step's own; time_s says
+    where the rest went."""
     config, cfg = run.config, run.cfg
+    wall, times, images = progress.clock.elapsed(), progress.clock.breakdown(), (steps - start) * config.batch_size
     summary = dict(
         test_accuracy=final["accuracy"], test_loss=final["loss"], best_test_accuracy=max(progress.best, final["accuracy"]),
         steps=steps, epochs=config.epochs, wall_time_s=wall, parameters=count_params(cfg), framework=config.framework,
-        images_per_s=(steps - start) * config.batch_size / wall if steps > start else None,
+        images_per_s=images / wall if images else None,
+        # the first step of a session compiles (jit) or warms up, and is billed to "compile"
+        step_images_per_s=(images - config.batch_size) / times["step"] if times["step"] else None,
+        time_s={k: round(v, 3) for k, v in times.items()},
         devices=devices, dtype=config.dtype, model=config.model)
     if progress.log:
         workdir = Path(config.workdir)
@@ -173,23 +189,26 @@ def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[s
 
 
 # Fields that do not change what a run computes: a resumed run may change them silently.
-BOOKKEEPING_FIELDS = frozenset({"workdir", "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps"})
+# How the processes are launched is not part of the recipe either.
+BOOKKEEPING_FIELDS = frozenset({"workdir", "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps",
+                                "coordinator_address", "num_processes", "process_id", "heartbeat_timeout"})
 
 
-def check_workdir(config: TrainConfig) -> None:
+def check_workdir(config: TrainConfig) -> list[str]:
     """A workdir resumes only the framework that started it (their checkpoints differ); to move
     a run across, start a new workdir with --init OLD_WORKDIR. Resuming with a changed recipe is
-    allowed (e.g. more --epochs) but said out loud, since it changes the run's trajectory."""
+    allowed (e.g. more --epochs) but said out loud, since it changes the run's trajectory.
+    Returns the changes ("field: old -> new"), which name the cause if the saved state no longer fits."""
     path = Path(config.workdir) / "config.json"
     if not path.is_file():
-        return
+        return []
     saved = json.loads(path.read_text()).get("train", {})
     started = saved.get("framework", "jax")
     if started != config.framework:
         raise ConfigError(f"{config.workdir} holds a --framework {started} run; to continue it in {config.framework}, "
                           f"train in a new --workdir with --init {config.workdir}")
     if not run_checkpoint_steps(Path(config.workdir) / "checkpoints"):
-        return  # nothing to resume: this run starts afresh
+        return []  # nothing to resume: this run starts afresh
     now = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as in the saved file
     changed = []
     for k in sorted(set(now) - BOOKKEEPING_FIELDS):
@@ -201,6 +220,7 @@ def check_workdir(config: TrainConfig) -> None:
     if changed:
         print(f"warning: resuming {config.workdir} with a changed recipe ({'; '.join(changed)}); the schedule and "
               "the rest follow the new values from here on. Use a new --workdir to start afresh.", file=sys.stderr)
+    return changed
 
 
 def save_run_config(run: RunData) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import jax
@@ -19,21 +18,20 @@ from vit_common.train.run import (Progress, check_workdir, eval_result, finish_r
 
 from ..models import build_model
 from ..weights import load_canonical_
-from .checkpointing import RunCheckpointer, abstract_like
+from . import distributed
+from .checkpointing import RunCheckpointer
 from .optim import make_optimizer
 from .step import Steps, keys_to_data, make_mesh, state_shardings
 
 
-def _maybe_init_distributed() -> None:
-    """Several hosts: jax.distributed reads the coordinator from the environment (or the TPU/SLURM runtime)."""
+def _enable_compilation_cache() -> None:
+    """Keep compiled steps on disk (unless JAX_COMPILATION_CACHE_DIR says where already), so a
+    resumed or repeated run does not compile again: on a CPU the train step takes seconds to compile."""
     import os
 
-    if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES")) \
-            and os.environ.get("JAX_NUM_PROCESSES", "2") != "1":
-        try:
-            jax.distributed.initialize()
-        except RuntimeError:  # already initialised
-            pass
+    if not jax.config.jax_compilation_cache_dir:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "twin-vit" / "jax"
+        jax.config.update("jax_compilation_cache_dir", str(cache))
 
 
 def _teacher(config: TrainConfig, cfg, dtype):
@@ -51,13 +49,14 @@ def _teacher(config: TrainConfig, cfg, dtype):
 def train(config: TrainConfig, show_progress: bool = True) -> dict:
     """Train (or resume) the run in config.workdir; returns the summary."""
     config.validate()
-    _maybe_init_distributed()
+    distributed.start(config)  # several hosts: join them before touching a device
+    _enable_compilation_cache()
     devices = jax.device_count()
     # Data: each host reads its own part of every global batch.
     host = jax.process_index()
     run = resolve_run(config, shard_index=host, shard_count=jax.process_count(), replicas=devices)
     cfg = run.cfg
-    check_workdir(config)
+    changed = check_workdir(config)
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     train_loader = run.train_loader()
     steps_per_epoch = train_loader.steps_per_epoch
@@ -72,26 +71,29 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     rest_template = nnx.to_pure_dict(rest)
     params = nnx.to_pure_dict(params)
     tx = make_optimizer(config, steps_per_epoch)
-    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params))
+    # bad_run: the longest run of non-finite steps so far, kept on the device (see Steps.train_fn).
+    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params),
+                 bad_run=jnp.int32(0))
     if config.ema_decay is not None:
         state["ema"] = jax.tree.map(jnp.copy, params)
     mesh = make_mesh()
     shardings = state_shardings(mesh, state, fsdp=config.sharding == "fsdp")
     state = jax.device_put(state, shardings)
     replicated = NamedSharding(mesh, P())
+    # Arrays span all hosts' devices; read on a host, they are first gathered (FSDP) onto every device.
+    gather = jax.jit(lambda tree: tree, out_shardings=replicated)
     batch_sharding = NamedSharding(mesh, P("data"))
     teacher_graphdef, teacher_state = _teacher(config, cfg, dtype) if config.teacher else (None, {})
     steps = Steps(graphdef, tx, config.grad_accum_steps, config.ema_decay, rest_template, teacher_graphdef)
     train_step, eval_step = steps.compile(shardings, batch_sharding, replicated)
     teacher_state = jax.device_put(teacher_state, replicated)
 
-    # Resume from the latest checkpoint in the workdir, if any.
+    # Resume from the newest readable checkpoint in the workdir, if any.
     workdir = Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = RunCheckpointer(workdir, config.keep_checkpoints)
-    start = checkpointer.latest_step() or 0
+    start, state, data_state = checkpointer.restore_latest(state, changed=changed)
     if start:
-        state, data_state = checkpointer.restore(start, abstract_like(state, shardings))
         train_loader.set_state(data_state)
         print(f"resumed from step {start} ({workdir / 'checkpoints'})")
     if host == 0:
@@ -106,29 +108,38 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
 
     def evaluate():
         params_for_eval = state["ema"] if config.ema_decay is not None else state["params"]
-        totals = dict(loss_sum=0.0, correct=0, count=0)
-        for batch in run.test_loader():
-            out = jax.device_get(eval_step(params_for_eval, state["rest"], global_batch(batch)))
-            for k in totals:
-                totals[k] += out[k]
-        return eval_result(totals)
+        # One fetch at the end: no wait per batch, so the next batch is read while one computes.
+        outs = jax.device_get([eval_step(params_for_eval, state["rest"], global_batch(batch))
+                               for batch in run.test_loader()])
+        return eval_result({k: sum(out[k] for out in outs) for k in ("loss_sum", "correct", "count")})
 
-    t0 = time.perf_counter()
     progress = Progress(config, total_steps, start, writer=host == 0, show=show_progress)
+    clock = progress.clock
+    on_cpu = jax.default_backend() == "cpu"
     step = last_saved = start
     try:
         while step < total_steps and not stop_requested:
-            batch = next(train_loader)
-            state, metrics = train_step(state, global_batch(batch), teacher_state)
+            with clock.phase("data"):
+                batch = global_batch(next(train_loader))
             step += 1
             log_now = step % config.log_every == 0 or step == total_steps
+            with clock.phase("step" if step > start + 1 else "compile"):
+                state, metrics = train_step(state, batch, teacher_state)
+                # Bill the step's compute to the step. On the CPU, waiting costs nothing; on an
+                # accelerator only log steps wait (so the next batch's transfer still overlaps
+                # the step), and the step rate there is an upper bound.
+                if log_now or on_cpu:
+                    metrics = jax.block_until_ready(metrics)
             progress.step(step, jax.device_get(metrics) if log_now else None)
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step % config.checkpoint_every == 0:
-                checkpointer.save(step, state, train_loader.get_state())
+                with clock.phase("checkpoint"):
+                    checkpointer.save(step, state, train_loader.get_state())
                 last_saved = step
             if epoch_end:
-                progress.evaluated(step, step // steps_per_epoch, evaluate())
+                with clock.phase("eval"):
+                    result = evaluate()
+                progress.evaluated(step, step // steps_per_epoch, result)
         if stop_requested:  # SIGTERM: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
                 checkpointer.save(step, state, train_loader.get_state(), force=True)
@@ -138,10 +149,10 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     finally:
         progress.close()
         signal.signal(signal.SIGTERM, previous_handler)
-    checkpointer.close()
-
-    final = evaluate()
+    with clock.phase("checkpoint"):
+        checkpointer.close()  # waits for the last asynchronous save
+    with clock.phase("eval"):
+        final = evaluate()
     params_out = state["ema"] if config.ema_decay is not None else state["params"]
-    weights = FLAX.import_(flatten_params(jax.device_get(params_out)), cfg)
-    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start,
-                      wall=time.perf_counter() - t0, devices=devices)
+    weights = FLAX.import_(flatten_params(jax.device_get(gather(params_out))), cfg)
+    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=devices)

@@ -13,8 +13,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def make_mesh() -> Mesh:
-    """All devices (of all hosts) on one 'data' axis."""
-    return Mesh(np.asarray(jax.devices()), ("data",))
+    """All devices (of all hosts) on one 'data' axis, host by host: host k's devices then hold the
+    k-th part of every global batch, the part its loader reads."""
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(devices), ("data",))
 
 
 def state_shardings(mesh: Mesh, state, fsdp: bool):
@@ -97,12 +99,15 @@ class Steps:
         grads = jax.tree.map(lambda g: g / self.accum, grads)
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        new = dict(state, step=state["step"] + 1, params=params, rest=rest, opt_state=opt_state)
+        # The guard counts every step on the device (no host sync); the loop reads bad_run at log
+        # steps, so a run of bad steps that ends between two log steps is still seen.
+        bad_run = jnp.maximum(state["bad_run"], opt_state.notfinite_count)
+        new = dict(state, step=state["step"] + 1, params=params, rest=rest, opt_state=opt_state, bad_run=bad_run)
         if self.ema_decay is not None:
             d = self.ema_decay
             new["ema"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
         metrics = dict(loss=loss_sum / self.accum, correct=correct, grad_norm=optax.tree.norm(grads),
-                       bad_steps=opt_state.notfinite_count, finite=opt_state.last_finite)
+                       bad_steps=opt_state.notfinite_count, bad_run=bad_run, finite=opt_state.last_finite)
         return new, metrics
 
     def eval_fn(self, params, rest, batch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import time
 
 import torch
 import torch.distributed as dist
@@ -18,7 +17,7 @@ from vit_common.train.run import (Progress, check_workdir, eval_result, finish_r
 from ..factory import create_model
 from ..models import build_model
 from ..weights import load_canonical_, state_dict_numpy
-from .checkpointing import RunCheckpointer
+from .checkpointing import RunCheckpointer, check_shared_workdir, load_state
 from .optim import learning_rate_schedule, make_optimizer
 from .step import Steps, step_seed, to_torch
 
@@ -70,7 +69,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     # Data: each process reads its own part of every global batch.
     run = resolve_run(config, shard_index=rank, shard_count=world, replicas=world)
     cfg = run.cfg
-    check_workdir(config)
+    changed = check_workdir(config)
     train_loader = run.train_loader()
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
@@ -89,18 +88,20 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
                   config.clip_grad_norm, torch.bfloat16 if config.dtype == "bfloat16" else None, ema=ema,
                   ema_decay=config.ema_decay, teacher=_teacher(config, cfg, device) if config.teacher else None)
 
-    # Resume from the latest checkpoint in the workdir, if any.
+    # Resume from the newest readable checkpoint in the workdir, if any: rank 0 picks it, every
+    # rank reads it (so the workdir must be shared; checked first, a barrier too).
     checkpointer = RunCheckpointer(config.workdir, config.keep_checkpoints)
-    start = checkpointer.latest_step() or 0
+    check_shared_workdir(checkpointer.folder.parent, rank, world)
+    start, state = checkpointer.restore_latest(rank, world)
     if start:
-        state, data_state = checkpointer.restore(start)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        notes = load_state(state, start, model=model, optimizer=optimizer, ema=ema, changed=changed,
+                           where=config.workdir)
         steps.updates, steps.bad_steps = state["updates"], state["bad_steps"]
-        train_loader.set_state(data_state)
+        steps.bad_run = state.get("bad_run", steps.bad_steps)  # older checkpoints lack it
+        train_loader.set_state(state["data"])
         if rank == 0:
+            for note in notes:
+                print(f"resuming from step {start}: {note}")
             print(f"resumed from step {start} ({checkpointer.folder})")
     if rank == 0:
         save_run_config(run)
@@ -108,15 +109,14 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     def save(step: int) -> None:
         if rank == 0:
             state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), updates=steps.updates,
-                         bad_steps=steps.bad_steps, ema=ema.state_dict() if ema is not None else None)
+                         bad_steps=steps.bad_steps, bad_run=steps.bad_run, ema=ema.state_dict() if ema is not None else None)
             checkpointer.save(step, state, train_loader.get_state())
 
     def evaluate() -> dict:
-        totals = dict(loss_sum=0.0, correct=0, count=0)
-        for batch in run.test_loader():
-            out = steps.evaluate(ema if ema is not None else model, to_torch(batch, device))
-            for k in totals:
-                totals[k] += float(out[k])
+        outs = [steps.evaluate(ema if ema is not None else model, to_torch(batch, device))
+                for batch in run.test_loader()]
+        # Summed on the device and read once: no wait per batch on a GPU.
+        totals = {k: float(sum(out[k].double() for out in outs)) for k in ("loss_sum", "correct", "count")}
         return eval_result(_all_reduce(totals, world, device))
 
     stop_requested = []
@@ -125,24 +125,31 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     def stopping() -> bool:  # every process stops at the same step
         return bool(_all_reduce(dict(stop=float(bool(stop_requested))), world, device)["stop"])
 
-    t0 = time.perf_counter()
     progress = Progress(config, total_steps, start, writer=rank == 0, show=show_progress)
+    clock = progress.clock
     step = last_saved = start
     try:
         while step < total_steps and not stopping():
-            batch = to_torch(next(train_loader), device)
-            torch.manual_seed(step_seed(config.seed, step, rank))
-            metrics = steps.train(batch)
+            with clock.phase("data"):
+                batch = to_torch(next(train_loader), device)
+            with clock.phase("step" if step > start else "compile"):
+                torch.manual_seed(step_seed(config.seed, step, rank))
+                metrics = steps.train(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # so the step's compute is billed to the step
             step += 1
             log_now = step % config.log_every == 0 or step == total_steps
-            progress.step(step, _all_reduce(metrics, world, device, average=("loss", "grad_norm", "bad_steps"))
+            progress.step(step, _all_reduce(metrics, world, device, average=("loss", "grad_norm", "bad_steps", "bad_run"))
                           if log_now else None)
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step % config.checkpoint_every == 0:
-                save(step)
+                with clock.phase("checkpoint"):
+                    save(step)
                 last_saved = step
             if epoch_end:
-                progress.evaluated(step, step // steps_per_epoch, evaluate())
+                with clock.phase("eval"):
+                    result = evaluate()
+                progress.evaluated(step, step // steps_per_epoch, result)
         if step < total_steps:  # SIGTERM: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
                 save(step)
@@ -153,7 +160,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
         progress.close()
         signal.signal(signal.SIGTERM, previous_handler)
 
-    final = evaluate()
+    with clock.phase("eval"):
+        final = evaluate()
     weights = TIMM.import_(state_dict_numpy(ema if ema is not None else model), cfg)
-    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start,
-                      wall=time.perf_counter() - t0, devices=world)
+    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=world)

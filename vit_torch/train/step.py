@@ -47,6 +47,7 @@ class Steps:
     teacher: nn.Module | None = None
     updates: int = 0  # optimizer updates applied (skipped steps do not count): the schedule's clock
     bad_steps: int = 0  # non-finite steps in a row
+    bad_run: int = 0  # the longest such run so far: the loop reads it at log steps, so none slips between two
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
@@ -99,13 +100,15 @@ class Steps:
             self.bad_steps = 0
         else:
             self.bad_steps += 1
+            self.bad_run = max(self.bad_run, self.bad_steps)
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             with torch.no_grad():
                 d = self.ema_decay
                 for e, p in zip(self.ema.parameters(), self.model.parameters()):
                     e.mul_(d).add_(p.detach(), alpha=1 - d)
-        return dict(loss=loss_sum / self.accum, correct=correct, grad_norm=norm.detach(), bad_steps=self.bad_steps)
+        return dict(loss=loss_sum / self.accum, correct=correct, grad_norm=norm.detach(), bad_steps=self.bad_steps,
+                    bad_run=self.bad_run)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch: dict) -> dict:

@@ -1,0 +1,64 @@
+"""How train.py accounts for its time (step rate against the whole run's), that evaluation is
+compiled once, and that the accelerator check (bench/gpu.py) runs: its dry run on the CPU."""
+import logging
+import time
+
+import pytest
+
+from tests.train_runs import ROOT, TINY
+from vit_common.train.clock import PHASES, RunClock
+
+
+def test_clock_bills_each_phase_and_the_rest_to_other():
+    clock = RunClock()
+    with clock.phase("step"):
+        time.sleep(0.02)
+    with clock.phase("eval"):
+        time.sleep(0.01)
+    time.sleep(0.01)
+    wall, window = clock.take_window()
+    times = clock.breakdown()
+    assert set(times) == {*PHASES, "other"}
+    assert times["step"] >= 0.02 and times["eval"] >= 0.01 and times["other"] >= 0.01
+    assert sum(times.values()) == pytest.approx(clock.elapsed(), abs=1e-3)
+    assert window == pytest.approx({"step": times["step"], "eval": times["eval"]}) and wall >= 0.04
+    assert clock.take_window()[1] == {}  # a new window starts empty
+
+
+def test_jax_run_reports_step_and_run_rates_and_compiles_evaluation_once(tmp_path, caplog):
+    import jax
+
+    from vit_common.train.recipe import parse_train_args
+    from vit_jax.train import train
+
+    config = parse_train_args([*TINY, "--train-split", "train[:128]", "--test-split", "test[:40]",  # a padded last batch
+                               "--workdir", str(tmp_path)])
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            summary = train(config, show_progress=False)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    # 2 epochs evaluate 3 times (after each epoch, and at the end); the step for the test set compiles once.
+    compiles = [r.getMessage()[:40] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
+    assert sum(m.startswith("Compiling jit(eval_fn)") for m in compiles) == 1, compiles
+    assert sum(m.startswith("Compiling jit(train_fn)") for m in compiles) == 1, compiles
+    assert summary["steps"] == 8
+    assert 0 < summary["images_per_s"] < summary["step_images_per_s"]
+    assert set(summary["time_s"]) == {*PHASES, "other"} and summary["time_s"]["eval"] > 0
+
+
+def test_gpu_check_dry_run_prints_the_readme_table(capsys):
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.gpu import main, peak_tflops
+
+    rows = main(["--dry-run", "--models", "vit_small_patch16_224"])
+    out = capsys.readouterr().out
+    assert [r["twin"] for r in rows] == ["jax (jit)", "torch (eager)", "torch.compile"]
+    assert all(r["images_per_s"] > 0 and r["memory_gib"] > 0 for r in rows)
+    assert "| model | twin | images/s | model TFLOP/s | MFU | peak memory GiB |" in out
+    assert "loader (vit_data" in out
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989 and peak_tflops("NVIDIA H100 PCIe") == 756
+    assert peak_tflops("TPU v5 lite") == 197 and peak_tflops("Some New Chip") is None
