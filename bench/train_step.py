@@ -28,7 +28,7 @@ from vit_common import count_params, get_config
 from vit_common.train.recipe import TrainConfig
 from vit_jax.models import build_model
 from vit_jax.train.optim import make_optimizer
-from vit_jax.train.step import Steps, keys_to_data, make_mesh, state_shardings
+from vit_jax.train.step import Steps, initial_state, make_mesh, state_shardings
 from vit_torch.train.optim import learning_rate_schedule as torch_schedule, make_optimizer as torch_optimizer
 from vit_torch.train.step import Steps as TorchSteps, to_torch
 
@@ -57,7 +57,7 @@ def jax_step(cfg, batch: int, dtype):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
     tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=1000)
-    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params))
+    state = initial_state(params, rest_template, tx)
     mesh = make_mesh()
     shardings = state_shardings(mesh, state, fsdp=False)
     state = jax.device_put(state, shardings)

@@ -86,7 +86,7 @@ def test_jax_ema_is_the_closed_form_average():
     from vit_common.weights import flatten_params
     from vit_jax.models import build_model
     from vit_jax.train.optim import make_optimizer
-    from vit_jax.train.step import Steps, keys_to_data
+    from vit_jax.train.step import Steps, initial_state
 
     config = _ema_config()
     model = build_model(config.model_config().replace(num_classes=10, in_chans=1), rngs=nnx.Rngs(params=0, dropout=1))
@@ -94,8 +94,7 @@ def test_jax_ema_is_the_closed_form_average():
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # as vit_jax/train/loop.py builds the state
     rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
     tx = make_optimizer(config, steps_per_epoch=4)
-    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params),
-                 ema=jax.tree.map(jnp.copy, params))
+    state = initial_state(params, rest_template, tx, ema=True)
     train_step = jax.jit(Steps(graphdef, tx, 1, config.ema_decay, rest_template).train_fn)
     flat = lambda tree: flatten_params(jax.device_get(tree))
     history = [flat(state["params"])]
@@ -218,7 +217,7 @@ from flax import nnx
 from vit_common.train.recipe import parse_train_args
 from vit_jax.models import build_model
 from vit_jax.train.optim import make_optimizer
-from vit_jax.train.step import keys_to_data, make_mesh, state_shardings
+from vit_jax.train.step import initial_state, make_mesh, state_shardings
 config = parse_train_args(["--sharding", "fsdp", "--img-size", "8", "--patch-size", "4", "--batch-size", "8",
                            "--model-args", '{"embed_dim": 128, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}'])
 model = build_model(config.model_config().replace(num_classes=10, in_chans=1), rngs=nnx.Rngs(0))
@@ -226,7 +225,7 @@ model.train()
 graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
 tx = make_optimizer(config, 4)
-state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params))
+state = initial_state(params, rest_template, tx)
 mesh = make_mesh()
 state = jax.device_put(state, state_shardings(mesh, state, fsdp=True))  # as vit_jax/train/loop.py does
 out = {}

@@ -48,6 +48,9 @@ BAD = [
     ("--checkpoint-every", "0", "checkpoint_every must be >= 1"),
     ("--keep-checkpoints", "0", "keep_checkpoints must be >= 1"),
     ("--max-bad-steps", "0", "max_bad_steps must be >= 1"),
+    ("--num-processes", "0", "num_processes must be >= 1"),
+    ("--process-id", "-1", "process_id must be in [0, num_processes)"),
+    ("--heartbeat-timeout", "0", "heartbeat_timeout must be >= 1 s"),
     ("--img-size", "0", "img_size must be a positive integer"),
     ("--patch-size", "-4", "patch_size must be a positive integer"),
 ]

@@ -21,7 +21,7 @@ from ..weights import load_canonical_
 from . import distributed
 from .checkpointing import RunCheckpointer
 from .optim import make_optimizer
-from .step import Steps, keys_to_data, make_mesh, state_shardings
+from .step import Steps, initial_state, make_mesh, state_shardings
 
 
 def _enable_compilation_cache() -> None:
@@ -71,11 +71,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     rest_template = nnx.to_pure_dict(rest)
     params = nnx.to_pure_dict(params)
     tx = make_optimizer(config, steps_per_epoch)
-    # bad_run: the longest run of non-finite steps so far, kept on the device (see Steps.train_fn).
-    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params),
-                 bad_run=jnp.int32(0))
-    if config.ema_decay is not None:
-        state["ema"] = jax.tree.map(jnp.copy, params)
+    state = initial_state(params, rest_template, tx, ema=config.ema_decay is not None)
     mesh = make_mesh()
     shardings = state_shardings(mesh, state, fsdp=config.sharding == "fsdp")
     state = jax.device_put(state, shardings)

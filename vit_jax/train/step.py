@@ -45,6 +45,16 @@ def keys_to_data(tree):
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
+def initial_state(params, rest_template, tx, ema: bool = False) -> dict:
+    """The train state the step takes: step, parameters, the rest (RNG keys as data), optimizer
+    state, the non-finite run counter (see Steps.train_fn) and, with EMA, the averaged weights."""
+    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params),
+                 bad_run=jnp.int32(0))
+    if ema:
+        state["ema"] = jax.tree.map(jnp.copy, params)
+    return state
+
+
 def data_to_keys(tree, template):
     return jax.tree.map(lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
                         tree, template)
