@@ -4,33 +4,26 @@ all variants in one process, alternating round by round, medians over rounds.
     python bench/jax_variants.py [train_step.py's model options] [--rounds 5] [--steps 3]
 
 Variants: 'before' (none of the speed-ups), 'after' (all of them), and 'after' less each one.
-The malloc setting (no mmap, no trim) is switched per round with mallopt, for both twins alike.
+The malloc setting (vit_common/cpu_malloc.py) is process-wide and must precede jax's threads:
+compare a run with VIT_MALLOC_TUNING=0 against one without.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import statistics
 import time
 
+from bench.train_step import jax_step, torch_step  # first: it tunes malloc before jax starts
+
 import jax.numpy as jnp
 from flax import nnx
-
-from bench.train_step import jax_step, torch_step
 from vit_common import get_config
 from vit_jax.models import fast_ops, layers, swin
 from vit_jax.train.step import Steps
 
-SPEEDUPS = ("malloc", "layernorm", "patch_matmul", "no_scan", "softmax_jvp")
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-_libc = ctypes.CDLL("libc.so.6")
-
-
-def set_malloc(tuned: bool) -> None:
-    _libc.mallopt(M_MMAP_MAX, 0 if tuned else 65536)
-    _libc.mallopt(M_TRIM_THRESHOLD, 2**40 if tuned else 128 * 1024)
+SPEEDUPS = ("layernorm", "patch_matmul", "no_scan", "softmax_jvp")
 
 
 @contextlib.contextmanager
@@ -84,7 +77,6 @@ def main(argv=None) -> None:
     ratios = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, on in variants.items():
-            set_malloc("malloc" in on)
             jax_time = median_time(steps[name], args.steps)
             ratios[name].append(median_time(torch, args.steps) / jax_time)
     print(f"{args.model} img {cfg.img_size} batch {args.batch}: PyTorch time / JAX time, "
