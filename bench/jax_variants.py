@@ -74,15 +74,19 @@ def main(argv=None) -> None:
             steps[name] = jax_step(cfg, args.batch, jnp.float32)
             steps[name]()  # trace and compile now, under this variant
     torch = torch_step(cfg, args.batch, jnp.float32, False)
-    ratios = {name: [] for name in variants}
+    ratios, jax_times = ({name: [] for name in variants} for _ in range(2))
     for _ in range(args.rounds):
         for name, on in variants.items():
-            jax_time = median_time(steps[name], args.steps)
-            ratios[name].append(median_time(torch, args.steps) / jax_time)
+            jax_times[name].append(median_time(steps[name], args.steps))
+            ratios[name].append(median_time(torch, args.steps) / jax_times[name][-1])
+    # PyTorch eager suffers most when other processes share the cores (its OpenMP threads wait on
+    # each other), so also report each JAX variant against 'before' (JAX alone, same rounds).
+    base = jax_times.get("before")
     print(f"{args.model} img {cfg.img_size} batch {args.batch}: PyTorch time / JAX time, "
-          f"median of {args.rounds} rounds (min-max)")
+          f"median of {args.rounds} rounds (min-max){'; JAX before / JAX variant' if base else ''}")
     for name, r in ratios.items():
-        print(f"  {name:26s} {statistics.median(r):5.2f}x  ({min(r):.2f}-{max(r):.2f})")
+        speedup = f"  {statistics.median(b / t for b, t in zip(base, jax_times[name])):5.2f}x" if base else ""
+        print(f"  {name:26s} {statistics.median(r):5.2f}x  ({min(r):.2f}-{max(r):.2f}){speedup}")
 
 
 if __name__ == "__main__":
