@@ -16,6 +16,9 @@ import traceback
 
 
 def main(argv=None) -> int:
+    from vit_common.cpu_malloc import tune_malloc
+
+    tune_malloc()  # before jax or torch start their threads
     from vit_common import CheckpointError, ConfigError
     from vit_common.train.recipe import parse_train_args
 

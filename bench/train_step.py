@@ -16,6 +16,9 @@ import json
 import statistics
 import time
 
+from vit_common.cpu_malloc import tune_malloc
+
+tune_malloc()  # before jax or torch start their threads (VIT_MALLOC_TUNING=0 to time without)
 import jax
 import jax.numpy as jnp
 import numpy as np

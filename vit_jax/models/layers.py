@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .fast_ops import FastLayerNorm, patch_matmul
+
 LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
 
 xavier_uniform = nnx.initializers.xavier_uniform()
@@ -29,7 +31,7 @@ def xavier_uniform_fused(parts: int):
 def layer_norm(dim: int, dtype, rngs: nnx.Rngs, eps: float | None = None) -> nnx.LayerNorm:
     """LayerNorm with ViT's epsilon (LN_EPS) unless `eps` is given (Swin: 1e-5)."""
     # Two-pass variance, as PyTorch computes it; the fast E[x^2]-E[x]^2 form loses float32 digits.
-    return nnx.LayerNorm(dim, epsilon=LN_EPS if eps is None else eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
+    return FastLayerNorm(dim, epsilon=LN_EPS if eps is None else eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
 
 class Buffer(nnx.Variable):
@@ -50,7 +52,7 @@ class PatchEmbed(nnx.Module):
             raise ValueError(
                 f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
             )
-        x = self.proj(x)
+        x = patch_matmul(self.proj, x)  # = self.proj(x), faster to differentiate on CPU
         return x.reshape(x.shape[0], -1, x.shape[-1])  # (B, N, C)
 
 

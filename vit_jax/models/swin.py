@@ -16,6 +16,7 @@ from flax import nnx
 from vit_common import SwinConfig
 from vit_common.config.windows import relative_position_index, shifted_window_mask
 
+from .fast_ops import patch_matmul
 from .layers import Buffer, DropPath, Mlp, layer_norm, normal_02, zeros
 
 # timm's and Microsoft's Swin use nn.LayerNorm's default epsilon, 1e-5 (ViT's is 1e-6).
@@ -73,7 +74,7 @@ class SwinPatchEmbed(nnx.Module):
             raise ValueError(
                 f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
             )
-        return self.norm(self.proj(x))
+        return self.norm(patch_matmul(self.proj, x))  # = self.proj(x), faster to differentiate on CPU
 
 
 class WindowAttention(nnx.Module):
