@@ -10,7 +10,7 @@ import vit_jax
 from vit_common.train.recipe import TrainConfig
 from vit_jax.models.fast_ops import FastLayerNorm, patch_matmul
 from vit_jax.train.optim import make_optimizer
-from vit_jax.train.step import Steps, keys_to_data, make_mesh, state_shardings
+from vit_jax.train.step import Steps, initial_state, make_mesh, state_shardings
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 TOL = dict(rtol=1e-6, atol=1e-6)
@@ -86,7 +86,7 @@ def _train_step(model_name, monkeypatch, plain: bool, **model_args):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
     tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=10)
-    state = dict(step=jnp.int32(0), params=params, rest=keys_to_data(rest_template), opt_state=tx.init(params))
+    state = initial_state(params, rest_template, tx)
     mesh = make_mesh()
     shardings = state_shardings(mesh, state, fsdp=False)
     train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
