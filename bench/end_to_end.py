@@ -2,7 +2,7 @@
 and of the whole run (data, evaluation, checkpoints, compilation included), and peak memory.
 
     python bench/end_to_end.py [--rounds 3] [--frameworks jax torch] -- [train.py arguments]
-    python bench/end_to_end.py -- --preset fashion_mnist --epochs 1
+    python bench/end_to_end.py -- --preset fashion_mnist --epochs 2
 
 Each round runs `train.py` once per twin in a fresh workdir, alternating which twin goes first
 (the machine's load drifts), and reads the run's summary.json; peak RSS is the process's
