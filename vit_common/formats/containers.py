@@ -38,6 +38,8 @@ def load_npz(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None]:
 
 def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
     path = existing(path)
+    if not zipfile.is_zipfile(path):  # np.load would take other bytes for a pickle and suggest unpickling
+        raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             weights = {k: data[k] for k in data.files}
@@ -82,7 +84,9 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        # Not torch's text: it advises weights_only=False (unpickling arbitrary code) for any damage.
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}; damaged, or not "
+                              "written by torch.save)") from e
     config = meta = None
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict):  # written by vit-convert
         try:

@@ -61,6 +61,9 @@ def save_training_dir(path: str | os.PathLike, weights: Mapping[str, np.ndarray]
         raise CheckpointError(f"{path} exists; choose a new folder")
     nested = nest_params(FLAX.export(weights, config))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes folders private; give the usual permissions
     try:
         record = {"model": config.to_dict(), **({"meta": dict(meta)} if meta else {})}  # meta: as train.py's
         (tmp / "config.json").write_text(json.dumps(record, indent=2))
@@ -93,12 +96,38 @@ def newest_readable(steps: Mapping[int, Path], read: Callable[[int, Path], T], *
         except ConfigError:
             raise
         except Exception as e:  # orbax, TensorStore, torch and json raise many types for a damaged file
+            _quiet_abandoned_reads()
             moved = on_unreadable(step, path) if on_unreadable else ""
             print(f"warning: checkpoint {path} (step {step}) is unreadable ({short_reason(e.__cause__ or e)}){moved}; "
                   "trying the previous one", file=sys.stderr)
     raise CheckpointError(f"{where}: none of its checkpoints is readable (steps {sorted(steps)}); to start afresh, "
                           "move its checkpoints/ folder away (or train in a new --workdir); to keep the weights, "
                           "restore a good copy of one step from a backup")
+
+
+def _quiet_abandoned_reads() -> None:
+    """A failed orbax read leaves TensorStore threads calling back into its closed event loop and
+    coroutines never awaited; Python would print a traceback for each (thousands of lines that
+    bury the one warning). Only those two kinds are dropped; every other error still prints."""
+    import inspect
+
+    def closed_loop(exc) -> bool:
+        return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+    if getattr(excepthook, "quiet_abandoned_reads", False):
+        return
+
+    def quiet_excepthook(kind, value, tb):
+        if not closed_loop(value):
+            excepthook(kind, value, tb)
+
+    def quiet_unraisablehook(unraisable):
+        if not (closed_loop(unraisable.exc_value) or inspect.iscoroutine(unraisable.object)):
+            unraisablehook(unraisable)
+
+    quiet_excepthook.quiet_abandoned_reads = True
+    sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def move_aside(path: Path) -> str:

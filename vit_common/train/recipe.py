@@ -123,7 +123,9 @@ class TrainConfig:
         checks = [  # (field, value, within range, the range in words)
             ("lr", lr, lr > 0, "> 0"),
             ("min_lr", self.min_lr, 0 <= self.min_lr <= lr, f"in [0, lr={lr}]"),
-            ("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs < epochs, f"in [0, epochs={epochs})"),
+            # A warmup as long as the run (a preset shortened with --epochs) is capped one step
+            # before its end by the schedule, so it is allowed.
+            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
             ("beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)"),
             ("clip_grad_norm", self.clip_grad_norm, self.clip_grad_norm is None or self.clip_grad_norm > 0,
