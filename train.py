@@ -11,6 +11,7 @@ that holds a checkpoint resumes automatically.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -49,12 +50,21 @@ def main(argv=None) -> int:
     except Exception:
         traceback.print_exc()
         return _failed(config, 1)
-    if "stopped_at" in summary:
+    if "stopped_at" in summary or not _first_process(config):  # one summary per run, from the process that wrote it
         return 0
     print(json.dumps(summary, indent=2))
     print(f"test accuracy {summary['test_accuracy']:.2%} -> {config.workdir}/summary.json, final.npz, "
           f"metrics.jsonl, training_curves.png")
     return 0
+
+
+def _first_process(config) -> bool:
+    """Whether this is the process that writes the run's files (JAX process 0, torchrun rank 0)."""
+    if config.framework == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _failed(config, code: int) -> int:

@@ -97,6 +97,9 @@ def initial_weights(path: str, cfg) -> Weights:
         adapt["window_size"] = cfg.window_size
     ckpt = read_checkpoint(path, **adapt)
     check_weights(ckpt.weights, cfg, what=f"--init {path}")
+    adapted = "; ".join(ckpt.meta.get("adapted", []))
+    print(f"initialised from {path} ({ckpt.meta.get('source', ckpt.meta['source_layout'])})"
+          + (f": {adapted}" if adapted else ""))
     return ckpt.weights
 
 
