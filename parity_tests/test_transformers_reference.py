@@ -118,6 +118,26 @@ def test_twins_match_transformers(hf_case, twin, record):
         assert error <= FLOAT32_TOL, (kind, error)  # NaN fails: NaN <= x is False
 
 
+@pytest.mark.parametrize("twin", ["torch", "jax"])
+def test_hf_hub_repository_in_the_cache(hf_case, twin, tmp_path, monkeypatch):
+    """The save_pretrained folder as a Hub repository in the cache, loaded by name offline: what
+    the weights cannot say (heads, Swin's image size) comes from transformers' own config.json,
+    so no overrides are given, and the outputs are HF's."""
+    from tests.hub_cache import cache_repo, use_hub
+
+    case, _, checkpoint, images, theirs = hf_case
+    folder = checkpoint.parent
+    cache_repo(tmp_path / "hub", f"someone/hf-{case}",
+               {f.name: f.read_bytes() for f in folder.iterdir() if f.name in ("config.json", "model.safetensors")})
+    use_hub(monkeypatch, tmp_path / "hub")
+    create, run = (vit_torch.create_model, run_torch) if twin == "torch" else (vit_jax.create_model, run_jax)
+    model = create(f"hf-hub:someone/hf-{case}", pretrained=True)
+    assert model.cfg == read_checkpoint(checkpoint, **LOAD[case]).config
+    errors = _errors(case, run(model, images), theirs, checkpoint)
+    for kind, error in errors.items():
+        assert error <= FLOAT32_TOL, (kind, error)  # NaN fails: NaN <= x is False
+
+
 def test_in_memory_names_read_as_the_hub_names(hf_case, tmp_path):
     """transformers 5 renamed its modules (`layers.N.attention.q_proj`...) but save_pretrained
     still writes the Hub's names; a raw `model.state_dict()` file must read the same."""

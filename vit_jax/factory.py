@@ -7,7 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from vit_common import get_config, read_checkpoint
+from vit_common import get_config, pretrained_source, read_checkpoint
 
 from .models import SwinTransformer, VisionTransformer, build_model
 from .weights import load_canonical_
@@ -17,6 +17,7 @@ def create_model(
     name: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     *,
+    pretrained: bool = False,
     rngs: nnx.Rngs | None = None,
     dtype=jnp.float32,
     **overrides: Any,
@@ -27,11 +28,16 @@ def create_model(
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.
+    pretrained=True loads the weights `name` names, as timm does: NAME.TAG or a bare NAME (timm's
+    default tag) from the Hub repository timm/NAME.TAG, or hf-hub:ORG/REPO (timm or transformers),
+    through the Hugging Face cache (offline with HF_HUB_OFFLINE=1); num_classes=K then gives a new zero head.
     Overriding img_size / patch_size / num_classes adapts the checkpoint's weights. Weights with
     NaN / inf or a non-float dtype raise WeightsMismatchError; half precision is widened to float32.
     `dtype` is the compute dtype; parameters stay float32.
     """
     rngs = rngs if rngs is not None else nnx.Rngs(0)
+    if pretrained:
+        checkpoint, name = pretrained_source(name, checkpoint), None
     if checkpoint is None:
         if name is None:
             raise ValueError("create_model needs a model name, a checkpoint, or both")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vit_common import get_config, read_checkpoint
+from vit_common import get_config, pretrained_source, read_checkpoint
 
 from .models import SwinTransformer, VisionTransformer, build_model
 from .weights import load_canonical_
 
 
-def create_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
+def create_model(name: str | None = None, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False,
                  **overrides: Any) -> VisionTransformer | SwinTransformer:
     """Build `name` (timm's preset names and keyword overrides), in eval mode.
 
@@ -18,9 +18,14 @@ def create_model(name: str | None = None, checkpoint: str | os.PathLike | None =
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.
+    pretrained=True loads the weights `name` names, as timm does: NAME.TAG or a bare NAME (timm's
+    default tag) from the Hub repository timm/NAME.TAG, or hf-hub:ORG/REPO (timm or transformers),
+    through the Hugging Face cache (offline with HF_HUB_OFFLINE=1); num_classes=K then gives a new zero head.
     Overriding img_size / patch_size / num_classes adapts the checkpoint's weights. Weights with
     NaN / inf or a non-float dtype raise WeightsMismatchError; half precision is widened to float32.
     """
+    if pretrained:
+        checkpoint, name = pretrained_source(name, checkpoint), None
     if checkpoint is None:
         if name is None:
             raise ValueError("create_model needs a model name, a checkpoint, or both")

@@ -3,6 +3,12 @@
     vit-convert SRC DST [--model NAME] [--img-size N] [--patch-size P] [--num-classes K]
                 [--num-heads H] [--window-size W] [--posemb-method zoom|bilinear|bicubic]
 
+SRC may also name pretrained weights on the Hugging Face Hub: timm:NAME[.TAG] (timm's repository
+timm/NAME.TAG; a bare NAME takes timm's default tag, e.g. timm:vit_base_patch16_224 is
+timm/vit_base_patch16_224.augreg2_in21k_ft_in1k) or hf-hub:ORG/REPO[@REVISION] (a timm or a
+transformers ViT / DeiT / Swin repository). They are read from the Hugging Face cache
+(HF_HUB_CACHE or HF_HOME), downloaded there when missing; HF_HUB_OFFLINE=1 reads the cache only.
+
 Reads Google's .npz files (vision_transformer before and after Linen, big_vision, scanned or
 not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' / 'model' /
 'module.' or not), HuggingFace ViT/DeiT state dicts, and Swin Transformers: timm's state dicts,
@@ -29,6 +35,7 @@ from ..config import ModelConfig, SwinConfig
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
 from ..formats.google import canonical_to_big_vision, canonical_to_linen
+from ..formats.hub import checkpoint_argument
 from ..formats.run_folder import save_training_dir
 from ..predict.defaults import resolve_preprocess
 from ..weights import TIMM, count_params
@@ -91,7 +98,8 @@ def describe(cfg: ModelConfig) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="vit-convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", type=Path)
+    parser.add_argument("src", type=checkpoint_argument,
+                        help="a checkpoint file or run folder, or pretrained weights: timm:NAME[.TAG] or hf-hub:ORG/REPO")
     parser.add_argument("dst", type=Path)
     parser.add_argument("--model", help="preset that pins the architecture (default: inferred from the weights)")
     parser.add_argument("--img-size", type=int, help="resample the position embedding to this image size")
@@ -115,7 +123,7 @@ def main(argv=None) -> int:
                                    ("window_size", args.window_size)) if v is not None}
     try:
         check_writable(args.dst)  # before the (slow) read
-        if args.dst.resolve() == args.src.resolve():
+        if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
             raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
         write_checkpoint(ckpt, args.dst, args.layout)

@@ -3,7 +3,10 @@
     vit-predict --checkpoint PATH [--model NAME] [--framework jax|torch] [--top-k 5]
                 [--attention-map OUT.png] IMAGE...
 
-The checkpoint is any file vit-convert reads; class names come from its metadata, and so does
+The checkpoint is any file vit-convert reads, or pretrained weights on the Hugging Face Hub:
+timm:NAME[.TAG] (e.g. timm:vit_base_patch16_224.augreg2_in21k_ft_in1k; a bare NAME takes timm's
+default tag) or hf-hub:ORG/REPO, read from the Hugging Face cache or downloaded into it
+(HF_HUB_OFFLINE=1: the cache only). Class names come from its metadata, and so does
 the preprocessing (colour mode, resize rule, crop_pct, interpolation, mean/std) when the
 checkpoint records it (train.py runs and vit-convert outputs do); else its family's documented
 preprocessing (vit_common/predict/defaults.py). The first line printed says which was applied
@@ -24,6 +27,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
+from ..formats.hub import checkpoint_argument, is_pretrained_name
 from ..predict.attention_maps import (
     attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention,
 )
@@ -41,8 +45,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="vit-predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (anything Pillow reads)")
-    parser.add_argument("--checkpoint", required=True, type=Path, metavar="PATH",
-                        help=".npz, .safetensors, .pt or .pth weights, or a train.py run folder")
+    parser.add_argument("--checkpoint", required=True, type=checkpoint_argument, metavar="PATH",
+                        help=".npz, .safetensors, .pt or .pth weights, a train.py run folder, or pretrained "
+                             "weights: timm:NAME[.TAG] or hf-hub:ORG/REPO")
     parser.add_argument("--model", metavar="NAME",
                         help="preset that pins the architecture (needed when the checkpoint carries no config "
                              "and its shapes cannot say, e.g. the number of heads)")
@@ -91,12 +96,12 @@ def run(args) -> None:
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:  # before the (slower) model load
         raise UsageError(f"image not found: {', '.join(missing)}")
-    if not args.checkpoint.exists():  # a file, or a train.py run folder
+    if not is_pretrained_name(args.checkpoint) and not args.checkpoint.exists():  # a file, or a run folder
         raise UsageError(f"checkpoint {args.checkpoint} does not exist")
     try:
         ckpt = read_checkpoint(args.checkpoint, args.model)
     except CheckpointError as e:
-        if args.model is not None:
+        if args.model is not None or is_pretrained_name(args.checkpoint):  # a name's repository says its architecture
             raise
         raise UsageError(f"{e}\n  if the file carries no config, pass --model NAME to pin the architecture "
                          "(a preset, e.g. vit_base_patch16_224)") from e

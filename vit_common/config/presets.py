@@ -102,6 +102,9 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
 
     A ViTConfig for ViT / DeiT names, a SwinConfig for swin_* names."""
     if name not in PRESETS:
+        if name.partition(".")[0] in PRESETS:
+            raise ConfigError(f"{name!r} names pretrained weights (timm's NAME.TAG): load them with pretrained=True "
+                              f"(or timm:{name} where a checkpoint goes), or build {name.partition('.')[0]!r}")
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model name {name!r}{hint} (see vit_common.list_models())")

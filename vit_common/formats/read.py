@@ -18,6 +18,8 @@ from ..weights.infer import (
 from .base import is_swin
 from .containers import STATE_DICT_SUFFIXES, existing, read_npz, read_state_dict
 from .detect import TORCH_LAYOUTS, to_known_names
+from .hub import fetch_pretrained, is_pretrained_name
+from .hub_configs import repo_config, repo_meta
 from .run_folder import read_training_run
 
 SWIN_IMAGENET_PREPROCESS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}
@@ -32,7 +34,8 @@ class Checkpoint:
 
 def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb_method: str = "zoom",
                     patch_method: str = "bilinear", **overrides: Any) -> Checkpoint:
-    """Canonical weights, config and metadata from any supported checkpoint file.
+    """Canonical weights, config and metadata from any supported checkpoint file, or pretrained
+    weights named `timm:NAME[.TAG]` or `hf-hub:ORG/REPO` (see hub.py).
 
     The architecture comes from the config the file carries, else the preset `model` (its
     position grid / window and class count taken from the weights), else the weights' shapes.
@@ -46,14 +49,13 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     meta = {**meta, "source_layout": layout}
     swin = is_swin(raw)
     # timm's and Microsoft's Swin weights were trained on ImageNet mean / std pixels, not [-1, 1].
-    imagenet_swin = swin and "preprocess" not in meta and (layout == "swin_ms" or layout == "timm" and stored is None)
+    # (timm files carrying a config came from this project, unless from timm's Hub repository.)
+    imagenet_swin = swin and "preprocess" not in meta and (
+        layout == "swin_ms" or layout == "timm" and (stored is None or "architecture" in meta))
+    summary, infer = _summarize(raw, layout)
     if swin:
-        summary = summarize_swin_timm(raw) if layout in TORCH_LAYOUTS else summarize_swin_canonical(raw)
-        infer = swin_config_from_summary
         from_weights = ("img_size", "patch_size", "num_classes", "window_size")
     else:
-        summary = summarize_timm(raw) if layout in TORCH_LAYOUTS else summarize_canonical(raw)
-        infer = config_from_summary
         from_weights = ("img_size", "patch_size", "num_classes", "no_embed_class")
         if "window_size" in overrides:
             raise ConfigError("window_size applies to Swin Transformers only; this checkpoint holds a ViT")
@@ -78,6 +80,8 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
     if casts or changes:
         meta["adapted"] = casts + changes
+    if target.num_classes != source.num_classes:
+        meta.pop("class_names", None)  # they named the replaced head's classes
     check_weights(weights, target, what=str(path))
     if imagenet_swin:  # timm's default_cfg for these weights: crop 0.9 at 224, none at 384
         meta["preprocess"] = dict(SWIN_IMAGENET_PREPROCESS, crop_pct=1.0 if target.img_size >= 384 else 0.9)
@@ -93,9 +97,21 @@ def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
     return check_values(weights, what=str(path))[0]
 
 
+def _summarize(raw: Weights, layout: str):
+    """(the weights' shapes, the function that infers a config from them)."""
+    if is_swin(raw):
+        return (summarize_swin_timm(raw) if layout in TORCH_LAYOUTS else summarize_swin_canonical(raw),
+                swin_config_from_summary)
+    return summarize_timm(raw) if layout in TORCH_LAYOUTS else summarize_canonical(raw), config_from_summary
+
+
 def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, dict]:
     """(weights, layout, stored config, metadata): canonical names for Google layouts, canonical
     Swin files and runs, timm names for PyTorch state dicts (their heads need a config to split)."""
+    if is_pretrained_name(path):
+        files = fetch_pretrained(path)
+        raw, layout, _, meta = _read(files.weights)
+        return raw, layout, repo_config(files, *_summarize(raw, layout)), {**meta, **repo_meta(files)}
     path = Path(path)
     if path.is_dir():
         raw, stored, meta = read_training_run(path)  # already canonical

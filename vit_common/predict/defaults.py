@@ -45,7 +45,7 @@ def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
     layout = meta.get("source_layout")
     if str(meta.get("source", "")).startswith("train.py") or layout in RUN_LAYOUTS:
         return "train.py"  # a run (or its final.npz) from before runs recorded their preprocessing
-    name = model or ""
+    name = model or meta.get("architecture") or ""  # a preset, or the timm architecture of Hub weights
     if layout in ("timm", "hf"):
         if name.startswith("deit") or getattr(cfg, "distilled", False):
             return "deit"

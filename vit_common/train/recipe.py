@@ -47,8 +47,8 @@ class TrainConfig:
     grad_accum_steps: int = 1
     ema_decay: float | None = None
     dtype: str = "float32"  # float32 | bfloat16 (bf16 compute, float32 parameters and optimizer state)
-    teacher: str | None = None  # DeiT hard distillation: a checkpoint of the teacher
-    init: str | None = None  # start from these weights: any checkpoint vit-convert reads, or a run folder
+    teacher: str | None = None  # DeiT hard distillation: a checkpoint of the teacher (see FIELD_HELP)
+    init: str | None = None  # start from these weights: a checkpoint, a run folder or a pretrained name (FIELD_HELP)
     # Scale.
     sharding: str = "data"  # data (replicated parameters) | fsdp (parameters sharded over the devices)
     # Multi-host JAX (as torchrun's variables; the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
@@ -183,6 +183,13 @@ def _field_parser(field: dataclasses.Field):
     return base
 
 
+_WEIGHTS = ("any checkpoint vit-convert reads, a run folder, or pretrained weights by name: timm:NAME[.TAG] "
+            "(e.g. timm:vit_small_patch16_224.augreg_in21k_ft_in1k) or hf-hub:ORG/REPO, through the Hugging Face "
+            "cache (HF_HUB_OFFLINE=1: the cache only)")
+FIELD_HELP = {"init": f"start from these weights: {_WEIGHTS}; image / patch size and class count are adapted",
+              "teacher": f"DeiT hard distillation: the teacher's weights, {_WEIGHTS}"}
+
+
 def parse_train_args(argv=None) -> TrainConfig:
     """--preset NAME, then --FIELD VALUE for any TrainConfig field (dicts as JSON)."""
     parser = argparse.ArgumentParser(
@@ -192,7 +199,7 @@ def parse_train_args(argv=None) -> TrainConfig:
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
-                            default=None, metavar=field.name.upper())
+                            default=None, metavar=field.name.upper(), help=FIELD_HELP.get(field.name))
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
     overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
