@@ -254,3 +254,27 @@ def test_vit_convert_reads_a_pretrained_name_with_the_users_environment(tmp_path
     done = _cli(["timm:vit_tiny_patch16_224.missing", str(tmp_path / "other.npz")], env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "timm/vit_tiny_patch16_224.missing/model.safetensors: not in the Hugging Face cache" in done.stderr
+
+
+def test_a_missing_path_that_reads_as_a_name_says_how_to_name_weights():
+    with pytest.raises(CheckpointError, match="pretrained weights are named timm:vit_base_patch16_224.augreg_in1k"):
+        read_checkpoint("vit_base_patch16_224.augreg_in1k")
+    with pytest.raises(CheckpointError, match=r"does not exist$"):
+        read_checkpoint("vit_base_patch16_224.npz")
+
+
+def test_train_init_takes_a_pretrained_name(hub, capsys):
+    from vit_common.train.recipe import parse_train_args
+    from vit_common.train.run import initial_weights
+
+    w, files = timm_repo("test_vit_tiny", "test_in1k")
+    cache_repo(hub, "timm/test_vit_tiny.test_in1k", files)
+    weights = initial_weights("timm:test_vit_tiny", get_config("test_vit_tiny", num_classes=3))
+    assert weights["head/kernel"].shape == (48, 3)
+    assert_same({k: v for k, v in weights.items() if not k.startswith("head")},
+                {k: v for k, v in w.items() if not k.startswith("head")})
+    out = capsys.readouterr().out
+    assert "initialised from timm:test_vit_tiny (hf-hub:timm/test_vit_tiny.test_in1k): head replaced" in out
+    with pytest.raises(SystemExit):
+        parse_train_args(["--help"])
+    assert "timm:NAME[.TAG]" in capsys.readouterr().out

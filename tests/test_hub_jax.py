@@ -87,3 +87,20 @@ def test_pretrained_needs_a_name_and_no_checkpoint(hub, tmp_path):
         vit_jax.create_model(pretrained=True)
     with pytest.raises(CheckpointError, match="timm/test_vit_tiny.test_in1k/model.safetensors: not in the"):
         vit_jax.create_model("test_vit_tiny", pretrained=True)
+
+
+def test_vit_predict_takes_a_pretrained_name(hub, tmp_path, capsys):
+    from PIL import Image
+
+    from vit_common.cli.vit_predict import main as predict
+
+    _, sd = timm_file("test_vit_tiny", seed=5)
+    cache_repo(hub, "timm/test_vit_tiny.test_in1k", {
+        "model.safetensors": safetensors_bytes(sd),
+        "config.json": timm_config_json("test_vit_tiny", 10, tag="test_in1k", img_size=32, crop_pct=1.0,
+                                        label_names=[f"label {i}" for i in range(10)])})
+    Image.fromarray(np.full((40, 48, 3), 128, np.uint8)).save(image := tmp_path / "x.png")
+    assert predict([str(image), "--checkpoint", "timm:test_vit_tiny", "--framework", "jax", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "preprocessing (recorded in the checkpoint)" in out and "(crop_pct 1.0)" in out
+    assert out.count("  label ") == 2

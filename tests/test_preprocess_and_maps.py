@@ -167,6 +167,8 @@ def test_recorded_preprocessing_wins_and_old_records_stay_readable():
     ({"source_layout": "timm"}, "vit_base_patch16_384", {"img_size": 384}, dict(crop_pct=1.0, mean=0.5)),
     ({"source_layout": "timm"}, "deit_small_patch16_224", {}, dict(crop_pct=0.9, mean=[0.485, 0.456, 0.406])),
     ({"source_layout": "timm"}, None, {"name": "deit_tiny_distilled_patch16_224"}, dict(mean=[0.485, 0.456, 0.406])),
+    ({"source_layout": "timm", "architecture": "deit_small_patch16_224"}, None, {},  # a timm name's weights alone
+     dict(mean=[0.485, 0.456, 0.406])),
     ({"source_layout": "canonical", "source": "train.py digits (jax)"}, None, {},
      dict(resize="center_square", crop_pct=1.0, interpolation="bilinear")),
     ({"source_layout": "torch_run"}, None, {}, dict(resize="center_square")),

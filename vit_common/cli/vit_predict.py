@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
-from ..formats.hub import checkpoint_argument, is_pretrained_name
+from ..formats.hub import checkpoint_argument, is_pretrained_name, name_hint
 from ..predict.attention_maps import (
     attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention,
 )
@@ -97,7 +97,7 @@ def run(args) -> None:
     if missing:  # before the (slower) model load
         raise UsageError(f"image not found: {', '.join(missing)}")
     if not is_pretrained_name(args.checkpoint) and not args.checkpoint.exists():  # a file, or a run folder
-        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist{name_hint(args.checkpoint)}")
     try:
         ckpt = read_checkpoint(args.checkpoint, args.model)
     except CheckpointError as e:

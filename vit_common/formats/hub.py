@@ -13,10 +13,11 @@ A file already cached for the revision is read from disk; otherwise it is downlo
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
-from ..config import get_config
+from ..config import PRESETS, get_config
 from ..errors import CheckpointError
 
 TIMM_PREFIX, HUB_PREFIXES = "timm:", ("hf-hub:", "hf_hub:")  # hf_hub: is timm's older spelling
@@ -75,6 +76,15 @@ def is_pretrained_name(source: Any) -> bool:
 def checkpoint_argument(text: str) -> str | Path:
     """A command line's checkpoint: a pretrained name as written, anything else a path."""
     return text if is_pretrained_name(text) else Path(text)
+
+
+def name_hint(path: str | os.PathLike) -> str:
+    """For a checkpoint path that does not exist but reads as timm's NAME[.TAG]: how to name
+    pretrained weights ('' otherwise)."""
+    text = str(path)
+    if "/" in text or os.sep in text or Path(text).suffix in (".npz", ".safetensors", ".pt", ".pth", ".bin"):
+        return ""
+    return f"; pretrained weights are named timm:{text}" if text.partition(".")[0] in PRESETS else ""
 
 
 def pretrained_source(name: str | None, checkpoint: Any = None) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, ModelConfig, SwinConfig, config_class, get_config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, WeightsMismatchError
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
 from ..weights.canonical import check_values
@@ -18,7 +18,7 @@ from ..weights.infer import (
 from .base import is_swin
 from .containers import STATE_DICT_SUFFIXES, existing, read_npz, read_state_dict
 from .detect import TORCH_LAYOUTS, to_known_names
-from .hub import fetch_pretrained, is_pretrained_name
+from .hub import fetch_pretrained, is_pretrained_name, name_hint
 from .hub_configs import repo_config, repo_meta
 from .run_folder import read_training_run
 
@@ -73,7 +73,7 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     else:
         source = infer(dict(summary), **structural)
 
-    weights = TIMM.import_(raw, source) if layout in TORCH_LAYOUTS else raw
+    weights = _to_canonical(raw, layout, source, path)
     check_weights(weights, source, what=str(path))
     weights, casts = check_values(weights, what=str(path))
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
@@ -92,9 +92,18 @@ def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
     """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand;
     checked as read_checkpoint checks them (half precision widened to float32 without a note)."""
     raw, layout, _, _ = _read(path)
-    weights = TIMM.import_(raw, config) if layout in TORCH_LAYOUTS else raw
+    weights = _to_canonical(raw, layout, config, path)
     check_weights(weights, config, what=str(path))
     return check_values(weights, what=str(path))[0]
+
+
+def _to_canonical(raw: Weights, layout: str, config: ModelConfig, path) -> Weights:
+    if layout not in TORCH_LAYOUTS:
+        return raw
+    try:
+        return TIMM.import_(raw, config)
+    except WeightsMismatchError as e:  # say which checkpoint (a file, or a pretrained name)
+        raise WeightsMismatchError(f"{path}: {e}") from None
 
 
 def _summarize(raw: Weights, layout: str):
@@ -113,6 +122,8 @@ def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, di
         raw, layout, _, meta = _read(files.weights)
         return raw, layout, repo_config(files, *_summarize(raw, layout)), {**meta, **repo_meta(files)}
     path = Path(path)
+    if not path.exists() and (hint := name_hint(path)):
+        raise CheckpointError(f"checkpoint {path} does not exist{hint}")
     if path.is_dir():
         raw, stored, meta = read_training_run(path)  # already canonical
         return raw, meta.pop("layout"), stored, meta
