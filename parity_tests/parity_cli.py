@@ -2,7 +2,7 @@
 
     vit-parity CHECKPOINT [--images DIR] [--batch N] [--dtype float32|bfloat16] [--model NAME]
 
-Loads the checkpoint (any format vit-convert reads) into both twins, feeds both the same
+Loads the checkpoint (any format or pretrained name vit-convert reads) into both twins, feeds both the same
 preprocessed images (from DIR, or seeded random pixels in [-1, 1]), and prints every block's
 hidden state and attention map, the pooled features and the logits with their max absolute and
 relative errors, and the top-1 agreement. Exits 1 above tolerance (float32: 1e-5; bfloat16:
@@ -22,6 +22,7 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
+from vit_common.formats.hub import checkpoint_argument
 from vit_common.cli.vit_convert import describe
 from vit_common.formats import LAYOUT_NAMES
 from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, non_finite, random_images, run_jax, run_torch
@@ -33,7 +34,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="vit-parity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=checkpoint_argument,
+                        help="a checkpoint file or run folder, or pretrained weights: timm:NAME[.TAG] or hf-hub:ORG/REPO")
     parser.add_argument("--images", type=Path, help="folder of images (default: seeded random pixels)")
     parser.add_argument("--batch", type=int, default=4, help="how many images (default 4)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")

@@ -72,3 +72,17 @@ def test_a_twin_emitting_nan_fails_naming_the_tensor(checkpoint, monkeypatch, ca
 def test_bad_input_exits_2(tmp_path, capsys):
     assert parity([str(tmp_path / "missing.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_pretrained_name_from_the_hub_cache(tmp_path, monkeypatch, capsys):
+    from tests.hub_cache import cache_repo, register_tiny_presets, safetensors_bytes, use_hub
+    from vit_common import TIMM
+
+    register_tiny_presets(monkeypatch)
+    use_hub(monkeypatch, tmp_path / "hub")
+    cfg = get_config("test_vit_tiny")
+    cache_repo(tmp_path / "hub", "timm/test_vit_tiny.test_in1k",
+               {"model.safetensors": safetensors_bytes(TIMM.export(random_canonical(cfg), cfg))})
+    assert parity(["timm:test_vit_tiny", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint timm:test_vit_tiny (timm state dict)" in out and "-> PASS" in out
