@@ -36,6 +36,13 @@ SMALL_GRID = {
 }
 
 FULL_SIZE = ["vit_base_patch16_224", "deit_small_distilled_patch16_224", "swin_tiny_patch4_window7_224"]
+# One full-size model of each later family, one direction each: (preset, overrides, initialising twin).
+FAMILY_FULL_SIZE = [
+    ("deit3_small_patch16_224", {}, "torch"),
+    ("vit_small_patch14_reg4_dinov2", dict(img_size=224), "jax"),  # 518 px: 5x the tokens, same arithmetic
+    ("vit_base_patch16_clip_quickgelu_224", {}, "torch"),
+    ("vit_base_patch16_siglip_224", {}, "jax"),
+]
 
 
 # Swin: two stages of 4x4 windows (shifted on odd blocks) over a 16x16 grid, width 16 -> 32.

@@ -33,7 +33,7 @@ def hf_model(family: str, *, hidden: int, layers: int, heads: int, mlp: int, pat
                                                                   use_swiglu_ffn=swiglu))
     if family == "dinov2_reg":
         return transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
-            **common, mlp_ratio=mlp // hidden, num_register_tokens=registers))
+            **common, mlp_ratio=mlp // hidden, use_swiglu_ffn=swiglu, num_register_tokens=registers))
     if family == "clip":
         return transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**common, intermediate_size=mlp))
     if family == "siglip":

@@ -186,7 +186,7 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
 
     A ViTConfig for ViT / DeiT names, a SwinConfig for swin_* names."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, PRESETS, n=3)
+        close = difflib.get_close_matches(name, PRESETS, n=4)  # 4: the family names crowd near-misses
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model name {name!r}{hint} (see vit_common.list_models())")
     cls = config_class(name)
