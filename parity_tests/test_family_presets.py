@@ -14,6 +14,7 @@ HF's modules and timm's are adjusted explicitly:
 """
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,22 @@ def test_options_that_counts_cannot_see():
     reg = get_config("vit_giant_patch14_reg4_dinov2")
     assert (reg.reg_tokens, reg.no_embed_class, reg.mlp_layer, reg.act_layer) == (4, True, "swiglu_packed", "silu")
     assert get_config("deit3_huge_patch14_224").init_values == 1e-6
+
+
+@pytest.mark.parametrize("name,prefix", [("vit_small_patch14_dinov2", 1), ("vit_small_patch14_reg4_dinov2", 0)])
+def test_a_518px_dinov2_state_dict_loads_at_224px(tmp_path, name, prefix):
+    """timm's DINOv2 files hold a 37x37 grid (518 px, patch 14); asked for 224 px the reader resamples it
+    to 16x16, keeping the class token's entry where the table has one (no registers: no_embed_class)."""
+    from safetensors.numpy import save_file
+
+    from vit_common import TIMM, read_checkpoint
+    from vit_common.weights.resample import resample_posemb
+    from tests.checkpoint_factories import random_canonical
+
+    cfg = get_config(name, depth=1)
+    weights = random_canonical(cfg)
+    save_file(TIMM.export(weights, cfg), path := tmp_path / "model.safetensors")
+    ckpt = read_checkpoint(path, name, depth=1, img_size=224)
+    table = "Transformer/posembed_input/pos_embedding"
+    assert ckpt.config.grid_size == 16 and ckpt.weights[table].shape == (1, prefix + 256, 384)
+    np.testing.assert_array_equal(ckpt.weights[table], resample_posemb(weights[table], 16, prefix, method="zoom"))
