@@ -17,9 +17,32 @@ SMALL_GRID = {
     "features-only": ("vit_base_patch16_224", dict(num_classes=0)),
     "mnist-1ch": ("vit_base_patch16_224", dict(img_size=28, patch_size=7, in_chans=1, mlp_ratio=2.0)),
     "deit-distilled": ("deit_tiny_distilled_patch16_224", {}),
+    # The later families, one option per row (their presets at the tiny size).
+    "deit3-layerscale": ("deit3_small_patch16_224", dict(init_values=0.1)),
+    "dinov2": ("vit_small_patch14_dinov2", dict(num_classes=10)),
+    "dinov2-reg": ("vit_small_patch14_reg4_dinov2", dict(reg_tokens=2, num_classes=10)),
+    "reg-posemb-on-prefix": ("vit_base_patch16_224", dict(reg_tokens=2)),
+    "reg+avg": ("vit_base_patch16_224", dict(reg_tokens=2, global_pool="avg")),
+    "dinov2-swiglu-packed": ("vit_giant_patch14_dinov2", dict(embed_dim=48, num_heads=3, num_classes=10)),
+    "clip-pre-norm": ("vit_base_patch16_clip_224", {}),
+    "clip-quickgelu": ("vit_base_patch16_clip_quickgelu_224", {}),
+    "gelu-tanh": ("vit_base_patch16_224", dict(act_layer="gelu_tanh")),
+    "silu": ("vit_base_patch16_224", dict(act_layer="silu")),
+    "siglip-map-tanh": ("vit_base_patch32_siglip_256", dict(num_classes=10)),
+    "siglip-gap": ("vit_base_patch16_siglip_gap_224", dict(num_classes=10)),
+    "aimv2": ("aimv2_large_patch14_224", dict(num_classes=10)),
+    "rmsnorm+map": ("vit_base_patch16_224", dict(norm_layer="rmsnorm", global_pool="map", class_token=False)),
+    "no-proj-bias": ("vit_base_patch16_224", dict(proj_bias=False)),
 }
 
 FULL_SIZE = ["vit_base_patch16_224", "deit_small_distilled_patch16_224", "swin_tiny_patch4_window7_224"]
+# One full-size model of each later family, one direction each: (preset, overrides, initialising twin).
+FAMILY_FULL_SIZE = [
+    ("deit3_small_patch16_224", {}, "torch"),
+    ("vit_small_patch14_reg4_dinov2", dict(img_size=224), "jax"),  # 518 px: 5x the tokens, same arithmetic
+    ("vit_base_patch16_clip_quickgelu_224", {}, "torch"),
+    ("vit_base_patch16_siglip_224", {}, "jax"),
+]
 
 
 # Swin: two stages of 4x4 windows (shifted on odd blocks) over a 16x16 grid, width 16 -> 32.

@@ -11,7 +11,8 @@ from parity_tests.grid import small
 from parity_tests.harness import BF16_TOL, build_pair, random_images, rel_error, run_jax, run_torch
 
 
-@pytest.mark.parametrize("name", ["token", "map", "deit-distilled", "mnist-1ch", "swin"])
+@pytest.mark.parametrize("name", ["token", "map", "deit-distilled", "mnist-1ch", "swin", "dinov2-reg",
+                                  "dinov2-swiglu-packed", "clip-quickgelu", "siglip-map-tanh", "aimv2"])
 def test_bf16_twins_agree(record, name):
     # Small configs only: at depth 12 (DeiT-S, ViT-B) each twin's bf16 logits are themselves
     # ~1e-2 from float32 (bf16 keeps 8 significant bits; half an ulp is 2e-3 of each of 24

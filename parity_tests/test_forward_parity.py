@@ -5,7 +5,7 @@ import pytest
 
 import vit_jax
 import vit_torch
-from parity_tests.grid import FULL_SIZE, SMALL_GRID, SWIN_GRID, small
+from parity_tests.grid import FAMILY_FULL_SIZE, FULL_SIZE, SMALL_GRID, SWIN_GRID, small
 from parity_tests.harness import (
     FLOAT32_TOL, build_pair, compare, failures, non_finite, random_images, rel_error, run_jax, run_torch,
 )
@@ -39,6 +39,11 @@ def test_small_config(record, name, source):
 @pytest.mark.parametrize("preset", FULL_SIZE)
 def test_full_size(record, preset, source):
     _check(record, preset, preset, {}, source, batch=2)
+
+
+@pytest.mark.parametrize("preset,overrides,source", FAMILY_FULL_SIZE)
+def test_full_size_later_families(record, preset, overrides, source):
+    _check(record, preset, preset, overrides, source, batch=2)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

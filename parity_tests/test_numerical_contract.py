@@ -11,7 +11,7 @@ import torch
 
 import vit_torch
 from parity_tests import reference
-from parity_tests.grid import small
+from parity_tests.grid import SMALL_GRID, small
 from parity_tests.harness import (
     FLOAT32_TOL, build_pair, full_precision, nhwc_to_nchw, random_images, rel_error, run_jax, run_torch,
 )
@@ -27,8 +27,7 @@ def _twins_and_reference(name, **ref_kwargs):
     return tm, jm, weights, images, logits, hidden, maps
 
 
-@pytest.mark.parametrize("name", ["token", "posemb-no-cls", "avg+fc_norm", "gap-no-cls", "map", "map+cls",
-                                  "sincos2d", "sincos1d", "pre-logits", "no-qkv-bias", "mnist-1ch", "deit-distilled"])
+@pytest.mark.parametrize("name", [name for name in SMALL_GRID if name != "features-only"])
 def test_twins_match_independent_reference(name):
     tm, jm, _, images, logits, hidden, maps = _twins_and_reference(name)
     for out in (run_torch(tm, images), run_jax(jm, images)):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import vit_torch.models.layers
+import torch
 from vit_common import get_config, save_npz
 from parity_tests.parity_cli import main as parity
 from tests.checkpoint_factories import random_canonical
@@ -44,7 +44,10 @@ def test_a_twin_that_is_off_fails(checkpoint, tmp_path, monkeypatch, capsys):
     for k in ("embedding/kernel", "embedding/bias", "cls", "dist", "Transformer/posembed_input/pos_embedding"):
         w[k] = w[k] * 1e-3
     save_npz(quiet := tmp_path / "quiet.npz", w, cfg)
-    monkeypatch.setattr(vit_torch.models.layers, "LN_EPS", 1e-5)  # PyTorch's default: the classic bug
+    # PyTorch's default eps in the torch twin's LayerNorms: the classic bug.
+    layer_norm = torch.nn.functional.layer_norm
+    monkeypatch.setattr(torch.nn.LayerNorm, "forward",
+                        lambda self, x: layer_norm(x, self.normalized_shape, self.weight, self.bias, 1e-5))
     assert parity([str(quiet)]) == 1
     assert "-> FAIL" in capsys.readouterr().out
 

@@ -37,7 +37,8 @@ _VIT_VARIANTS = [
 
 # Names whose default timm pretrained config has num_classes=0: vit_small_patch8_224.dino,
 # vit_large_patch32_224.orig_in21k, vit_huge_patch14_224.orig_in21k, vit_base_patch16_siglip_224.webli.
-_HEADLESS = ("vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224", "vit_base_patch16_siglip_224")
+# (SigLIP, DINOv2 and AIMv2 names below set their own.)
+_HEADLESS = ("vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224")
 
 
 # Swin Transformer sizes (timm / Microsoft): width of stage 0, blocks and heads per stage.
@@ -53,6 +54,90 @@ _SWIN_VARIANTS = [
 ]
 
 
+# DeiT III (timm deit.py): LayerScale 1e-6, position embedding on the patches only; ImageNet-1k heads.
+_DEIT3_SIZES = {"small": _SIZES["small"], "medium": dict(embed_dim=512, mlp_ratio=4.0, num_heads=8, depth=12),
+                "base": _SIZES["base"], "large": _SIZES["large"], "huge": _SIZES["huge"]}
+_DEIT3_VARIANTS = [("small", 16, (224, 384)), ("medium", 16, (224,)), ("base", 16, (224, 384)),
+                   ("large", 16, (224, 384)), ("huge", 14, (224,))]
+
+# DINOv2 (timm vision_transformer.py): LayerScale 1e-5, patch 14, 518 px features (LVD-142M, no head).
+# Giant: SwiGLUPacked, fc1 8192 wide = int(1536 * 2.66667 * 2), SiLU.
+_DINOV2_SIZES = {
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "giant": dict(embed_dim=1536, depth=40, num_heads=24, mlp_ratio=2.66667 * 2, mlp_layer="swiglu_packed",
+                  act_layer="silu"),
+}
+
+# CLIP image towers (timm): norm_pre, no patch-embedding bias, LayerNorm eps 1e-5. num_classes is that
+# of the name's default pretrained tag: 1000 for the ImageNet fine-tunes, the CLIP embedding width
+# (the projection, timm's head) for image towers.
+_CLIP = dict(pre_norm=True, norm_eps=1e-5)
+_CLIP_VARIANTS = [  # (size, patch, img, num_classes, quickgelu)
+    ("base", 32, 224, 1000, False), ("base", 32, 256, 512, False), ("base", 32, 384, 1000, False),
+    ("base", 32, 448, 1000, False), ("base", 16, 224, 1000, False), ("base", 16, 384, 1000, False),
+    ("large", 14, 224, 1000, False), ("large", 14, 336, 1000, False),
+    ("huge", 14, 224, 1000, False), ("huge", 14, 336, 1000, False), ("huge", 14, 378, 1024, False),
+    ("base", 32, 224, 512, True), ("base", 16, 224, 512, True), ("large", 14, 224, 768, True),
+    ("large", 14, 336, 768, True), ("huge", 14, 224, 1024, True), ("huge", 14, 378, 1024, True),
+]
+
+# SigLIP image towers (timm): no class token, MAP head (or GAP without fc_norm), feature models.
+_SO400M = dict(embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362)
+_SIGLIP_VARIANTS = [  # (size, patch, image sizes of the MAP models, of the GAP models)
+    ("base", 32, (256,), (256,)), ("base", 16, (224, 256, 384, 512), (224, 256, 384, 512)),
+    ("large", 16, (256, 384, 512), (256, 384, 512)), ("so400m", 14, (224, 378), (224, 378, 448, 896)),
+    ("so400m", 16, (256, 384, 512), (256, 384, 512)),
+]
+# timm builds these (SigLIP 2 only) with the tanh GELU, act_layer='gelu_tanh'; the other SigLIP names with
+# exact GELU, although big_vision computes tanh for all (see README).
+_SIGLIP_TANH = tuple(f"vit_{arch}_siglip_{gap}{img}" for arch, imgs in (
+    ("base_patch32", (256,)), ("large_patch16", (512,)), ("so400m_patch16", (256, 384, 512)))
+    for img in imgs for gap in ("", "gap_"))
+
+# AIMv2 (timm): RMSNorm eps 1e-5 everywhere (and on the patch embedding), SwiGLU, no biases but the
+# patch embedding's, average pooling, feature models.
+_AIMV2_SIZES = {
+    "large": dict(embed_dim=1024, depth=24, num_heads=8, mlp_ratio=2.75),
+    "huge": dict(embed_dim=1536, depth=24, num_heads=12, mlp_ratio=2.6667),
+    "1b": dict(embed_dim=2048, depth=24, num_heads=16, mlp_ratio=2.75),
+    "3b": dict(embed_dim=3072, depth=24, num_heads=24, mlp_ratio=2.6667),
+}
+_AIMV2 = dict(patch_size=14, class_token=False, fc_norm=False, global_pool="avg", qkv_bias=False, proj_bias=False,
+              act_layer="silu", norm_layer="rmsnorm", norm_eps=1e-5, embed_norm_layer="rmsnorm", mlp_layer="swiglu",
+              num_classes=0)
+
+
+def _later_families() -> dict[str, dict[str, Any]]:
+    """DeiT III, DINOv2, CLIP, SigLIP and AIMv2: timm's VisionTransformer with the newer options."""
+    presets: dict[str, dict[str, Any]] = {}
+    for size, patch, imgs in _DEIT3_VARIANTS:
+        for img in imgs:
+            presets[f"deit3_{size}_patch{patch}_{img}"] = dict(
+                _DEIT3_SIZES[size], patch_size=patch, img_size=img, no_embed_class=True, init_values=1e-6)
+    for size, arch in _DINOV2_SIZES.items():
+        base = dict(patch_size=14, img_size=518, init_values=1e-5, num_classes=0, **arch)
+        presets[f"vit_{size}_patch14_dinov2"] = base
+        presets[f"vit_{size}_patch14_reg4_dinov2"] = dict(base, reg_tokens=4, no_embed_class=True)
+    for size, patch, img, classes, quick in _CLIP_VARIANTS:
+        name = f"vit_{size}_patch{patch}_clip_{'quickgelu_' if quick else ''}{img}"
+        presets[name] = dict(_SIZES[size], **_CLIP, patch_size=patch, img_size=img, num_classes=classes,
+                             **({"act_layer": "quick_gelu"} if quick else {}))
+    for size, patch, map_imgs, gap_imgs in _SIGLIP_VARIANTS:
+        arch = _SO400M if size == "so400m" else _SIZES[size]
+        for pool, imgs in (("map", map_imgs), ("avg", gap_imgs)):
+            for img in imgs:
+                name = f"vit_{size}_patch{patch}_siglip_{'gap_' if pool == 'avg' else ''}{img}"
+                presets[name] = dict(arch, patch_size=patch, img_size=img, class_token=False, global_pool=pool,
+                                     num_classes=0, **({"fc_norm": False} if pool == "avg" else {}),
+                                     **({"act_layer": "gelu_tanh"} if name in _SIGLIP_TANH else {}))
+    for size, arch in _AIMV2_SIZES.items():
+        for img in (224, 336, 448):
+            presets[f"aimv2_{size}_patch14_{img}"] = dict(arch, **_AIMV2, img_size=img)
+    return presets
+
+
 def _build_presets() -> dict[str, dict[str, Any]]:
     presets: dict[str, dict[str, Any]] = {}
     for size, patch, img_sizes in _VIT_VARIANTS:
@@ -63,14 +148,12 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     presets["vit_base_patch16_gap_224"] = dict(
         _SIZES["base"], patch_size=16, num_heads=16, class_token=False, global_pool="avg", fc_norm=False
     )
-    presets["vit_base_patch16_siglip_224"] = dict(
-        _SIZES["base"], patch_size=16, class_token=False, global_pool="map"
-    )
     # timm's create_model(name) takes num_classes from the name's default pretrained config (the
     # first tag with weights). For these names the only weights are features without a classifier
     # (ImageNet-21k, DINO, WebLI), whose configs say num_classes=0, so timm's model has no head.
     for name in _HEADLESS:
-        presets[name]["num_classes"] = 0
+        if name in presets:
+            presets[name]["num_classes"] = 0
     for size in ("tiny", "small", "base"):
         presets[f"deit_{size}_patch16_224"] = dict(_SIZES[size], patch_size=16)
         presets[f"deit_{size}_distilled_patch16_224"] = dict(_SIZES[size], patch_size=16, distilled=True)
@@ -78,6 +161,7 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     presets["deit_base_distilled_patch16_384"] = dict(
         _SIZES["base"], patch_size=16, img_size=384, distilled=True
     )
+    presets.update(_later_families())
     for size, window, img in _SWIN_VARIANTS:
         presets[f"swin_{size}_patch4_window{window}_{img}"] = dict(
             _SWIN_SIZES[size], patch_size=4, window_size=window, img_size=img)
@@ -105,7 +189,7 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
         if name.partition(".")[0] in PRESETS:
             raise ConfigError(f"{name!r} names pretrained weights (timm's NAME.TAG): load them with pretrained=True "
                               f"(or timm:{name} where a checkpoint goes), or build {name.partition('.')[0]!r}")
-        close = difflib.get_close_matches(name, PRESETS, n=3)
+        close = difflib.get_close_matches(name, PRESETS, n=4)  # 4: the family names crowd near-misses
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model name {name!r}{hint} (see vit_common.list_models())")
     cls = config_class(name)

@@ -10,6 +10,9 @@ from .fields import check_fields
 
 GLOBAL_POOLS = ("token", "avg", "map")
 POS_EMBEDS = ("learn", "sincos2d", "sincos1d")
+ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
+NORM_LAYERS = ("layernorm", "rmsnorm")
+MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,16 @@ class ViTConfig:
     fc_norm: bool | None = None  # None: timm's rule, LayerNorm after pooling iff global_pool == 'avg'
     pos_embed: str = "learn"  # learn | sincos2d | sincos1d (fixed tables, not parameters)
     representation_size: int | None = None  # pre-logits Dense + tanh, as in the original ViT
+    # The families after 2021 (timm's keywords and meanings):
+    init_values: float | None = None  # LayerScale: gamma (init_values * ones) on each residual branch (DeiT III, DINOv2)
+    reg_tokens: int = 0  # register tokens after the class token (DINOv2 with registers)
+    pre_norm: bool = False  # a norm before the blocks, and no patch-embedding bias (CLIP)
+    act_layer: str = "gelu"  # gelu (exact erf) | gelu_tanh | quick_gelu (x * sigmoid(1.702 x)) | silu
+    norm_layer: str = "layernorm"  # every norm of the model: layernorm | rmsnorm (scale only; AIMv2)
+    norm_eps: float = 1e-6  # 1e-6 Google / timm ViT, DeiT, DINOv2; 1e-5 CLIP, AIMv2
+    mlp_layer: str = "mlp"  # mlp | swiglu_packed (fc1 halves: act(gate) * x; DINOv2 giant) | swiglu (fc1_g, fc1_x; AIMv2)
+    proj_bias: bool = True  # bias of the attention projection and of the block MLPs (False: AIMv2)
+    embed_norm_layer: str | None = None  # a norm of the patch embedding (patch_embed.norm; AIMv2: rmsnorm)
     # Regularisers, with timm's names and meanings (all off at inference):
     drop_rate: float = 0.0  # dropout on the pooled features, before the classifier (head only)
     pos_drop_rate: float = 0.0  # dropout on the tokens after the position embedding is added
@@ -55,7 +68,7 @@ class ViTConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        return int(self.class_token) + int(self.distilled)
+        return int(self.class_token) + int(self.distilled) + self.reg_tokens
 
     @property
     def num_pos_embed(self) -> int:
@@ -68,6 +81,11 @@ class ViTConfig:
     @property
     def mlp_dim(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Width of the activations between the MLP's input and output layers (half of fc1 when packed)."""
+        return self.mlp_dim // 2 if self.mlp_layer == "swiglu_packed" else self.mlp_dim
 
     @property
     def use_fc_norm(self) -> bool:
@@ -123,6 +141,22 @@ class ViTConfig:
             problems.append(f"sincos2d position embedding needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.pos_embed == "sincos1d" and self.embed_dim % 2:
             problems.append(f"sincos1d position embedding needs an even embed_dim, got {self.embed_dim}")
+        for name, value, allowed in (("act_layer", self.act_layer, ACT_LAYERS),
+                                     ("norm_layer", self.norm_layer, NORM_LAYERS),
+                                     ("mlp_layer", self.mlp_layer, MLP_LAYERS),
+                                     ("embed_norm_layer", self.embed_norm_layer, (None, *NORM_LAYERS))):
+            if value not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {value!r}")
+        if self.mlp_layer == "swiglu_packed" and self.mlp_dim % 2:
+            problems.append(f"mlp_layer='swiglu_packed' splits fc1 in halves: mlp_dim {self.mlp_dim} must be even")
+        if not isinstance(self.reg_tokens, int) or isinstance(self.reg_tokens, bool) or self.reg_tokens < 0:
+            problems.append(f"reg_tokens must be a non-negative integer, got {self.reg_tokens!r}")
+        elif self.reg_tokens and self.distilled:
+            problems.append("register tokens with a distillation token: no such model (timm has neither)")
+        if self.init_values is not None and not self.init_values > 0:
+            problems.append(f"init_values (LayerScale) must be positive or None, got {self.init_values}")
+        if not self.norm_eps > 0:
+            problems.append(f"norm_eps must be positive, got {self.norm_eps}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -23,6 +23,8 @@ class FlaxLayout(FrameworkLayout):
             return np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
         if link.kind == "heads_out" and part == "kernel":  # (H, D, C) -> (H*D, C)
             return arrays[0].reshape(-1, arrays[0].shape[-1])
+        if link.kind == "dense" and len(arrays) > 1:  # kernels side by side (SwiGLUPacked's fc1)
+            return np.concatenate(arrays, axis=-1)
         return arrays[0]
 
     def decode(self, link: Link, value: np.ndarray, part: str) -> list[np.ndarray]:
@@ -33,6 +35,8 @@ class FlaxLayout(FrameworkLayout):
             return [k.reshape(link.shape) for k in split_fused(value, n, 1)]
         if link.kind == "heads_out" and part == "kernel":
             return [value.reshape(link.shape)]
+        if link.kind == "dense" and n > 1:
+            return split_fused(value, n, value.ndim - 1)
         return [value]
 
 

@@ -35,7 +35,7 @@ class FrameworkLayout:
         if link.kind == "array":
             return [("", "")]
         if link.kind == "norm":
-            return [(self.norm_scale_name, "scale"), ("bias", "bias")]
+            return [(self.norm_scale_name, "scale")] + ([("bias", "bias")] if link.bias else [])
         parts = [(self.weight_name, "kernel")]
         if link.bias:
             parts.append(("bias", "bias"))

@@ -43,7 +43,8 @@ def summarize_timm(sd: Weights) -> dict[str, Any]:
     return dict(
         embed_dim=proj.shape[0], patch_size=proj.shape[2], in_chans=proj.shape[1],
         depth=_depth(sd, r"^blocks\.(\d+)\."), num_heads=None,
-        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0], qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        mlp_dim=sd.get("blocks.0.mlp.fc1.weight", sd.get("blocks.0.mlp.fc1_x.weight")).shape[0],  # fc1_x: SwiGLU
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
         class_token="cls_token" in sd, distilled="dist_token" in sd, map_head="attn_pool.latent" in sd,
         fc_norm="fc_norm.weight" in sd, pos_len=None if pos is None else pos.shape[1],
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,

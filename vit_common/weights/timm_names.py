@@ -19,12 +19,12 @@ class TimmLayout(FrameworkLayout):
 
     def encode(self, link: Link, arrays: list[np.ndarray], part: str) -> np.ndarray:
         kind = link.kind
-        if kind in ("array", "norm") or part == "bias" and kind in ("dense", "conv", "heads_out"):
+        if kind == "dense":  # several canonical kernels: their output columns side by side
+            return np.concatenate(arrays, axis=-1) if part == "bias" else np.concatenate(arrays, axis=-1).T
+        if kind in ("array", "norm") or part == "bias" and kind in ("conv", "heads_out"):
             return arrays[0]
         if kind == "conv":
             return arrays[0].transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        if kind == "dense":
-            return arrays[0].T
         if kind == "heads_in":  # several (C, H, D) kernels -> one (n*H*D, C) weight
             if part == "bias":
                 return np.concatenate([a.reshape(-1) for a in arrays])
@@ -35,12 +35,12 @@ class TimmLayout(FrameworkLayout):
 
     def decode(self, link: Link, value: np.ndarray, part: str) -> list[np.ndarray]:
         kind, n = link.kind, len(link.canonical)
-        if kind in ("array", "norm") or part == "bias" and kind in ("dense", "conv", "heads_out"):
+        if kind == "dense":
+            return split_fused(value, n, 0) if part == "bias" else [np.ascontiguousarray(w.T) for w in split_fused(value, n, 0)]
+        if kind in ("array", "norm") or part == "bias" and kind in ("conv", "heads_out"):
             return [value]
         if kind == "conv":
             return [np.ascontiguousarray(value.transpose(2, 3, 1, 0))]
-        if kind == "dense":
-            return [np.ascontiguousarray(value.T)]
         if kind == "heads_in":
             heads = link.shape[1:]
             if part == "bias":

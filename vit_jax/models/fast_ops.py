@@ -65,8 +65,9 @@ def patch_matmul(conv: nnx.Conv, x: jax.Array) -> jax.Array:
     """conv(x) for a stride-p, p x p, VALID nnx.Conv, as reshape + matmul: (B, H, W, C) -> (B, H/p, W/p, E)."""
     p = conv.kernel_size[0]
     b, h, w, c = x.shape
-    x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], conv.bias[...]), dtype=conv.dtype)
+    bias = conv.bias[...] if conv.bias is not None else None
+    x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], bias), dtype=conv.dtype)
     patches = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, p * p * c)
     # HWIO kernel rows in (kh, kw, c) order match the patches' flattening.
     y = jnp.matmul(patches, kernel.reshape(p * p * c, -1), precision=conv.precision)
-    return y + bias
+    return y + bias if bias is not None else y

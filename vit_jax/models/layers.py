@@ -34,17 +34,44 @@ def layer_norm(dim: int, dtype, rngs: nnx.Rngs, eps: float | None = None) -> nnx
     return FastLayerNorm(dim, epsilon=LN_EPS if eps is None else eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
 
+def make_norm(kind: str, dim: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.Module:
+    """A norm of the config's kind: LayerNorm (scale, bias) or RMSNorm (scale only, timm's RmsNorm)."""
+    if kind == "rmsnorm":
+        return nnx.RMSNorm(dim, epsilon=eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
+    return layer_norm(dim, dtype, rngs, eps=eps)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """x * sigmoid(1.702 x): OpenAI CLIP's approximation of GELU (timm 'quick_gelu')."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def activation(name: str, x: jax.Array) -> jax.Array:
+    """timm's act_layer names. jax.nn.gelu defaults to the tanh approximation: 'gelu' asks for erf."""
+    if name == "gelu":
+        return jax.nn.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if name == "quick_gelu":
+        return quick_gelu(x)
+    if name == "silu":
+        return jax.nn.silu(x)
+    raise ValueError(f"unknown act_layer {name!r}")
+
+
 class Buffer(nnx.Variable):
     """A constant array held by a module (fixed position tables): not a trainable parameter."""
 
 
 class PatchEmbed(nnx.Module):
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dtype, rngs):
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True,
+                 norm: nnx.Module | None = None, *, dtype, rngs):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.proj = nnx.Conv(
             in_chans, embed_dim, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
-            padding="VALID", kernel_init=lecun_normal, bias_init=zeros, dtype=dtype, rngs=rngs,
+            padding="VALID", use_bias=bias, kernel_init=lecun_normal, bias_init=zeros, dtype=dtype, rngs=rngs,
         )
+        self.norm = norm  # AIMv2 normalises the patch tokens
 
     def __call__(self, x: jax.Array) -> jax.Array:
         expected = (self.img_size, self.img_size, self.in_chans)
@@ -53,7 +80,8 @@ class PatchEmbed(nnx.Module):
                 f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
             )
         x = patch_matmul(self.proj, x)  # = self.proj(x), faster to differentiate on CPU
-        return x.reshape(x.shape[0], -1, x.shape[-1])  # (B, N, C)
+        x = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, N, C)
+        return self.norm(x) if self.norm is not None else x
 
 
 def _heads(x: jax.Array, num_heads: int) -> jax.Array:
@@ -71,12 +99,14 @@ def attention(q, k, v, dropout: nnx.Dropout, return_weights: bool):
 
 
 class Attention(nnx.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float, *, dtype, rngs):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float,
+                 proj_bias: bool = True, *, dtype, rngs):
         self.num_heads = num_heads
         self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, kernel_init=xavier_uniform_fused(3),
                               bias_init=zeros, dtype=dtype, rngs=rngs)
         self.attn_drop = nnx.Dropout(attn_drop, rngs=rngs)
-        self.proj = nnx.Linear(dim, dim, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
+        self.proj = nnx.Linear(dim, dim, use_bias=proj_bias, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype,
+                               rngs=rngs)
         self.proj_drop = nnx.Dropout(proj_drop, rngs=rngs)
 
     def __call__(self, x: jax.Array, return_weights: bool = False):
@@ -86,22 +116,68 @@ class Attention(nnx.Module):
         return self.proj_drop(self.proj(x.reshape(b, n, c))), weights
 
 
+def _linear(dim_in: int, dim_out: int, init: str, bias: bool, dtype, rngs) -> nnx.Linear:
+    """init 'jax': Google's ViT (Xavier-uniform kernels, biases N(0, 1e-6));
+    'timm': timm's default (kernels N(0, 0.02^2), zero biases), as Swin uses."""
+    kernel_init, bias_init = (xavier_uniform, nnx.initializers.normal(1e-6)) if init == "jax" else (normal_02, zeros)
+    return nnx.Linear(dim_in, dim_out, use_bias=bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                      rngs=rngs)
+
+
 class Mlp(nnx.Module):
-    def __init__(self, dim: int, hidden: int, drop: float, *, init: str = "jax", dtype, rngs):
-        """init 'jax': Google's ViT (Xavier-uniform kernels, biases N(0, 1e-6));
-        'timm': timm's default (kernels N(0, 0.02^2), zero biases), as Swin uses."""
-        if init == "jax":
-            kernel_init, bias_init = xavier_uniform, nnx.initializers.normal(1e-6)
-        else:
-            kernel_init, bias_init = normal_02, zeros
-        self.fc1 = nnx.Linear(dim, hidden, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, rngs=rngs)
+    def __init__(self, dim: int, hidden: int, drop: float, *, init: str = "jax", act: str = "gelu", bias: bool = True,
+                 dtype, rngs):
+        self.act = act  # default: exact erf GELU, as in Google's ViT
+        self.fc1 = _linear(dim, hidden, init, bias, dtype, rngs)
         self.drop1 = nnx.Dropout(drop, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, dim, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, rngs=rngs)
+        self.fc2 = _linear(hidden, dim, init, bias, dtype, rngs)
         self.drop2 = nnx.Dropout(drop, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        # Exact erf GELU, as in Google's ViT; jax.nn.gelu defaults to the tanh approximation.
-        return self.drop2(self.fc2(self.drop1(jax.nn.gelu(self.fc1(x), approximate=False))))
+        return self.drop2(self.fc2(self.drop1(activation(self.act, self.fc1(x)))))
+
+
+class SwiGLUPacked(nnx.Module):
+    """timm's GluMlp as SwiGLUPacked (DINOv2 giant): fc1 (dim -> hidden) split in halves, act(first) * second."""
+
+    def __init__(self, dim: int, hidden: int, drop: float, *, act: str = "silu", bias: bool = True, dtype, rngs):
+        self.act = act
+        self.fc1 = _linear(dim, hidden, "jax", bias, dtype, rngs)
+        self.drop1 = nnx.Dropout(drop, rngs=rngs)
+        self.fc2 = _linear(hidden // 2, dim, "jax", bias, dtype, rngs)
+        self.drop2 = nnx.Dropout(drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gate, x = jnp.split(self.fc1(x), 2, axis=-1)
+        return self.drop2(self.fc2(self.drop1(activation(self.act, gate) * x)))
+
+
+class SwiGLU(nnx.Module):
+    """timm's SwiGLU (AIMv2): act(fc1_g(x)) * fc1_x(x), then fc2."""
+
+    def __init__(self, dim: int, hidden: int, drop: float, *, act: str = "silu", bias: bool = True, dtype, rngs):
+        self.act = act
+        self.fc1_g = _linear(dim, hidden, "jax", bias, dtype, rngs)
+        self.fc1_x = _linear(dim, hidden, "jax", bias, dtype, rngs)
+        self.drop1 = nnx.Dropout(drop, rngs=rngs)
+        self.fc2 = _linear(hidden, dim, "jax", bias, dtype, rngs)
+        self.drop2 = nnx.Dropout(drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.drop2(self.fc2(self.drop1(activation(self.act, self.fc1_g(x)) * self.fc1_x(x))))
+
+
+MLP_LAYERS = {"mlp": Mlp, "swiglu_packed": SwiGLUPacked, "swiglu": SwiGLU}
+
+
+class LayerScale(nnx.Module):
+    """A learned per-channel scale of a residual branch (timm: `gamma`, initialised to init_values)."""
+
+    def __init__(self, dim: int, init_values: float):
+        self.gamma = nnx.Param(jnp.full((dim,), float(init_values)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.gamma[...].astype(x.dtype)
 
 
 class DropPath(nnx.Module):
@@ -121,34 +197,41 @@ class DropPath(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm encoder block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm encoder block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))); ls*: LayerScale or nothing."""
 
-    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, proj_drop, attn_drop, drop_path, *, dtype, rngs):
-        self.norm1 = layer_norm(dim, dtype, rngs)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop, dtype=dtype, rngs=rngs)
+    def __init__(self, cfg, drop_path: float, *, dtype, rngs):
+        dim = cfg.embed_dim
+        self.norm1 = make_norm(cfg.norm_layer, dim, cfg.norm_eps, dtype, rngs)
+        self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, cfg.proj_bias,
+                              dtype=dtype, rngs=rngs)
+        self.ls1 = LayerScale(dim, cfg.init_values) if cfg.init_values is not None else None
         self.drop_path1 = DropPath(drop_path, rngs=rngs)
-        self.norm2 = layer_norm(dim, dtype, rngs)
-        self.mlp = Mlp(dim, mlp_dim, proj_drop, dtype=dtype, rngs=rngs)
+        self.norm2 = make_norm(cfg.norm_layer, dim, cfg.norm_eps, dtype, rngs)
+        self.mlp = MLP_LAYERS[cfg.mlp_layer](dim, cfg.mlp_dim, cfg.proj_drop_rate, act=cfg.act_layer,
+                                             bias=cfg.proj_bias, dtype=dtype, rngs=rngs)
+        self.ls2 = LayerScale(dim, cfg.init_values) if cfg.init_values is not None else None
         self.drop_path2 = DropPath(drop_path, rngs=rngs)
 
     def __call__(self, x: jax.Array, return_weights: bool = False):
         y, weights = self.attn(self.norm1(x), return_weights)
-        x = x + self.drop_path1(y)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        x = x + self.drop_path1(self.ls1(y) if self.ls1 is not None else y)
+        y = self.mlp(self.norm2(x))
+        x = x + self.drop_path2(self.ls2(y) if self.ls2 is not None else y)
         return x, weights
 
 
 class AttentionPoolLatent(nnx.Module):
     """Multihead attention pooling (big_vision's MAPHead): a learned probe attends to all tokens."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, dtype, rngs):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, norm: str = "layernorm", eps: float = LN_EPS,
+                 act: str = "gelu", dtype, rngs):
         self.num_heads = num_heads
         self.latent = nnx.Param(xavier_uniform(rngs.params(), (1, 1, dim)))
         self.q = nnx.Linear(dim, dim, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
         self.kv = nnx.Linear(dim, 2 * dim, kernel_init=xavier_uniform_fused(2), bias_init=zeros, dtype=dtype, rngs=rngs)
         self.proj = nnx.Linear(dim, dim, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
-        self.norm = layer_norm(dim, dtype, rngs)
-        self.mlp = Mlp(dim, mlp_dim, 0.0, dtype=dtype, rngs=rngs)
+        self.norm = make_norm(norm, dim, eps, dtype, rngs)
+        self.mlp = Mlp(dim, mlp_dim, 0.0, act=act, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, c = x.shape

@@ -9,7 +9,7 @@ from flax import nnx
 
 from vit_common import ViTConfig, fixed_pos_embed
 
-from .layers import AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, layer_norm, zeros
+from .layers import AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, make_norm, zeros
 
 
 class ViTOutput(NamedTuple):
@@ -25,23 +25,26 @@ class VisionTransformer(nnx.Module):
         self.cfg = cfg
         self.dtype = dtype
         c = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dtype=dtype, rngs=rngs)
+        norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps, dtype, rngs)
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
+                                      norm=norm(cfg.embed_norm_layer) if cfg.embed_norm_layer else None,
+                                      dtype=dtype, rngs=rngs)
         self.cls_token = nnx.Param(jnp.zeros((1, 1, c))) if cfg.class_token else None
         self.dist_token = nnx.Param(jnp.zeros((1, 1, c))) if cfg.distilled else None
+        self.reg_token = (nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, cfg.reg_tokens, c)))
+                          if cfg.reg_tokens else None)
         if cfg.pos_embed == "learn":
             self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, cfg.num_pos_embed, c)))
         else:
             self.pos_embed = Buffer(jnp.asarray(fixed_pos_embed(cfg)))
         self.pos_drop = nnx.Dropout(cfg.pos_drop_rate, rngs=rngs)
-        self.blocks = nnx.List([
-            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, rate,
-                  dtype=dtype, rngs=rngs)
-            for rate in cfg.drop_path_rates()
-        ])
-        self.norm = None if cfg.use_fc_norm else layer_norm(c, dtype, rngs)
-        self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, dtype=dtype, rngs=rngs)
+        self.norm_pre = norm() if cfg.pre_norm else None
+        self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in cfg.drop_path_rates()])
+        self.norm = None if cfg.use_fc_norm else norm()
+        self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
+                                              act=cfg.act_layer, dtype=dtype, rngs=rngs)
                           if cfg.global_pool == "map" else None)
-        self.fc_norm = layer_norm(c, dtype, rngs) if cfg.use_fc_norm else None
+        self.fc_norm = norm() if cfg.use_fc_norm else None
         self.pre_logits = (PreLogits(c, cfg.representation_size, dtype=dtype, rngs=rngs)
                            if cfg.representation_size else None)
         self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)  # timm's drop_rate: the head's only
@@ -56,18 +59,21 @@ class VisionTransformer(nnx.Module):
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: jax.Array) -> jax.Array:
-        """Patches, prefix tokens and position embedding: (B, T, C)."""
+        """Patches, prefix tokens [class, distillation, registers] and position embedding, then
+        norm_pre (CLIP): (B, T, C)."""
         # Matmuls run in self.dtype; the residual stream stays float32, as under torch.autocast
         # (measured on DeiT-S: an all-bf16 stream drifts 1.2e-2 from float32, this one 0.8e-2).
         x = self.patch_embed(x.astype(self.dtype)).astype(jnp.float32)
         b = x.shape[0]
-        prefix = [jnp.broadcast_to(t[...], (b, 1, x.shape[-1])) for t in (self.cls_token, self.dist_token) if t is not None]
+        tokens = (self.cls_token, self.dist_token, self.reg_token)
+        prefix = [jnp.broadcast_to(t[...], (b, *t.shape[1:])) for t in tokens if t is not None]
         pos = self.pos_embed[...]
         if self.cfg.no_embed_class:  # big_vision: the position embedding covers the patches only
             x = jnp.concatenate(prefix + [x + pos], axis=1)
         else:  # vision_transformer / timm: it covers the prefix tokens too
             x = jnp.concatenate(prefix + [x], axis=1) + pos
-        return self.pos_drop(x)
+        x = self.pos_drop(x)
+        return self.norm_pre(x).astype(jnp.float32) if self.norm_pre is not None else x
 
     def pool(self, x: jax.Array) -> jax.Array:
         """Normalised tokens (B, T, C) -> the features fed to the head."""

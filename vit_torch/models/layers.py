@@ -15,6 +15,33 @@ def layer_norm(dim: int, eps: float | None = None) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=LN_EPS if eps is None else eps)
 
 
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """A norm of the config's kind: LayerNorm ('weight', 'bias') or RMSNorm ('weight' only, timm's RmsNorm)."""
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=eps)
+    return nn.LayerNorm(dim, eps=eps)
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): OpenAI CLIP's approximation of GELU (timm 'quick_gelu')."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_act(name: str) -> nn.Module:
+    """timm's act_layer names: 'gelu' is exact (erf), 'gelu_tanh' the tanh approximation."""
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "silu":
+        return nn.SiLU()
+    if name == "gelu":
+        return nn.GELU(approximate="none")
+    raise ValueError(f"unknown act_layer {name!r}")
+
+
 def timm_linear_init_(linear: nn.Linear) -> None:
     """timm's default: weight trunc_normal_(std=0.02) (cut at +-2 absolute: a plain normal), zero bias."""
     nn.init.trunc_normal_(linear.weight, std=0.02)
@@ -38,12 +65,15 @@ def lecun_normal_(weight: torch.Tensor) -> None:
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True,
+                 norm: nn.Module | None = None):
         super().__init__()
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+        self.norm = norm if norm is not None else nn.Identity()  # AIMv2 normalises the patch tokens
         lecun_normal_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        if bias:
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = (self.in_chans, self.img_size, self.img_size)
@@ -51,7 +81,7 @@ class PatchEmbed(nn.Module):
             raise ValueError(
                 f"expected images of shape (batch, {', '.join(map(str, expected))}) (NCHW), got {tuple(x.shape)}"
             )
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))  # (B, N, C)
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -70,12 +100,13 @@ def attention(q, k, v, dropout: nn.Dropout, return_weights: bool):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float,
+                 proj_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         xavier_uniform_fused_(self.qkv.weight, 3)
         nn.init.xavier_uniform_(self.proj.weight)
@@ -91,25 +122,78 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x)), weights
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float, *, init: str = "jax"):
-        """init 'jax': Google's ViT (Xavier-uniform kernels, biases N(0, 1e-6));
-        'timm': timm's default (kernels N(0, 0.02^2), zero biases), as Swin uses."""
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="none")  # exact erf GELU, as in Google's ViT
-        self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(drop)
-        for fc in (self.fc1, self.fc2):
-            if init == "jax":
-                nn.init.xavier_uniform_(fc.weight)
+def _init_linears_(linears, init: str) -> None:
+    """init 'jax': Google's ViT (Xavier-uniform kernels, biases N(0, 1e-6));
+    'timm': timm's default (kernels N(0, 0.02^2), zero biases), as Swin uses."""
+    for fc in linears:
+        if init == "jax":
+            nn.init.xavier_uniform_(fc.weight)
+            if fc.bias is not None:
                 nn.init.normal_(fc.bias, std=1e-6)
-            else:
-                timm_linear_init_(fc)
+        else:
+            timm_linear_init_(fc)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float, *, init: str = "jax", act: str = "gelu", bias: bool = True):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.act = make_act(act)  # default: exact erf GELU, as in Google's ViT
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+        _init_linears_((self.fc1, self.fc2), init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class SwiGLUPacked(nn.Module):
+    """timm's GluMlp as SwiGLUPacked (DINOv2 giant): fc1 (dim -> hidden) split in halves, act(first) * second."""
+
+    def __init__(self, dim: int, hidden: int, drop: float, *, act: str = "silu", bias: bool = True):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.act = make_act(act)
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden // 2, dim, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+        _init_linears_((self.fc1, self.fc2), "jax")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, x = self.fc1(x).chunk(2, dim=-1)
+        return self.drop2(self.fc2(self.drop1(self.act(gate) * x)))
+
+
+class SwiGLU(nn.Module):
+    """timm's SwiGLU (AIMv2): act(fc1_g(x)) * fc1_x(x), then fc2."""
+
+    def __init__(self, dim: int, hidden: int, drop: float, *, act: str = "silu", bias: bool = True):
+        super().__init__()
+        self.fc1_g = nn.Linear(dim, hidden, bias=bias)
+        self.fc1_x = nn.Linear(dim, hidden, bias=bias)
+        self.act = make_act(act)
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+        _init_linears_((self.fc1_g, self.fc1_x, self.fc2), "jax")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1_g(x)) * self.fc1_x(x))))
+
+
+MLP_LAYERS = {"mlp": Mlp, "swiglu_packed": SwiGLUPacked, "swiglu": SwiGLU}
+
+
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch (timm: `gamma`, initialised to init_values)."""
+
+    def __init__(self, dim: int, init_values: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
 
 
 class DropPath(nn.Module):
@@ -131,36 +215,40 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm encoder block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm encoder block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))); ls*: LayerScale or nothing."""
 
-    def __init__(self, dim, num_heads, mlp_dim, qkv_bias, proj_drop, attn_drop, drop_path):
+    def __init__(self, cfg, drop_path: float):
         super().__init__()
-        self.norm1 = layer_norm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        dim = cfg.embed_dim
+        self.norm1 = make_norm(cfg.norm_layer, dim, cfg.norm_eps)
+        self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, cfg.proj_bias)
+        self.ls1 = LayerScale(dim, cfg.init_values) if cfg.init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
-        self.norm2 = layer_norm(dim)
-        self.mlp = Mlp(dim, mlp_dim, proj_drop)
+        self.norm2 = make_norm(cfg.norm_layer, dim, cfg.norm_eps)
+        self.mlp = MLP_LAYERS[cfg.mlp_layer](dim, cfg.mlp_dim, cfg.proj_drop_rate, act=cfg.act_layer, bias=cfg.proj_bias)
+        self.ls2 = LayerScale(dim, cfg.init_values) if cfg.init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         y, weights = self.attn(self.norm1(x), return_weights)
-        x = x + self.drop_path1(y)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        x = x + self.drop_path1(self.ls1(y))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, weights
 
 
 class AttentionPoolLatent(nn.Module):
     """Multihead attention pooling (big_vision's MAPHead): a learned probe attends to all tokens."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, norm: str = "layernorm", eps: float = LN_EPS,
+                 act: str = "gelu"):
         super().__init__()
         self.num_heads = num_heads
         self.latent = nn.Parameter(torch.empty(1, 1, dim))
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.norm = layer_norm(dim)
-        self.mlp = Mlp(dim, mlp_dim, drop=0.0)
+        self.norm = make_norm(norm, dim, eps)
+        self.mlp = Mlp(dim, mlp_dim, drop=0.0, act=act)
         bound = math.sqrt(6.0 / (1 + dim))  # xavier_uniform of a (1, 1, dim) probe
         nn.init.uniform_(self.latent, -bound, bound)
         nn.init.xavier_uniform_(self.q.weight)

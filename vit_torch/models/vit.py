@@ -8,7 +8,7 @@ from torch import nn
 
 from vit_common import ViTConfig, fixed_pos_embed
 
-from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, layer_norm
+from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, make_norm
 
 
 class ViTOutput(NamedTuple):
@@ -23,21 +23,23 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         c = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c)
+        norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps)
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
+                                      norm=norm(cfg.embed_norm_layer) if cfg.embed_norm_layer else None)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.distilled else None
+        self.reg_token = nn.Parameter(torch.randn(1, cfg.reg_tokens, c) * 1e-6) if cfg.reg_tokens else None
         if cfg.pos_embed == "learn":
             self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_pos_embed, c) * 0.02)
         else:
             self.register_buffer("pos_embed", torch.from_numpy(fixed_pos_embed(cfg)), persistent=False)
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
-        self.blocks = nn.ModuleList(
-            Block(c, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, rate)
-            for rate in cfg.drop_path_rates()
-        )
-        self.norm = nn.Identity() if cfg.use_fc_norm else layer_norm(c)
-        self.attn_pool = AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim) if cfg.global_pool == "map" else None
-        self.fc_norm = layer_norm(c) if cfg.use_fc_norm else nn.Identity()
+        self.norm_pre = norm() if cfg.pre_norm else nn.Identity()
+        self.blocks = nn.ModuleList(Block(cfg, rate) for rate in cfg.drop_path_rates())
+        self.norm = nn.Identity() if cfg.use_fc_norm else norm()
+        self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
+                                              act=cfg.act_layer) if cfg.global_pool == "map" else None)
+        self.fc_norm = norm() if cfg.use_fc_norm else nn.Identity()
         self.pre_logits = PreLogits(c, cfg.representation_size) if cfg.representation_size else nn.Identity()
         self.head_drop = nn.Dropout(cfg.drop_rate)  # timm's drop_rate: the head's only
         self.head = self._zero_linear(cfg.num_features, cfg.num_classes)
@@ -54,14 +56,16 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patches, prefix tokens and position embedding: (B, T, C)."""
+        """Patches, prefix tokens [class, distillation, registers] and position embedding, then
+        norm_pre (CLIP): (B, T, C)."""
         x = self.patch_embed(x)
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        tokens = (self.cls_token, self.dist_token, self.reg_token)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in tokens if t is not None]
         if self.cfg.no_embed_class:  # big_vision: the position embedding covers the patches only
             x = torch.cat(prefix + [x + self.pos_embed], dim=1)
         else:  # vision_transformer / timm: it covers the prefix tokens too
             x = torch.cat(prefix + [x], dim=1) + self.pos_embed
-        return self.pos_drop(x)
+        return self.norm_pre(self.pos_drop(x))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised tokens (B, T, C) -> the features fed to the head."""
