@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ModelConfig, SwinConfig, config_class, get_config
+from ..config import ConfigError, EvaConfig, ModelConfig, SwinConfig, config_class, get_config
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
@@ -15,6 +15,7 @@ from ..weights.infer import (
     config_from_summary, summarize_canonical, summarize_swin_canonical, summarize_swin_timm, summarize_timm,
     swin_config_from_summary,
 )
+from ..weights.infer_eva import eva_config_from_summary, eva_from_weights, is_eva, summarize_eva
 from .base import is_swin
 from .containers import STATE_DICT_SUFFIXES, existing, read_npz, read_state_dict
 from .detect import TORCH_LAYOUTS, to_known_names
@@ -45,12 +46,22 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     raw, layout, stored, meta = _read(path)
     meta = {**meta, "source_layout": layout}
     swin = is_swin(raw)
+    # Eva's names are timm's ViT names plus a few of its own, which not every Eva has: the
+    # stored config or the preset says first.
+    named = stored if stored is not None and model is None else (config_class(model) if model else None)
+    eva = not swin and (getattr(named, "arch", None) == "eva" if named is not None else is_eva(raw))
     # timm's and Microsoft's Swin weights were trained on ImageNet mean / std pixels, not [-1, 1].
     imagenet_swin = swin and "preprocess" not in meta and (layout == "swin_ms" or layout == "timm" and stored is None)
     if swin:
         summary = summarize_swin_timm(raw) if layout in TORCH_LAYOUTS else summarize_swin_canonical(raw)
         infer = swin_config_from_summary
         from_weights = ("img_size", "patch_size", "num_classes", "window_size")
+    elif eva:
+        summary = summarize_eva(raw, timm=layout in TORCH_LAYOUTS)
+        infer = eva_config_from_summary
+        from_weights = eva_from_weights(summary)
+        if "window_size" in overrides:
+            raise ConfigError("window_size applies to Swin Transformers only; this checkpoint holds an Eva model")
     else:
         summary = summarize_timm(raw) if layout in TORCH_LAYOUTS else summarize_canonical(raw)
         infer = config_from_summary
