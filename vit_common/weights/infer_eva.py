@@ -4,7 +4,8 @@ Works on timm's names (state dicts) and on the canonical names (vit_common.weigh
 What the shapes cannot say follows the released families: weights with an absolute position
 embedding are EVA-02 (rope 'cat' with ref_feat_shape 16 when the MLP is a SwiGLU, as every EVA-02;
 none with a GELU MLP, as EVA-01; LayerNorm eps 1e-6), weights without one are DINOv3 (rope
-'dinov3', temperature 100, rotate-half pairs, eps 1e-5, 256 px); heads are 64 wide; pooling is
+'dinov3', temperature 100, rotate-half pairs, eps 1e-5, a 16x16 grid as timm's
+256 px at patch 16); heads are 64 wide; pooling is
 timm's default, 'avg'. A preset (--model) or a config stored in the file overrides all of it.
 """
 from __future__ import annotations
@@ -98,7 +99,7 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
     )
     if s["pos_len"] is None:  # DINOv3
         fields.update(use_abs_pos_emb=False, use_rot_pos_emb=True, rope_type="dinov3", rope_temperature=100.0,
-                      rope_rotate_half=True, norm_eps=1e-5, img_size=256)
+                      rope_rotate_half=True, norm_eps=1e-5, img_size=16 * s["patch_size"])
     else:  # EVA-02 (SwiGLU) or EVA-01 (GELU)
         side = math.isqrt(s["pos_len"] - prefix) if s["pos_len"] > prefix else 0
         no_embed_class = False
@@ -115,6 +116,7 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
 
 
 def eva_from_weights(summary: dict[str, Any]) -> tuple[str, ...]:
-    """The fields the weights fix when a preset names the architecture (the image size only
-    where an absolute position embedding gives it)."""
-    return ("patch_size", "num_classes") + (("img_size",) if summary["pos_len"] is not None else ())
+    """The fields the weights fix when a preset names the architecture. Without an absolute
+    position embedding the image size is free (the rotary tables follow it); a 16x16 grid then
+    stands in until an img_size override replaces it, as timm's 256 px at patch 16."""
+    return ("patch_size", "num_classes", "img_size")
