@@ -94,3 +94,23 @@ def test_dinov3_counts_equal_transformers(name):
     cfg = get_config(name)
     assert (cfg.img_size, cfg.num_classes, cfg.num_reg_tokens) == (256, 0, 4)
     assert count_params(cfg) == _hf_dinov3_count(name)
+
+
+def test_config_round_trips_and_refuses_bad_values_by_name():
+    from vit_common import ConfigError, config_from_dict
+
+    cfg = get_config("eva02_base_patch14_448")
+    assert config_from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["arch"] == "eva"
+    cases = [(dict(rope_type="mixed"), "rope_type must be one of"),
+             (dict(rope_rotate_half=True), "rope_rotate_half must be False"),
+             (dict(embed_dim=100, num_heads=16), "embed_dim 100 is not divisible by num_heads 16"),
+             (dict(embed_dim=96, num_heads=16), "head_dim 96 / 16 must be divisible by 4"),
+             (dict(global_pool="token", class_token=False), "needs class_token=True"),
+             (dict(global_pool="map"), "global_pool must be one of"),
+             (dict(ref_feat_shape=(16, 12)), "ref_feat_shape must be square"),
+             (dict(num_reg_tokens=-1), "num_reg_tokens")]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            get_config("eva02_base_patch14_448", **overrides)
+    with pytest.raises(ConfigError, match=r"Eva configs have no field\(s\) \['window_size'\]"):
+        cfg.replace(window_size=7)

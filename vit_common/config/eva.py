@@ -110,7 +110,7 @@ class EvaConfig:
         return hidden
 
     @property
-    def use_fc_norm_(self) -> bool:
+    def has_fc_norm(self) -> bool:
         """Whether the LayerNorm after pooling (fc_norm) exists; `norm` exists iff it does not."""
         return self.global_pool == "avg" if self.use_fc_norm is None else bool(self.use_fc_norm)
 
@@ -157,7 +157,7 @@ class EvaConfig:
         if self.rope_type not in ROPE_TYPES:
             problems.append(f"rope_type must be one of {ROPE_TYPES}, got {self.rope_type!r}")
         if self.use_rot_pos_emb:
-            if self.head_dim % 4:
+            if not self.embed_dim % self.num_heads and self.head_dim % 4:
                 problems.append(f"rotary embeddings rotate pairs on two axes: head_dim "
                                 f"{self.embed_dim} / {self.num_heads} must be divisible by 4")
             if self.rope_type == "cat" and self.rope_rotate_half:

@@ -240,7 +240,7 @@ def eva_links(cfg) -> list[Link]:
         out.append(_link(f"{block}.mlp.fc2", "dense", (h, c)))
         if cfg.init_values is not None:
             out.append(_link(f"{block}.gamma_2", "array", (c,)))
-    out.append(_link("fc_norm" if cfg.use_fc_norm_ else "norm", "norm", (c,)))
+    out.append(_link("fc_norm" if cfg.has_fc_norm else "norm", "norm", (c,)))
     if cfg.num_classes:
         out.append(_link("head", "dense", (c, cfg.num_classes)))
     return out

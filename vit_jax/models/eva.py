@@ -201,8 +201,8 @@ class Eva(nnx.Module):
         self.rope_cos = Buffer(jnp.asarray(tables[1])) if tables else None
         self.blocks = nnx.List([EvaBlock(cfg, i, rate, dtype=dtype, rngs=rngs)
                                 for i, rate in enumerate(cfg.drop_path_rates())])
-        self.norm = None if cfg.use_fc_norm_ else layer_norm(c, dtype, rngs, eps=cfg.norm_eps)
-        self.fc_norm = layer_norm(c, dtype, rngs, eps=cfg.norm_eps) if cfg.use_fc_norm_ else None
+        self.norm = None if cfg.has_fc_norm else layer_norm(c, dtype, rngs, eps=cfg.norm_eps)
+        self.fc_norm = layer_norm(c, dtype, rngs, eps=cfg.norm_eps) if cfg.has_fc_norm else None
         self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)
         self.head = (_linear(c, cfg.num_classes, std=0.02 * HEAD_INIT_SCALE, dtype=dtype, rngs=rngs)
                      if cfg.num_classes else None)

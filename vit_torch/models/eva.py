@@ -184,8 +184,8 @@ class Eva(nn.Module):
         else:
             self.rope_sin = self.rope_cos = None
         self.blocks = nn.ModuleList(EvaBlock(cfg, rate) for rate in cfg.drop_path_rates())
-        self.norm = nn.Identity() if cfg.use_fc_norm_ else layer_norm(c, eps=cfg.norm_eps)
-        self.fc_norm = layer_norm(c, eps=cfg.norm_eps) if cfg.use_fc_norm_ else nn.Identity()
+        self.norm = nn.Identity() if cfg.has_fc_norm else layer_norm(c, eps=cfg.norm_eps)
+        self.fc_norm = layer_norm(c, eps=cfg.norm_eps) if cfg.has_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(c, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self._init_weights()
