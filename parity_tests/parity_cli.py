@@ -1,4 +1,4 @@
-"""vit-parity: prove a checkpoint (ViT or Swin) computes the same function in Flax and in PyTorch.
+"""vit-parity: prove a checkpoint (ViT, Swin or Eva) computes the same function in Flax and in PyTorch.
 
     vit-parity CHECKPOINT [--images DIR] [--batch N] [--dtype float32|bfloat16] [--model NAME]
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     model_j = vit_jax.load_canonical_(
         vit_jax.build_model(cfg, dtype=jnp.bfloat16 if bf16 else jnp.float32, rngs=nnx.Rngs(0)), ckpt.weights)
     model_j.eval()
-    arch = (describe(cfg) if cfg.arch == "swin" else
+    arch = (describe(cfg) if cfg.arch != "vit" else
             f"embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} img_size={cfg.img_size} "
             f"patch_size={cfg.patch_size} num_classes={cfg.num_classes}")
     print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): {arch}, "

@@ -1,6 +1,6 @@
 """Framework-free core shared by the twins. Imports neither jax nor torch.
 
-    config/    model configs (ViT, Swin), the named presets, fixed position and window tables
+    config/    model configs (ViT, Swin, Eva), the named presets, fixed position and window tables
     weights/   the canonical layout (link tables), the twins' parameter names, resampling, adapting
     formats/   checkpoints in the wild, one module per family; reading any of them; pretrained names (Hub)
     train/     the training recipe, run set-up and logs shared by both twins' loops
@@ -8,7 +8,7 @@
     cli/       vit-convert and vit-predict
 """
 from .config import (
-    PRESETS, ConfigError, ModelConfig, SwinConfig, ViTConfig, config_from_dict, fixed_pos_embed, get_config, list_models,
+    PRESETS, ConfigError, EvaConfig, ModelConfig, SwinConfig, ViTConfig, config_from_dict, fixed_pos_embed, get_config, list_models,
 )
 from .errors import CheckpointError, WeightsMismatchError
 from .formats import (
@@ -17,7 +17,7 @@ from .formats import (
 from .weights import TIMM, Weights, canonical_shapes, check_weights, count_params, links
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "ConfigError", "ModelConfig", "PRESETS", "SwinConfig", "TIMM", "ViTConfig",
+    "Checkpoint", "CheckpointError", "ConfigError", "EvaConfig", "ModelConfig", "PRESETS", "SwinConfig", "TIMM", "ViTConfig",
     "Weights", "WeightsMismatchError", "canonical_shapes", "check_weights", "config_from_dict", "count_params",
     "fixed_pos_embed", "get_config", "links",
     "list_models", "load_canonical", "read_checkpoint", "load_npz", "load_state_dict", "pretrained_source", "save_npz",

@@ -6,15 +6,16 @@ from typing import Any
 
 from vit_common import get_config, pretrained_source, read_checkpoint
 
-from .models import SwinTransformer, VisionTransformer, build_model
+from .models import Eva, SwinTransformer, VisionTransformer, build_model
 from .weights import load_canonical_
 
 
 def create_model(name: str | None = None, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False,
-                 **overrides: Any) -> VisionTransformer | SwinTransformer:
+                 **overrides: Any) -> VisionTransformer | SwinTransformer | Eva:
     """Build `name` (timm's preset names and keyword overrides), in eval mode.
 
-    ViT / DeiT names give a VisionTransformer, swin_* names a SwinTransformer.
+    ViT / DeiT names give a VisionTransformer, swin_* names a SwinTransformer, EVA-02 and DINOv3
+    names (eva02_*, vit_*_dinov3*) timm's Eva.
     The config is validated before anything is allocated. `checkpoint` may be any file
     vit-convert reads (canonical or Google .npz, timm or HuggingFace state dicts); when it
     carries its config (or its architecture can be inferred), `name` may be omitted.

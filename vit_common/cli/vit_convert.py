@@ -1,4 +1,4 @@
-"""vit-convert: any supported ViT or Swin checkpoint -> canonical .npz, .safetensors or .pt.
+"""vit-convert: any supported ViT, Swin or Eva (EVA-02, DINOv3) checkpoint -> canonical .npz, .safetensors or .pt.
 
     vit-convert SRC DST [--model NAME] [--img-size N] [--patch-size P] [--num-classes K]
                 [--num-heads H] [--window-size W] [--posemb-method zoom|bilinear|bicubic]
@@ -13,7 +13,8 @@ Reads Google's .npz files (vision_transformer before and after Linen, big_vision
 not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' / 'model' /
 'module.' or not), HuggingFace ViT/DeiT state dicts, and Swin Transformers: timm's state dicts,
 Microsoft's released checkpoints ({'model': ...}, patch merging at the end of each stage) and
-canonical Swin .npz files. The architecture is inferred from the weights unless --model pins it;
+canonical Swin .npz files, and timm's Eva (EVA-02, DINOv3): timm state dicts and canonical Eva
+.npz files. The architecture is inferred from the weights unless --model pins it;
 the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
 run folders (orbax). DST is written atomically and is never SRC.
 
@@ -72,8 +73,9 @@ def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical
 def _google_layout(ckpt: Checkpoint, layout: str):
     if layout == "canonical":
         return ckpt.weights
-    if isinstance(ckpt.config, SwinConfig):
-        raise CheckpointError(f"Google never released Swin models, so there is no {layout} layout for them; "
+    if ckpt.config.arch != "vit":
+        family = "Swin" if isinstance(ckpt.config, SwinConfig) else "Eva (EVA-02, DINOv3)"
+        raise CheckpointError(f"Google never released {family} models, so there is no {layout} layout for them; "
                               "write --layout canonical")
     if layout == "linen":
         return canonical_to_linen(ckpt.weights)
@@ -85,6 +87,11 @@ def _google_layout(ckpt: Checkpoint, layout: str):
 
 def describe(cfg: ModelConfig) -> str:
     """The architecture on one line, as vit-convert prints it."""
+    if cfg.arch == "eva":
+        rope = f"rope={cfg.rope_type}" if cfg.use_rot_pos_emb else "rope=none"
+        return (f"eva embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
+                f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
+                f"mlp={cfg.mlp_kind} {rope} reg_tokens={cfg.num_reg_tokens} abs_pos_emb={cfg.use_abs_pos_emb}")
     if isinstance(cfg, SwinConfig):
         heads = ",".join(map(str, cfg.num_heads))
         return (f"swin embed_dim={cfg.embed_dim} depths={','.join(map(str, cfg.depths))} num_heads={heads} "

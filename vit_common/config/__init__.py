@@ -1,6 +1,7 @@
-"""Model configurations: the ViT and Swin families, the named presets, fixed tables (position
+"""Model configurations: the ViT, Swin and Eva families, the named presets, fixed tables (position
 embeddings, Swin windows). Numpy only."""
 from ..errors import ConfigError
+from .eva import EvaConfig
 from .families import CONFIG_CLASSES, ModelConfig, config_from_dict
 from .posemb import fixed_pos_embed
 from .presets import PRESETS, config_class, get_config, list_models
@@ -8,6 +9,6 @@ from .swin import SwinConfig
 from .vit import ViTConfig
 
 __all__ = [
-    "CONFIG_CLASSES", "ConfigError", "ModelConfig", "PRESETS", "SwinConfig", "ViTConfig", "config_class",
+    "CONFIG_CLASSES", "ConfigError", "EvaConfig", "ModelConfig", "PRESETS", "SwinConfig", "ViTConfig", "config_class",
     "config_from_dict", "fixed_pos_embed", "get_config", "list_models",
 ]

@@ -7,6 +7,7 @@ import fnmatch
 from typing import Any
 
 from ..errors import ConfigError
+from .eva import EVA_PRESETS, EvaConfig
 from .families import ModelConfig
 from .swin import SwinConfig
 from .vit import ViTConfig
@@ -165,6 +166,7 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     for size, window, img in _SWIN_VARIANTS:
         presets[f"swin_{size}_patch4_window{window}_{img}"] = dict(
             _SWIN_SIZES[size], patch_size=4, window_size=window, img_size=img)
+    presets.update(EVA_PRESETS)  # EVA-02 and DINOv3 (timm's Eva class): vit_common/config/eva.py
     return presets
 
 
@@ -172,7 +174,9 @@ PRESETS: dict[str, dict[str, Any]] = _build_presets()
 
 
 def config_class(name: str) -> type:
-    """The config family of a preset: SwinConfig for swin_*, ViTConfig for the rest."""
+    """The config family of a preset: SwinConfig for swin_*, EvaConfig for EVA-02 / DINOv3, ViTConfig for the rest."""
+    if name in EVA_PRESETS:
+        return EvaConfig
     return SwinConfig if name.startswith("swin_") else ViTConfig
 
 
@@ -184,7 +188,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_config(name: str, **overrides: Any) -> ModelConfig:
     """The preset `name` with timm-style keyword overrides, validated (nothing is allocated).
 
-    A ViTConfig for ViT / DeiT names, a SwinConfig for swin_* names."""
+    A ViTConfig for ViT / DeiT names, a SwinConfig for swin_* names, an EvaConfig for eva02_* and *_dinov3*."""
     if name not in PRESETS:
         if name.partition(".")[0] in PRESETS:
             raise ConfigError(f"{name!r} names pretrained weights (timm's NAME.TAG): load them with pretrained=True "

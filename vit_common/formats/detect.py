@@ -6,6 +6,7 @@ from typing import Iterable
 from ..errors import CheckpointError
 from ..weights import Weights
 from .base import Layout
+from .eva_canonical import LAYOUT as EVA_CANONICAL
 from .google import LAYOUTS as GOOGLE
 from .huggingface import LAYOUT as HUGGINGFACE
 from .huggingface import SWIN_LAYOUT as HUGGINGFACE_SWIN
@@ -15,7 +16,7 @@ from .swin_canonical import LAYOUT as SWIN_CANONICAL
 from .timm import LAYOUT as TIMM
 
 # First match wins: Microsoft's Swin names are timm's with a twist, so they are tried first.
-FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, SWIN_CANONICAL, MICROSOFT_SWIN, TIMM, HUGGINGFACE_SWIN, HUGGINGFACE)
+FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, EVA_CANONICAL, SWIN_CANONICAL, MICROSOFT_SWIN, TIMM, HUGGINGFACE_SWIN, HUGGINGFACE)
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (*FILE_LAYOUTS, *RUN_FOLDERS)}
 LAYOUT_NAMES: dict[str, str] = {name: layout.description for name, layout in LAYOUTS.items()}
 # Layouts read to timm's names (their fused tensors need a config to split).
@@ -23,7 +24,7 @@ TORCH_LAYOUTS = tuple(name for name, layout in LAYOUTS.items() if layout.names =
 
 
 def detect_layout(keys: Iterable[str]) -> str:
-    """The name of the layout of a set of weight names ('timm' covers timm's ViT and Swin)."""
+    """The name of the layout of a set of weight names ('timm' covers timm's ViT, Swin and Eva)."""
     keys = set(keys)
     for layout in FILE_LAYOUTS:
         if layout.matches(keys):

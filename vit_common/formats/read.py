@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ModelConfig, SwinConfig, config_class, get_config
+from ..config import ConfigError, EvaConfig, ModelConfig, SwinConfig, config_class, get_config
 from ..errors import CheckpointError, WeightsMismatchError
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
@@ -15,6 +15,7 @@ from ..weights.infer import (
     config_from_summary, summarize_canonical, summarize_swin_canonical, summarize_swin_timm, summarize_timm,
     swin_config_from_summary,
 )
+from ..weights.infer_eva import eva_config_from_summary, eva_from_weights, is_eva, summarize_eva
 from .base import is_swin
 from .containers import STATE_DICT_SUFFIXES, existing, read_npz, read_state_dict
 from .detect import TORCH_LAYOUTS, to_known_names
@@ -48,13 +49,21 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     raw, layout, stored, meta = _read(path)
     meta = {**meta, "source_layout": layout}
     swin = is_swin(raw)
+    # Eva's names are timm's ViT names plus a few of its own, which not every Eva has: the
+    # stored config or the preset says first.
+    named = stored if stored is not None and model is None else (config_class(model) if model else None)
+    eva = not swin and (getattr(named, "arch", None) == "eva" if named is not None else is_eva(raw))
     # timm's and Microsoft's Swin weights were trained on ImageNet mean / std pixels, not [-1, 1].
     # (timm files carrying a config came from this project, unless from timm's Hub repository.)
     imagenet_swin = swin and "preprocess" not in meta and (
         layout == "swin_ms" or layout == "timm" and (stored is None or "architecture" in meta))
-    summary, infer = _summarize(raw, layout)
+    summary, infer = _summarize(raw, layout, eva)
     if swin:
         from_weights = ("img_size", "patch_size", "num_classes", "window_size")
+    elif eva:
+        from_weights = eva_from_weights(summary)
+        if "window_size" in overrides:
+            raise ConfigError("window_size applies to Swin Transformers only; this checkpoint holds an Eva model")
     else:
         from_weights = ("img_size", "patch_size", "num_classes", "no_embed_class")
         if "window_size" in overrides:
@@ -106,8 +115,10 @@ def _to_canonical(raw: Weights, layout: str, config: ModelConfig, path) -> Weigh
         raise WeightsMismatchError(f"{path}: {e}") from None
 
 
-def _summarize(raw: Weights, layout: str):
+def _summarize(raw: Weights, layout: str, eva: bool | None = None):
     """(the weights' shapes, the function that infers a config from them)."""
+    if eva if eva is not None else not is_swin(raw) and is_eva(raw):
+        return summarize_eva(raw, timm=layout in TORCH_LAYOUTS), eva_config_from_summary
     if is_swin(raw):
         return (summarize_swin_timm(raw) if layout in TORCH_LAYOUTS else summarize_swin_canonical(raw),
                 swin_config_from_summary)

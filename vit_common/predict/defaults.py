@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # vision_transformer's input_pipeline evaluates with tf.image.resize(im, [s, s]) (bilinear, no
@@ -29,6 +30,13 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # timm's cfg in vit_common/formats/read.py, SWIN_IMAGENET_PREPROCESS.)
     "hf_swin": ("HuggingFace Swin", dict(resize="squash", crop_pct=1.0, interpolation="bicubic",
                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # timm's pretrained_cfg for eva02_*: OpenAI CLIP mean/std, bicubic, crop 0.9 at 224 px; the
+    # default tags at 336 px crop 1.0, those at 448 px squash to the size (crop_mode 'squash').
+    "eva02": ("timm EVA-02", dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic",
+                                  mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)),
+    # timm's pretrained_cfg for vit_*_dinov3* (lvd1689m): ImageNet mean/std, bicubic, crop 1.0.
+    "dinov3": ("timm DINOv3", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
+                                   mean=IMAGENET_MEAN, std=IMAGENET_STD)),
     # What train.py evaluated with before runs recorded it (vit_data.loader.eval_preprocess).
     "train.py": ("train.py evaluation", dict(resize="center_square", crop_pct=1.0, interpolation="bilinear",
                                              mean=0.5, std=0.5)),
@@ -45,6 +53,9 @@ def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
     layout = meta.get("source_layout")
     if str(meta.get("source", "")).startswith("train.py") or layout in RUN_LAYOUTS:
         return "train.py"  # a run (or its final.npz) from before runs recorded their preprocessing
+    if getattr(cfg, "arch", None) == "eva":  # timm's Eva: EVA-02 or DINOv3, whatever the file layout
+        from ..config.eva import eva_family
+        return eva_family(cfg)
     name = model or meta.get("architecture") or ""  # a preset, or the timm architecture of Hub weights
     if layout in ("timm", "hf"):
         if name.startswith("deit") or getattr(cfg, "distilled", False):
@@ -77,4 +88,6 @@ def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -
     options = dict(options)
     if family in ("timm_vit", "deit") and cfg.img_size >= 384:
         options["crop_pct"] = 1.0
+    if family == "eva02" and cfg.img_size >= 336:
+        options.update(crop_pct=1.0, resize="squash" if cfg.img_size >= 448 else "shorter_side")
     return options, f"family default: {what}"

@@ -10,6 +10,7 @@ from .resample import resample_patch_embed, resample_posemb, resample_relative_p
 # Fields a checkpoint can be adapted to without retraining the body (window_size: Swin only).
 ADAPTABLE = ("img_size", "patch_size", "num_classes", "window_size")
 POSEMB_TABLE = "Transformer/posembed_input/pos_embedding"
+POSEMB_TABLES = (POSEMB_TABLE, "pos_embed")  # ViT's, Eva's (Eva's rotary tables follow the config)
 PATCH_KERNELS = ("embedding/kernel", "patch_embed/proj/kernel")  # ViT's, Swin's
 
 
@@ -21,10 +22,11 @@ def adapt(weights: Weights, source: ModelConfig, target: ModelConfig, *, posemb_
         kernel = next(k for k in PATCH_KERNELS if k in weights)
         weights[kernel] = resample_patch_embed(weights[kernel], target.patch_size, method=patch_method)
         changes.append(f"patch embedding PI-resized {source.patch_size} -> {target.patch_size} ({patch_method})")
-    if POSEMB_TABLE in weights and target.grid_size != source.grid_size:
+    table = next((k for k in POSEMB_TABLES if k in weights), None)
+    if table is not None and target.grid_size != source.grid_size:
         prefix = 0 if source.no_embed_class else source.num_prefix_tokens
-        weights[POSEMB_TABLE] = resample_posemb(weights[POSEMB_TABLE], target.grid_size, num_prefix_tokens=prefix,
-                                                method=posemb_method)
+        weights[table] = resample_posemb(weights[table], target.grid_size, num_prefix_tokens=prefix,
+                                         method=posemb_method)
         changes.append(f"position embedding resampled {source.grid_size}x{source.grid_size} -> "
                        f"{target.grid_size}x{target.grid_size} ({posemb_method})")
     if isinstance(source, SwinConfig):

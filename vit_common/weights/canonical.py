@@ -13,13 +13,15 @@ import numpy as np
 
 from ..config import ModelConfig, SwinConfig
 from ..errors import WeightsMismatchError
-from .tables import Link, swin_links, vit_links
+from .tables import Link, eva_links, swin_links, vit_links
 
 Weights = dict[str, np.ndarray]
 
 
 def links(cfg: ModelConfig) -> list[Link]:
     """Every parameterised module of the model described by cfg, in forward order."""
+    if cfg.arch == "eva":
+        return eva_links(cfg)
     return swin_links(cfg) if isinstance(cfg, SwinConfig) else vit_links(cfg)
 
 

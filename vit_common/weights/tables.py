@@ -222,3 +222,67 @@ def swin_links(cfg: SwinConfig) -> list[Link]:
     if cfg.num_classes:
         out.append(_link("head.fc", "dense", (cfg.num_features, cfg.num_classes)))
     return out
+
+
+def eva_links(cfg) -> list[Link]:
+    """Every parameterised module of timm's Eva (EVA-02, DINOv3), in forward order.
+
+    Canonical names follow timm's module structure as Swin's do (module path with '.' -> '/',
+    indices joined by '_'; Flax leaves and shapes), so timm's names and these are one rename apart:
+        patch_embed/proj/kernel        (p, p, in, C)
+        cls_token                      (1, 1, C)
+        reg_token                      (1, R, C)              registers (DINOv3)
+        pos_embed                      (1, N (+ prefix), C)   absent without use_abs_pos_emb
+        blocks_{i}/norm1/scale|bias
+        blocks_{i}/attn/qkv/kernel     (C, 3C), no bias; columns [q | k | v], each head-major
+        blocks_{i}/attn/q_bias, v_bias (C,)                   qkv_fused with qkv_bias (k has none)
+        blocks_{i}/attn/q_proj|k_proj|v_proj/kernel (C, C)    qkv_fused=False; k_proj without bias
+        blocks_{i}/attn/norm/scale|bias (C,)                  scale_attn_inner
+        blocks_{i}/attn/proj/kernel    (C, C)
+        blocks_{i}/gamma_1, gamma_2    (C,)                   LayerScale (init_values)
+        blocks_{i}/mlp/fc1/kernel      (C, H), or (C, 2H) for the packed SwiGLU: [gate | value]
+        blocks_{i}/mlp/fc1_g|fc1_x/kernel (C, H)              split SwiGLU
+        blocks_{i}/mlp/norm/scale|bias (H,)                   scale_mlp
+        blocks_{i}/mlp/fc2/kernel      (H, C)
+        norm/scale|bias, fc_norm/scale|bias (C,)              one of the two (use_fc_norm)
+        head/kernel                    (C, classes)
+    The rotary tables are fixed (vit_common.config.rope) and stored nowhere, as in timm.
+    """
+    c, p, h = cfg.embed_dim, cfg.patch_size, cfg.mlp_dim
+    out = [_link("patch_embed.proj", "conv", (p, p, cfg.in_chans, c))]
+    if cfg.class_token:
+        out.append(_link("cls_token", "array", (1, 1, c)))
+    if cfg.num_reg_tokens:
+        out.append(_link("reg_token", "array", (1, cfg.num_reg_tokens, c)))
+    if cfg.use_abs_pos_emb:
+        out.append(_link("pos_embed", "array", (1, cfg.num_pos_embed, c)))
+    for i in range(cfg.depth):
+        block = f"blocks.{i}"
+        out.append(_link(f"{block}.norm1", "norm", (c,)))
+        if cfg.qkv_fused:
+            out.append(_link(f"{block}.attn.qkv", "dense", (c, 3 * c), bias=False))
+            if cfg.qkv_bias:
+                out += [_link(f"{block}.attn.q_bias", "array", (c,)), _link(f"{block}.attn.v_bias", "array", (c,))]
+        else:
+            out += [_link(f"{block}.attn.q_proj", "dense", (c, c), bias=cfg.qkv_bias),
+                    _link(f"{block}.attn.k_proj", "dense", (c, c), bias=False),
+                    _link(f"{block}.attn.v_proj", "dense", (c, c), bias=cfg.qkv_bias)]
+        if cfg.scale_attn_inner:
+            out.append(_link(f"{block}.attn.norm", "norm", (c,)))
+        out.append(_link(f"{block}.attn.proj", "dense", (c, c)))
+        if cfg.init_values is not None:
+            out.append(_link(f"{block}.gamma_1", "array", (c,)))
+        out.append(_link(f"{block}.norm2", "norm", (c,)))
+        if cfg.mlp_kind == "swiglu":
+            out += [_link(f"{block}.mlp.fc1_g", "dense", (c, h)), _link(f"{block}.mlp.fc1_x", "dense", (c, h))]
+        else:
+            out.append(_link(f"{block}.mlp.fc1", "dense", (c, 2 * h if cfg.mlp_kind == "swiglu_packed" else h)))
+        if cfg.scale_mlp:
+            out.append(_link(f"{block}.mlp.norm", "norm", (h,)))
+        out.append(_link(f"{block}.mlp.fc2", "dense", (h, c)))
+        if cfg.init_values is not None:
+            out.append(_link(f"{block}.gamma_2", "array", (c,)))
+    out.append(_link("fc_norm" if cfg.has_fc_norm else "norm", "norm", (c,)))
+    if cfg.num_classes:
+        out.append(_link("head", "dense", (c, cfg.num_classes)))
+    return out
