@@ -150,7 +150,8 @@ LAYER_DECAY_MODELS = {  # every kind of parameter: tokens, blocks, pooling heads
     "vit_map": ("vit_tiny_patch16_224", {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map",
                                          "representation_size": 16}),
     "deit": ("deit_tiny_distilled_patch16_224", {"embed_dim": 32, "depth": 2, "num_heads": 2}),
-    "swin": ("swin_tiny_patch4_window7_224", {"embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2], "window_size": 2}),
+    "swin": ("swin_tiny_patch4_window7_224",
+             {"embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2], "window_size": 2}),
 }
 
 

@@ -25,7 +25,7 @@ def decay_mask(params):
 
 
 def path_name(path) -> str:
-    """A parameter's tree path as its timm-style name: ('blocks', 0, 'attn', 'qkv', 'kernel') -> 'blocks.0.attn.qkv.kernel'."""
+    """A parameter's tree path as its timm-style name: blocks/0/attn/qkv/kernel -> 'blocks.0.attn.qkv.kernel'."""
     return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
