@@ -3,10 +3,12 @@ same batches (dropout and drop path off, float32), take the same steps.
 
 Both loops run for real (`train()` of each twin, on digits at 8x8) with MixUp, CutMix, label
 smoothing, gradient accumulation, clipping and the warmup/cosine schedule all active, so any
-difference in the recipe's semantics shows in the loss curves and the checkpoints."""
+difference in the recipe's semantics shows in the loss curves and the checkpoints; once more with
+layer-wise learning-rate decay (--layer-decay)."""
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,10 @@ ARCHS = {
 }
 
 
+# The trajectory cases: an architecture and the flags added to the recipe.
+CASES = {"vit": ("vit", []), "swin": ("swin", []), "vit_layer_decay": ("vit", ["--layer-decay", "0.75"])}
+
+
 def _config(workdir, *extra, arch="vit"):
     return parse_train_args(RECIPE + ARCHS[arch] + ["--workdir", str(workdir), *extra])
 
@@ -53,18 +59,22 @@ def _torch_params(workdir, step, cfg):
     return vit_torch.to_canonical(model)
 
 
-@pytest.fixture(scope="module", params=sorted(ARCHS))
+@pytest.fixture(scope="module", params=sorted(CASES))
 def runs(request, tmp_path_factory):
     from vit_jax.train import train as train_jax
     from vit_torch.train import train as train_torch
 
-    arch = request.param
-    tmp = tmp_path_factory.mktemp(f"trajectory_{arch}")
+    arch, extra = CASES[request.param]
+    tmp = tmp_path_factory.mktemp(f"trajectory_{request.param}")
     cfg = _config(tmp, arch=arch).model_config().replace(num_classes=10, in_chans=1)
     init = tmp / "init.npz"
     save_npz(init, vit_jax.to_canonical(vit_jax.build_model(cfg, rngs=nnx.Rngs(7))), cfg)
-    train_jax(_config(tmp / "jax", "--init", str(init), arch=arch), show_progress=False)
-    train_torch(_config(tmp / "torch", "--framework", "torch", "--init", str(init), arch=arch), show_progress=False)
+    train_jax(_config(tmp / "jax", "--init", str(init), *extra, arch=arch), show_progress=False)
+    train_torch(_config(tmp / "torch", "--framework", "torch", "--init", str(init), *extra, arch=arch),
+                show_progress=False)
+    for twin in ("jax", "torch"):  # the runs really had the case's recipe, and saved it
+        saved = json.loads((tmp / twin / "config.json").read_text())["train"]
+        assert saved["layer_decay"] == (0.75 if "--layer-decay" in extra else None), (request.param, twin)
     return tmp, cfg
 
 
@@ -133,6 +143,88 @@ def test_weight_decay_falls_on_the_same_parameters(name, model_args):
     for k in jax_flags:
         np.testing.assert_array_equal(jax_flags[k], torch_flags[k], err_msg=k)
     assert {k for k, v in jax_flags.items() if v.all()} == {k for k in jax_flags if k.endswith("kernel")}
+
+
+LAYER_DECAY_MODELS = {  # every kind of parameter: tokens, blocks, pooling heads, Swin's stages and merging
+    "vit": ("vit_tiny_patch16_224", {"embed_dim": 32, "depth": 3, "num_heads": 2}),
+    "vit_map": ("vit_tiny_patch16_224", {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map",
+                                         "representation_size": 16}),
+    "deit": ("deit_tiny_distilled_patch16_224", {"embed_dim": 32, "depth": 2, "num_heads": 2}),
+    "swin": ("swin_tiny_patch4_window7_224",
+             {"embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2], "window_size": 2}),
+}
+
+
+def _first_moves(cfg, config, grads):
+    """Each twin's parameter moves, in canonical names, over its first two AdamW updates from zero
+    weights with the same gradients both times. Update 0 runs at lr 0 (the warmup) and only fills
+    the moments; update 1 then moves each weight by -lr * scale * g / (|g| + eps): Adam's first
+    step is sign-like, and zero weights take no weight decay."""
+    import optax
+
+    from vit_common.weights import FLAX
+    from vit_jax.train.optim import learning_rate_schedule as jax_schedule, make_optimizer as jax_optimizer, path_name
+    from vit_torch.train.optim import (learning_rate_schedule as torch_schedule, make_optimizer as torch_optimizer,
+                                       set_learning_rate)
+
+    zeros = {k: np.zeros_like(v) for k, v in grads.items()}
+    # The JAX model's own parameter tree (its shapes only: nothing to initialise), filled by name.
+    tree = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: vit_jax.build_model(cfg, rngs=nnx.Rngs(0))), nnx.Param))
+
+    def fill(weights):
+        flat = FLAX.export(weights, cfg)
+        return jax.tree_util.tree_map_with_path(lambda p, _: jnp.asarray(flat[path_name(p)]), tree)
+
+    jax_grads, params = fill(grads), fill(zeros)
+    tx = jax_optimizer(config, steps_per_epoch=22)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        updates, opt_state = tx.update(jax_grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    for _ in range(2):
+        params, opt_state = step(params, opt_state)
+    jax_moves = FLAX.import_({path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}, cfg)
+
+    torch_model = vit_torch.load_canonical_(vit_torch.build_model(cfg), zeros)
+    torch_grads = vit_torch.load_canonical_(vit_torch.build_model(cfg), grads)
+    for p, g in zip(torch_model.parameters(), torch_grads.parameters()):
+        p.grad = g.detach().clone()
+    optimizer, schedule = torch_optimizer(torch_model, config), torch_schedule(config, 22)
+    for update in range(2):  # as the train step does
+        set_learning_rate(optimizer, schedule(update))
+        optimizer.step()
+    assert float(jax_schedule(config, 22)(1)) == pytest.approx(schedule(1), rel=1e-6)
+    return jax_moves, vit_torch.to_canonical(torch_model), schedule(1)
+
+
+@pytest.mark.parametrize("model", sorted(LAYER_DECAY_MODELS))
+def test_layer_decay_scales_each_parameters_first_step(model):
+    from vit_common.train.layer_decay import layer_scales
+    from vit_common.weights.canonical import canonical_shapes, links
+
+    name, model_args = LAYER_DECAY_MODELS[model]
+    cfg = get_config(name, img_size=8, patch_size=2, num_classes=10, mlp_ratio=2.0, **model_args)
+    rng = np.random.default_rng(0)  # |g| in [0.5, 1.5]: g / (|g| + 1e-8) is sign(g) within 2e-8
+    grads = {k: (rng.choice([-1.0, 1.0], s) * rng.uniform(0.5, 1.5, s)).astype(np.float32)
+             for k, s in canonical_shapes(cfg).items()}
+    base = RECIPE + ["--clip-grad-norm", "none"]  # clipping is in JAX's optimizer but PyTorch's train step
+    plain = _first_moves(cfg, parse_train_args(base), grads)
+    decayed = _first_moves(cfg, parse_train_args(base + ["--layer-decay", "0.75"]), grads)
+    # The expected factor of each canonical entry, from the module the link table ties it to.
+    module_scale = layer_scales([link.module for link in links(cfg)], 0.75)
+    expected = {k: module_scale[link.module] for link in links(cfg) for k in link.canonical_shapes()}
+    assert expected.keys() == grads.keys() and len(set(expected.values())) >= 3  # the factors really differ
+    lr = plain[2]
+    for twin, moves_plain, moves_decayed in (("jax", plain[0], decayed[0]), ("torch", plain[1], decayed[1])):
+        for k, g in grads.items():
+            # Sign-like within the precision of Adam's bias correction: optax computes 1 - 0.999**2
+            # in float32, good to 3e-5 (the PyTorch twin computes it in float64).
+            sign_like = np.max(np.abs(moves_plain[k] / (-lr * np.sign(g)) - 1))  # NaN fails the asserts
+            ratio = np.max(np.abs(moves_decayed[k] / moves_plain[k] / expected[k] - 1))
+            assert sign_like <= 1e-4 and ratio <= 1e-6, (twin, k, sign_like, ratio)
 
 
 def _draws(tm, jm, draws: int, seed: int = 3):

@@ -22,6 +22,9 @@ BAD = [
     ("--warmup-epochs", "-1", "warmup_epochs must be >= 0"),
     ("--weight-decay", "-0.05", "weight_decay must be >= 0"),
     ("--weight-decay", "nan", "weight_decay must be >= 0"),
+    ("--layer-decay", "0", "layer_decay must be in (0, 1]"),
+    ("--layer-decay", "1.5", "layer_decay must be in (0, 1]"),  # deeper layers would train faster than the head
+    ("--layer-decay", "nan", "layer_decay must be in (0, 1]"),
     ("--beta2", "1", "beta2 must be in [0, 1)"),
     ("--beta2", "-0.1", "beta2 must be in [0, 1)"),
     ("--clip-grad-norm", "-1", "clip_grad_norm must be > 0"),  # would flip the gradients' sign
@@ -57,7 +60,7 @@ BAD = [
 # The edges of each range, which must still be accepted.
 GOOD = [("--lr", "1e-5"), ("--min-lr", "0"), ("--min-lr", "2e-3"), ("--warmup-epochs", "0"),
         ("--warmup-epochs", "19.5"), ("--warmup-epochs", "40"), ("--epochs", "1"), ("--weight-decay", "0"),
-        ("--beta2", "0"), ("--clip-grad-norm", "none"),
+        ("--layer-decay", "1"), ("--layer-decay", "0.65"), ("--layer-decay", "none"), ("--beta2", "0"), ("--clip-grad-norm", "none"),
         ("--ema-decay", "0.9999"), ("--ema-decay", "none"), ("--label-smoothing", "0"), ("--mixup-alpha", "0"),
         ("--randaugment", "0,0"), ("--randaugment", "3,30"), ("--seed", "0"), ("--max-bad-steps", "1")]
 

@@ -187,6 +187,37 @@ def test_resume_with_a_recipe_that_changes_the_saved_state(reference_run, tmp_pa
     assert "resumed from step 80" in out and "no EMA weights; they start from the restored weights" in out
 
 
+def test_resume_takes_the_recipes_optimizer_settings_not_the_saved_ones(reference_run, tmp_path, capsys):
+    # torch's load_state_dict brings back each saved group's settings; the recipe's rule instead
+    # (as in the JAX twin, whose optimizer state holds none). Layer decay switched on is refused:
+    # its parameter groups differ.
+    import torch
+
+    from vit_common.train.recipe import parse_train_args
+    from vit_torch.models import build_model
+    from vit_torch.train.checkpointing import load_state
+    from vit_torch.train.optim import make_optimizer
+
+    model = build_model(parse_train_args(TINY).model_config())
+    old = make_optimizer(model, parse_train_args(TINY + ["--layer-decay", "0.5", "--weight-decay", "0.05"]))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    old.step()
+    state = dict(model=model.state_dict(), optimizer=old.state_dict())
+    new = make_optimizer(model, parse_train_args(TINY + ["--layer-decay", "0.9", "--weight-decay", "0.1",
+                                                         "--beta2", "0.99"]))
+    load_state(state, 1, model=model, optimizer=new, ema=None, changed=[], where="test")
+    assert sorted({g["lr_scale"] for g in new.param_groups}) == [0.9 ** 3, 0.9 ** 2, 0.9, 1.0]
+    assert {g["weight_decay"] for g in new.param_groups} == {0.0, 0.1}
+    assert {g["betas"] for g in new.param_groups} == {(0.9, 0.99)}
+    assert all(len(new.state[p]) for p in model.parameters())  # and the moments came back
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    (run / "checkpoints" / "step_000000088.pt").unlink()
+    assert train_cli.main(TINY + [*TORCH, "--workdir", str(run), "--layer-decay", "0.75"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "layer_decay: None -> 0.75" in err
+
+
 def test_bad_steps_that_end_between_two_log_steps_still_stop_the_run(tmp_path, monkeypatch):
     import vit_torch.train as loop
     from vit_common.train.recipe import parse_train_args

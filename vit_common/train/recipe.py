@@ -42,6 +42,8 @@ class TrainConfig:
     min_lr: float = 1e-5
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05  # decoupled, on kernels only
+    layer_decay: float | None = None  # layer-wise lr decay (BEiT, MAE fine-tuning): the head at lr, each block
+    # below it at layer_decay times the one above, the embeddings lowest (vit_common/train/layer_decay.py)
     beta2: float = 0.999
     clip_grad_norm: float | None = 1.0
     grad_accum_steps: int = 1
@@ -127,6 +129,8 @@ class TrainConfig:
             # before its end by the schedule, so it is allowed.
             ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("layer_decay", self.layer_decay, self.layer_decay is None or 0 < self.layer_decay <= 1,
+             "in (0, 1] (or none for no layer decay)"),
             ("beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)"),
             ("clip_grad_norm", self.clip_grad_norm, self.clip_grad_norm is None or self.clip_grad_norm > 0,
              "> 0 (or none for no clipping)"),

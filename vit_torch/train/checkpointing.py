@@ -125,7 +125,14 @@ def load_state(state: dict, step: int, *, model, optimizer, ema, changed: list[s
         now |= _specs("ema", ema.state_dict())
     fit = fit_state(saved, now, where=f"{where} from step {step}", changed=changed)
     model.load_state_dict(state["model"])
+    # torch restores the saved groups' settings too; the recipe's current ones (weight decay,
+    # beta2, layer-decay factors) rule from here on, as they do in the JAX twin.
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
+    for group, current in zip(optimizer.param_groups, settings):
+        params = group["params"]
+        group.clear()
+        group.update(current, params=params)
     if ema is not None:
         ema.load_state_dict(state["ema"] if "ema" not in fit.fresh else model.state_dict())
     return fit.notes

@@ -1,6 +1,6 @@
 """The optimizer, mirroring vit_jax/train/optim.py: AdamW (decoupled decay on kernels only),
-warmup + cosine, clipping by global norm, non-finite steps skipped. (Gradient accumulation
-happens in the train step.)"""
+warmup + cosine, optional layer-wise learning-rate decay, clipping by global norm, non-finite
+steps skipped. (Gradient accumulation happens in the train step.)"""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vit_common.train.layer_decay import layer_ids, layer_scales
 from vit_common.train.recipe import TrainConfig
 
 
@@ -38,10 +39,33 @@ def decayed_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with optax's defaults (eps 1e-8 outside the square root); the learning rate is set
-    per update by the train step from learning_rate_schedule."""
+    per update by the train step from learning_rate_schedule, times each group's lr_scale. With
+    layer decay, one group per (layer, decayed or not), as timm's param_groups_layer_decay."""
     decayed, other = decayed_parameters(model)
-    groups = [dict(params=decayed, weight_decay=config.weight_decay), dict(params=other, weight_decay=0.0)]
+    if config.layer_decay is None:
+        groups = [dict(params=decayed, weight_decay=config.weight_decay), dict(params=other, weight_decay=0.0)]
+    else:
+        groups = _layer_decay_groups(model, {id(p) for p in decayed}, config)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2), eps=1e-8)
+
+
+def _layer_decay_groups(model: nn.Module, decayed: set[int], config: TrainConfig) -> list[dict]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ids, _ = layer_ids(n for n, _ in named)
+    scales = layer_scales((n for n, _ in named), config.layer_decay)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in named:
+        key = (ids[name], id(p) in decayed)
+        group = groups.setdefault(key, dict(params=[], weight_decay=config.weight_decay if key[1] else 0.0,
+                                            lr_scale=scales[name]))
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate for this update, times each group's layer-decay factor."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .optim import clip_by_global_norm_, global_norm
+from .optim import clip_by_global_norm_, global_norm, set_learning_rate
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -93,8 +93,7 @@ class Steps:
         if torch.isfinite(norm):  # else the update is skipped and counted, as optax.apply_if_finite
             if self.clip_grad_norm:
                 clip_by_global_norm_(grads, norm, self.clip_grad_norm)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.schedule(self.updates)
+            set_learning_rate(self.optimizer, self.schedule(self.updates))
             self.optimizer.step()
             self.updates += 1
             self.bad_steps = 0
