@@ -148,12 +148,14 @@ class TrainConfig:
 
 # Recipes documented in the README. `python train.py` with no arguments runs "digits".
 PRESETS: dict[str, dict[str, Any]] = {
-    # Average pooling, no label smoothing, weight decay 0.3, 1-pixel shifts, 40 epochs: seeds 0-4 give
-    # 96.7-98.3% test accuracy (mean 97.4%; README).
+    # Average pooling, label smoothing 0.1, weight decay 0.3, 1-pixel shifts, 40 epochs. `python train.py
+    # --seed S`, S = 0..4: 98.89 / 98.89 / 97.49 / 97.49 / 98.05% test accuracy (mean 98.2%; without the
+    # label smoothing 97.77 / 96.66 / 97.21 / 98.33 / 96.94%). Tried, no better over the 5 seeds: 2-pixel
+    # shifts, drop path 0.1, label smoothing 0.2, 50 epochs, lr 3e-3, mlp_ratio 4 (README).
     "digits": dict(
         model="vit_tiny_patch16_224",
         model_args=dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0, num_classes=10, global_pool="avg"),
-        img_size=16, patch_size=4, dataset="digits", pad_crop=1, epochs=40, batch_size=32,
+        img_size=16, patch_size=4, dataset="digits", pad_crop=1, label_smoothing=0.1, epochs=40, batch_size=32,
         lr=2e-3, warmup_epochs=2, weight_decay=0.3, workdir="runs/digits", checkpoint_every=500,
     ),
     "fashion_mnist": dict(
