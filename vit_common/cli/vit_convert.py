@@ -35,6 +35,7 @@ from pathlib import Path
 from ..config import ModelConfig, SwinConfig
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
+from ..formats.detect import writable_layouts
 from ..formats.google import canonical_to_big_vision, canonical_to_linen
 from ..formats.hub import checkpoint_argument
 from ..formats.run_folder import save_training_dir
@@ -43,6 +44,12 @@ from ..weights import TIMM, count_params
 
 OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "")  # "": a folder laid out like a train.py run
 NPZ_LAYOUTS = ("canonical", "linen", "big_vision")
+# --to names written here (the rest come from the format modules' Layouts, see writable_layouts).
+BUILTIN_OUTPUTS = NPZ_LAYOUTS + ("timm", "run")
+
+
+def output_formats() -> list[str]:
+    return [*BUILTIN_OUTPUTS, *writable_layouts()]
 
 
 def check_writable(dst: Path) -> None:
@@ -51,13 +58,26 @@ def check_writable(dst: Path) -> None:
                               "or a folder (no suffix)")
 
 
-def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical") -> None:
+def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical", to: str | None = None) -> None:
     """.npz in a Google layout, timm-named .safetensors / .pt / .pth, or (no suffix) a folder
-    laid out like a train.py run; the config and metadata always travel inside."""
+    laid out like a train.py run; the config and metadata always travel inside. `to` names
+    another project's format (vit-convert --to), written by its format module."""
     dst = Path(dst)
-    check_writable(dst)
     meta = {k: v for k, v in ckpt.meta.items() if k == "class_names"}
     meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config)[0]  # the record, else the family's default
+    if to is not None and to not in BUILTIN_OUTPUTS:
+        writers = writable_layouts()
+        if to not in writers:
+            raise CheckpointError(f"--to {to}: unknown output format; choose one of {sorted(output_formats())}")
+        writers[to].write(ckpt.weights, ckpt.config, meta, dst)
+        return
+    check_writable(dst)
+    expected = {"timm": (".safetensors", ".pt", ".pth"), "run": ("",)}.get(to, (".npz",) if to else None)
+    if expected is not None and dst.suffix not in expected:
+        raise CheckpointError(f"--to {to} writes {' or '.join(s or 'a folder (no suffix)' for s in expected)}, "
+                              f"not {dst.suffix or 'a folder'}")
+    if to in NPZ_LAYOUTS:
+        layout = to
     if layout != "canonical" and dst.suffix != ".npz":
         raise CheckpointError(f"--layout {layout} is for .npz files, not {dst.suffix or 'folders'}")
     if dst.suffix == "":
@@ -115,6 +135,9 @@ def parse_args(argv):
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
     parser.add_argument("--window-size", type=int,
                         help="Swin: resample the relative position bias tables to this window (bicubic)")
+    parser.add_argument("--to", metavar="FORMAT",
+                        help=f"output format: {', '.join(output_formats())} (default: from DST's suffix: "
+                             ".npz canonical, .safetensors/.pt/.pth timm, no suffix a train.py run folder)")
     parser.add_argument("--layout", default="canonical", choices=NPZ_LAYOUTS,
                         help="for .npz output: Google's pre-Linen names (canonical, default), Linen names, or big_vision")
     parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),
@@ -129,11 +152,14 @@ def main(argv=None) -> int:
                                    ("num_classes", args.num_classes), ("num_heads", args.num_heads),
                                    ("window_size", args.window_size)) if v is not None}
     try:
-        check_writable(args.dst)  # before the (slow) read
+        if args.to is None or args.to in BUILTIN_OUTPUTS:
+            check_writable(args.dst)  # before the (slow) read
+        elif args.to not in output_formats():
+            raise CheckpointError(f"--to {args.to}: unknown output format; choose one of {output_formats()}")
         if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
             raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
-        write_checkpoint(ckpt, args.dst, args.layout)
+        write_checkpoint(ckpt, args.dst, args.layout, args.to)
     except (CheckpointError, ConfigError, WeightsMismatchError) as e:
         print(f"vit-convert: error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from ..weights import Weights
 
@@ -18,6 +19,14 @@ class Layout:
     # need the architecture to split, which is known only later).
     read: Callable[[Weights], Weights] = dict
     names: str = "canonical"
+    # The way back, for `vit-convert --to NAME`: write (canonical weights, config, metadata) to a
+    # path in this layout (a file or a folder, as the format has it). None: read-only.
+    write: Callable[[Weights, Any, dict, Path], None] | None = None
+    to: str | None = None  # the --to name, e.g. 'hf' (default: the layout's name)
+
+    @property
+    def output_name(self) -> str:
+        return self.to or self.name
 
 
 def is_swin(keys: Iterable[str]) -> bool:

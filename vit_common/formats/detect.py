@@ -38,3 +38,8 @@ def to_known_names(raw: Weights) -> tuple[Weights, str]:
     """(weights in canonical or timm names, the layout they were read from)."""
     name = detect_layout(raw)
     return LAYOUTS[name].read(raw), name
+
+
+def writable_layouts() -> dict[str, Layout]:
+    """--to name -> the layout that writes it (the format modules' Layouts with a writer)."""
+    return {layout.output_name: layout for layout in LAYOUTS.values() if layout.write is not None}
