@@ -23,6 +23,10 @@ class Layout:
     # path in this layout (a file or a folder, as the format has it). None: read-only.
     write: Callable[[Weights, Any, dict, Path], None] | None = None
     to: str | None = None  # the --to name, e.g. 'hf' (default: the layout's name)
+    # The preset a file in this layout implies (given its weights in the names `read` gives), for
+    # formats whose shapes cannot say the architecture; it raises CheckpointError naming --model
+    # when it cannot tell. None: the weights' shapes say it.
+    implied_model: Callable[[Weights], str] | None = None
 
     @property
     def output_name(self) -> str:

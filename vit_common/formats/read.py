@@ -17,8 +17,8 @@ from ..weights.infer import (
 )
 from ..weights.infer_eva import eva_config_from_summary, eva_from_weights, is_eva, summarize_eva
 from .base import is_swin
-from .containers import STATE_DICT_SUFFIXES, existing, read_npz, read_state_dict
-from .detect import TORCH_LAYOUTS, to_known_names
+from .containers import STATE_DICT_SUFFIXES, existing, read_msgpack, read_npz, read_state_dict
+from .detect import LAYOUTS, TORCH_LAYOUTS, to_known_names
 from .hub import fetch_pretrained, is_pretrained_name, name_hint
 from .hub_configs import repo_config, repo_meta
 from .run_folder import read_training_run
@@ -48,6 +48,8 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     """
     raw, layout, stored, meta = _read(path)
     meta = {**meta, "source_layout": layout}
+    if model is None and stored is None and (implied := LAYOUTS[layout].implied_model) is not None:
+        model = implied(raw)  # e.g. DINOv2's hub files: nothing in them says the heads or LayerScale
     swin = is_swin(raw)
     # Eva's names are timm's ViT names plus a few of its own, which not every Eva has: the
     # stored config or the preset says first.
@@ -143,7 +145,10 @@ def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, di
         raw, stored, meta = read_npz(path)
     elif path.suffix in STATE_DICT_SUFFIXES:
         raw, stored, meta = read_state_dict(path)
+    elif path.suffix == ".msgpack":  # Flax's serialization (AIMv2's JAX release)
+        raw, stored, meta = read_msgpack(path), None, {}
     else:
-        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz or one of {STATE_DICT_SUFFIXES}")
+        raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz, .msgpack or one of "
+                              f"{STATE_DICT_SUFFIXES}")
     raw, layout = to_known_names(raw)
     return raw, layout, stored, meta
