@@ -27,6 +27,7 @@ from vit_common.errors import CheckpointError
 from vit_common.formats.aimv2 import implied_aimv2
 from vit_common.formats.containers import read_msgpack
 from vit_common.formats.meta_dino import implied_dinov2
+from vit_common.predict.defaults import resolve_preprocess
 
 TINY = dict(hidden=48, layers=2, heads=3, patch=8, img=32)
 OURS = dict(embed_dim=48, depth=2, num_heads=3, patch_size=8, img_size=32, num_classes=0)
@@ -119,6 +120,8 @@ def test_written_back_as_released_and_bit_exact(case, tmp_path):
     name, path, fmt, preset, ours, _, _, _ = case
     ckpt = read_checkpoint(path, preset, **ours)
     assert ckpt.meta["source_layout"] == fmt
+    family = {"dinov2": "DINOv2", "dinov3": "DINOv3", "aimv2": "AIMv2", "aimv2_flax": "AIMv2"}[fmt]
+    assert family in resolve_preprocess(ckpt.meta, ckpt.config)[1]  # vit-predict's default for the file
     dst = tmp_path / path.name
     write_checkpoint(ckpt, dst, to=fmt)
     released, written = _load(path), _load(dst)

@@ -37,6 +37,12 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # timm's pretrained_cfg for vit_*_dinov3* (lvd1689m): ImageNet mean/std, bicubic, crop 1.0.
     "dinov3": ("timm DINOv3", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
                                    mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # DINOv2's own evaluation transform (make_classification_eval_transform): resize 256, crop 224.
+    "dinov2": ("DINOv2 (torch.hub)", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
+                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # timm's pretrained_cfg for aimv2_* (apple_pt): OpenAI CLIP mean/std, bicubic, crop 1.0.
+    "aimv2": ("AIMv2 (Apple)", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
+                                    mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)),
     # What train.py evaluated with before runs recorded it (vit_data.loader.eval_preprocess).
     "train.py": ("train.py evaluation", dict(resize="center_square", crop_pct=1.0, interpolation="bilinear",
                                              mean=0.5, std=0.5)),
@@ -46,6 +52,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 GOOGLE_LAYOUTS = ("canonical", "linen", "big_vision")
 RUN_LAYOUTS = ("flax", "torch_run")
+RELEASED_FAMILIES = {"dinov2": "dinov2", "aimv2": "aimv2", "aimv2_flax": "aimv2"}  # layout -> family
 
 
 def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
@@ -65,6 +72,8 @@ def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
         return "timm_vit"  # a named vit_* model, or the stated default for timm state dicts
     if layout == "hf_swin":
         return "hf_swin"
+    if layout in RELEASED_FAMILIES:
+        return RELEASED_FAMILIES[layout]
     if layout in GOOGLE_LAYOUTS:
         return "google"
     return "default"
