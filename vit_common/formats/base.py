@@ -23,6 +23,13 @@ class Layout:
     # path in this layout (a file or a folder, as the format has it). None: read-only.
     write: Callable[[Weights, Any, dict, Path], None] | None = None
     to: str | None = None  # the --to name, e.g. 'hf' (default: the layout's name)
+    # What the format says beyond its weights, from the raw names:
+    # notes(keys): lines for the report (e.g. a text tower left behind), whatever the config;
+    # implied(keys, given): config fields the format implies where neither a stored config nor
+    # --model says; `given` holds the fields set by flags. It raises CheckpointError, naming the
+    # flag, for what the format cannot say and no flag gave.
+    notes: Callable[[set[str]], list[str]] | None = None
+    implied: Callable[[set[str], set[str]], dict[str, Any]] | None = None
 
     @property
     def output_name(self) -> str:

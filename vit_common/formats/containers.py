@@ -42,7 +42,7 @@ def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
         raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            weights = {k: data[k] for k in data.files}
+            weights = {k: void_to_bfloat16(data[k]) for k in data.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path}: not a readable .npz file ({e})") from e
     config = weights.pop(CONFIG_KEY, None)
@@ -53,6 +53,16 @@ def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix):]: v for k, v in weights.items()}
     return weights, config, meta
+
+
+def void_to_bfloat16(a: np.ndarray) -> np.ndarray:
+    """np.save writes bfloat16 (no numpy type) as 2-byte void, as in big_vision's bf16 checkpoints
+    (its loader views them back the same way); other arrays pass as they are."""
+    if a.dtype.kind != "V" or a.dtype.itemsize != 2 or a.dtype.names is not None:
+        return a
+    from ml_dtypes import bfloat16
+
+    return a.view(bfloat16)
 
 
 def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
