@@ -42,6 +42,10 @@ def _run(model, images):
     return (run_torch if isinstance(model, torch.nn.Module) else run_jax)(model, images)
 
 
+def _name(model) -> str:
+    return "torch" if isinstance(model, torch.nn.Module) else "jax"
+
+
 def _same_weights(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -50,7 +54,7 @@ def _same_weights(a, b):
 
 # big_vision: SigLIP ------------------------------------------------------------------------------
 @pytest.mark.parametrize("scanned", [False, True], ids=["blocks", "scanned"])
-def test_siglip_image_tower_matches_transformers_and_writes_back(tmp_path, capsys, scanned):
+def test_siglip_image_tower_matches_transformers_and_writes_back(tmp_path, capsys, record, scanned):
     torch.manual_seed(0)
     hf = _round(perturb_(hf_model("siglip", **TINY, mlp=192), seed=0), torch.bfloat16)  # gelu_pytorch_tanh
     cfg = get_config("vit_base_patch16_siglip_224", **OURS, act_layer="gelu_tanh")
@@ -66,7 +70,9 @@ def test_siglip_image_tower_matches_transformers_and_writes_back(tmp_path, capsy
         want = hf(pixel_values=torch.from_numpy(nhwc_to_nchw(images))).pooler_output.numpy()
     for model in _twins(dst):
         assert model.cfg == cfg.replace(num_classes=0)  # read without flags: SigLIP's tower, tanh GELU
-        assert rel_error(_run(model, images).pooled, want) <= FLOAT32_TOL
+        error = rel_error(_run(model, images).pooled, want)
+        record("big_vision SigLIP tower (bf16 file)", f"HF SiglipVisionModel -> {_name(model)}", {"pooled": error})
+        assert error <= FLOAT32_TOL
 
     assert convert([str(dst), str(back := tmp_path / "back.npz"), "--to", "big_vision_img"]) == 0
     written, _, _ = read_npz(back)
@@ -159,7 +165,7 @@ def _clip_outputs(hf, cfg):
 
 
 @pytest.mark.parametrize("source", ["openai", "openclip"])
-def test_clip_image_tower_matches_transformers_and_writes_back(tmp_path, capsys, source):
+def test_clip_image_tower_matches_transformers_and_writes_back(tmp_path, capsys, record, source):
     openai = source == "openai"
     act = "quick_gelu" if openai else "gelu"
     hf, timm = _clip(act, torch.float16 if openai else torch.float32)
@@ -178,7 +184,9 @@ def test_clip_image_tower_matches_transformers_and_writes_back(tmp_path, capsys,
     images, want = _clip_outputs(hf, cfg)
     for model in _twins(dst):
         assert model.cfg == cfg
-        assert rel_error(_run(model, images).logits, want) <= FLOAT32_TOL
+        error = rel_error(_run(model, images).logits, want)
+        record(f"{source} CLIP tower", f"HF CLIPVisionModelWithProjection -> {_name(model)}", {"logits": error})
+        assert error <= FLOAT32_TOL
 
     assert convert([str(dst), str(back := tmp_path / "back.pt"), "--to", "openclip"]) == 0
     written, _, _ = read_state_dict(back)

@@ -103,9 +103,11 @@ def _notes(keys: set[str]) -> list[str]:
         notes.append("OpenAI CLIP (its state dict holds input_resolution, context_length, vocab_size): without a "
                      "config or --model it runs act_layer='quick_gelu', as OpenAI's CLIP does")
     if left:
-        shown = ", ".join(k for k in left if "." not in k or k.startswith("token_embedding"))
-        notes.append(f"not read: {len(left)} entries outside visual.* (the text tower and {shown}): only the image "
-                     "tower is these twins'; a file written from this one holds visual.* alone")
+        text = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+        others = ", ".join(k for k in left if not k.startswith(text))
+        notes.append(f"not read: {len(left)} entries outside visual.* (the text tower: token_embedding, "
+                     f"transformer.resblocks.N, ln_final, text_projection{'; and ' + others if others else ''}): "
+                     "only the image tower is these twins'; a file written from this one holds visual.* alone")
     return notes
 
 
@@ -122,8 +124,8 @@ def _implied(keys: set[str], given: set[str]) -> dict[str, Any]:
         return {**fields, "act_layer": "quick_gelu"}
     raise CheckpointError(
         "an OpenCLIP state dict does not say its activation: OpenAI's weights and OpenCLIP's *-quickgelu models "
-        "run QuickGELU, the others GELU. Pass --act-layer quick_gelu or --act-layer gelu, or a preset with "
-        "--model (e.g. vit_base_patch16_clip_quickgelu_224 or vit_base_patch16_clip_224)")
+        "run QuickGELU, the others GELU. Pass --act-layer quick_gelu or --act-layer gelu (in Python: act_layer=), "
+        "or a preset with --model (e.g. vit_base_patch16_clip_quickgelu_224 or vit_base_patch16_clip_224)")
 
 
 def check_openclip(cfg, weights: Weights) -> None:
