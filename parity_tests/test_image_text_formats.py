@@ -227,3 +227,10 @@ def test_openclip_refuses_other_towers_and_heads_with_bias(tmp_path, capsys):
     np.savez(src := tmp_path / "siglip.npz", **random_canonical(cfg))
     assert convert([str(src), str(tmp_path / "out.pt"), "--to", "openclip"]) == 2
     assert "no class token" in capsys.readouterr().err
+
+
+def test_torchscript_archives_are_refused_with_the_way_round(tmp_path, capsys):
+    """OpenAI released CLIP as TorchScript, which torch.load(weights_only=True) cannot read."""
+    torch.jit.script(torch.nn.Linear(2, 2)).save(src := tmp_path / "ViT-B-16.pt")
+    assert convert([str(src), str(tmp_path / "out.npz")]) == 2
+    assert "TorchScript archive" in (err := capsys.readouterr().err) and "torch.jit.load(PATH" in err

@@ -14,7 +14,10 @@ not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' /
 'module.' or not), HuggingFace ViT/DeiT state dicts, and Swin Transformers: timm's state dicts,
 Microsoft's released checkpoints ({'model': ...}, patch merging at the end of each stage) and
 canonical Swin .npz files, and timm's Eva (EVA-02, DINOv3): timm state dicts and canonical Eva
-.npz files. The architecture is inferred from the weights unless --model pins it;
+.npz files. Image-text models give their image tower: big_vision's (SigLIP, LiT: params/img/...;
+--to big_vision_img writes it back) and OpenAI CLIP / OpenCLIP's (visual.*; --to openclip), their
+text towers left behind. The architecture is inferred from the weights unless --model pins it
+(what no weight says, such as OpenCLIP's activation, --act-layer gives);
 the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
 run folders (orbax). DST is written atomically and is never SRC.
 

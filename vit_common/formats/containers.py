@@ -91,6 +91,11 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
         import torch
     except ImportError as e:
         raise CheckpointError(f"{path}: reading PyTorch pickles needs torch; use .safetensors or .npz") from e
+    if is_torchscript(path):
+        raise CheckpointError(
+            f"{path}: a TorchScript archive (as OpenAI released CLIP), not read: loading one runs the code inside. "
+            "Trusting it, save its weights first: torch.save(torch.jit.load(PATH, map_location='cpu').state_dict(), "
+            "'weights.pt'), and convert that")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
@@ -113,6 +118,14 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
     if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return {k: tensor_to_numpy(v) for k, v in obj.items()}, config, meta or {}
+
+
+def is_torchscript(path: Path) -> bool:
+    """torch.jit.save's zip holds the module's code (<archive>/code/__torch__/...); torch.save's does not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/__torch__/" in name for name in z.namelist())
 
 
 def read_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:
