@@ -149,18 +149,21 @@ def check_big_vision(cfg) -> None:
         raise CheckpointError(f"big_vision has no {family} models; write --layout canonical")
     problems = [what for what, present in (
         ("a position-table entry for the class token (no_embed_class=False: big_vision adds the position "
-         "embedding before the class token)", cfg.num_prefix_tokens and not cfg.no_embed_class and cfg.pos_embed == "learn"),
+         "embedding before the class token)",
+         cfg.num_prefix_tokens and not cfg.no_embed_class and cfg.pos_embed == "learn"),
         ("a norm before the blocks (pre_norm, CLIP)", cfg.pre_norm), ("LayerScale (init_values)", cfg.init_values),
         ("register tokens", cfg.reg_tokens), ("a distillation token", cfg.distilled),
         (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
-        (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("no projection biases", not cfg.proj_bias),
-        ("no qkv bias", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
-        ("a norm after pooling (fc_norm)", cfg.use_fc_norm), (f"norm_eps={cfg.norm_eps} (Flax: 1e-6)", cfg.norm_eps != 1e-6),
+        (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
+        ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
+        ("a norm after pooling (fc_norm)", cfg.use_fc_norm),
+        (f"norm_eps={cfg.norm_eps} (Flax: 1e-6)", cfg.norm_eps != 1e-6),
         (f"act_layer={cfg.act_layer!r} (big_vision: GELU)", cfg.act_layer not in ("gelu", "gelu_tanh")),
         (f"pos_embed={cfg.pos_embed!r}", cfg.pos_embed == "sincos1d"),
     ) if present]
     if problems:
-        raise CheckpointError(f"big_vision's ViT cannot hold {'; '.join(problems)}; write --layout canonical or linen, or --to timm")
+        raise CheckpointError(f"big_vision's ViT cannot hold {'; '.join(problems)}; "
+                              "write --layout canonical or linen, or --to timm")
 
 
 def canonical_to_big_vision(weights: Weights, scanned: bool = True, prefix: str = "params/") -> Weights:

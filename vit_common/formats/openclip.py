@@ -139,8 +139,8 @@ def check_openclip(cfg, weights: Weights) -> None:
         ("a position table without the class token's entry (no_embed_class)", cfg.no_embed_class),
         (f"pos_embed={cfg.pos_embed!r}", cfg.pos_embed != "learn"),
         (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
-        (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("no projection biases", not cfg.proj_bias),
-        ("no qkv bias", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
+        (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
+        ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
         ("a norm after pooling (fc_norm)", cfg.use_fc_norm), ("a representation layer", cfg.representation_size),
     ) if present]
     if problems:
