@@ -123,3 +123,92 @@ def _ms_attn_mask(res: int, window: int, shift: int) -> np.ndarray:
     n = res // window
     tiles = labels.reshape(n, window, n, window).transpose(0, 2, 1, 3).reshape(n * n, window * window)
     return np.where(tiles[:, :, None] != tiles[:, None, :], -100.0, 0.0).astype(np.float32)
+
+
+def _linen_block(rng, prefix: str, width: int, heads: int, mlp: int) -> dict:
+    """One big_vision encoder block (models/vit.py Encoder1DBlock), Linen names."""
+    hd = width // heads
+    shapes = {"LayerNorm_0/scale": (width,), "LayerNorm_0/bias": (width,), "LayerNorm_1/scale": (width,),
+              "LayerNorm_1/bias": (width,), "MlpBlock_0/Dense_0/kernel": (width, mlp), "MlpBlock_0/Dense_0/bias": (mlp,),
+              "MlpBlock_0/Dense_1/kernel": (mlp, width), "MlpBlock_0/Dense_1/bias": (width,),
+              "MultiHeadDotProductAttention_0/out/kernel": (heads, hd, width),
+              "MultiHeadDotProductAttention_0/out/bias": (width,)}
+    for part in ("query", "key", "value"):
+        shapes[f"MultiHeadDotProductAttention_0/{part}/kernel"] = (width, heads, hd)
+        shapes[f"MultiHeadDotProductAttention_0/{part}/bias"] = (heads, hd)
+    return {f"{prefix}/{k}": (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
+
+
+def as_big_vision_image_text(w: dict, *, scanned: bool = False, dtype=np.float32, text_width: int = 32,
+                             text_depth: int = 2, vocab: int = 50, seq: int = 8, embed: int = 24, seed: int = 1) -> dict:
+    """A big_vision two-tower model (models/proj/image_text/two_towers.py: SigLIP, LiT) whose image
+    tower is `w`: params/img/ (a big_vision ViT), params/txt/ (text_transformer.py: Embed_0,
+    pos_embedding, Encoder_0/encoderblock_N, Encoder_0/encoder_norm, head) and the temperature
+    and bias params/t, params/b; every array in `dtype` (big_vision saves bfloat16 as is)."""
+    rng = np.random.default_rng(seed)
+    out = {f"params/img/{k[len('params/'):]}": v for k, v in as_big_vision(w, scanned).items()}
+    txt = {"Embed_0/embedding": (vocab, text_width), "pos_embedding": (1, seq, text_width),
+           "Encoder_0/encoder_norm/scale": (text_width,), "Encoder_0/encoder_norm/bias": (text_width,),
+           "head/kernel": (text_width, embed), "head/bias": (embed,)}
+    out.update({f"params/txt/{k}": (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in txt.items()})
+    for i in range(text_depth):
+        out.update(_linen_block(rng, f"params/txt/Encoder_0/encoderblock_{i}", text_width, 2, 4 * text_width))
+    out["params/t"] = np.array([np.log(10.0)], np.float32)
+    out["params/b"] = np.array([-10.0], np.float32)
+    return {k: v.astype(dtype) for k, v in out.items()}
+
+
+# OpenAI CLIP's image tower (model.py VisionTransformer) from timm names: name -> (OpenAI name, how).
+_OPENAI_TOP = {"patch_embed.proj.weight": "conv1.weight", "norm_pre.weight": "ln_pre.weight",
+               "norm_pre.bias": "ln_pre.bias", "norm.weight": "ln_post.weight", "norm.bias": "ln_post.bias"}
+_OPENAI_BLOCK = {"norm1": "ln_1", "norm2": "ln_2", "attn.qkv.weight": "attn.in_proj_weight",
+                 "attn.qkv.bias": "attn.in_proj_bias", "attn.proj": "attn.out_proj", "mlp.fc1": "mlp.c_fc",
+                 "mlp.fc2": "mlp.c_proj", "ls1.gamma": "ls_1.gamma", "ls2.gamma": "ls_2.gamma"}
+
+
+def as_openai_clip(sd: dict, *, openai: bool = True, text_width: int = 32, text_depth: int = 1, vocab: int = 50,
+                   seq: int = 8, seed: int = 1) -> dict:
+    """A full CLIP state dict (openai/CLIP model.py; OpenCLIP's CLIP keeps the same names) whose
+    image tower is the timm-named `sd` (head.weight = visual.proj.T, zero head bias dropped).
+    openai=True: as OpenAI's TorchScript files give it, with convert_weights' float16 for
+    convolutions, linear layers, attention and projections (norms and embeddings stay float32)
+    and the integers input_resolution, context_length, vocab_size; else OpenCLIP's float32."""
+    rng = np.random.default_rng(seed)
+    half = np.float16 if openai else np.float32
+    out = {}
+    for name, v in sd.items():
+        if name in _OPENAI_TOP:
+            key, v = _OPENAI_TOP[name], v.astype(half if name.startswith("patch_embed") else np.float32)
+        elif name == "cls_token":
+            key, v = "class_embedding", v.reshape(-1)
+        elif name == "pos_embed":
+            key, v = "positional_embedding", v[0]
+        elif name == "head.weight":
+            key, v = "proj", np.ascontiguousarray(v.T).astype(half)
+        elif name == "head.bias":
+            assert not v.any(), "CLIP's projection has no bias"
+            continue
+        else:
+            i, rest = re.match(r"^blocks\.(\d+)\.(.+)$", name).groups()
+            module = next(m for m in _OPENAI_BLOCK if rest.startswith(m))
+            key = f"transformer.resblocks.{i}.{_OPENAI_BLOCK[module]}{rest[len(module):]}"
+            v = v.astype(np.float32 if module.startswith(("norm", "ls")) else half)
+        out[f"visual.{key}"] = v
+    d = text_width
+    txt = {"token_embedding.weight": (vocab, d), "positional_embedding": (seq, d), "ln_final.weight": (d,),
+           "ln_final.bias": (d,), "text_projection": (d, sd["head.weight"].shape[0]), "logit_scale": ()}
+    for i in range(text_depth):
+        b = f"transformer.resblocks.{i}"
+        txt.update({f"{b}.attn.in_proj_weight": (3 * d, d), f"{b}.attn.in_proj_bias": (3 * d,),
+                    f"{b}.attn.out_proj.weight": (d, d), f"{b}.attn.out_proj.bias": (d,), f"{b}.ln_1.weight": (d,),
+                    f"{b}.ln_1.bias": (d,), f"{b}.mlp.c_fc.weight": (4 * d, d), f"{b}.mlp.c_fc.bias": (4 * d,),
+                    f"{b}.mlp.c_proj.weight": (d, 4 * d), f"{b}.mlp.c_proj.bias": (d,), f"{b}.ln_2.weight": (d,),
+                    f"{b}.ln_2.bias": (d,)})
+    out.update({k: (0.05 * rng.standard_normal(s)).astype(half if k.endswith(("_weight", "_bias", "projection")) or
+                                                          ".mlp." in k or ".out_proj." in k else np.float32)
+                for k, s in txt.items()})
+    if openai:
+        side = round((sd["pos_embed"].shape[1] - 1) ** 0.5)
+        out.update(input_resolution=np.array(side * sd["patch_embed.proj.weight"].shape[-1]),
+                   context_length=np.array(seq), vocab_size=np.array(vocab))
+    return out

@@ -14,7 +14,10 @@ not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' /
 'module.' or not), HuggingFace ViT/DeiT state dicts, and Swin Transformers: timm's state dicts,
 Microsoft's released checkpoints ({'model': ...}, patch merging at the end of each stage) and
 canonical Swin .npz files, and timm's Eva (EVA-02, DINOv3): timm state dicts and canonical Eva
-.npz files. The architecture is inferred from the weights unless --model pins it;
+.npz files. Image-text models give their image tower: big_vision's (SigLIP, LiT: params/img/...;
+--to big_vision_img writes it back) and OpenAI CLIP / OpenCLIP's (visual.*; --to openclip), their
+text towers left behind. The architecture is inferred from the weights unless --model pins it
+(what no weight says, such as OpenCLIP's activation, --act-layer gives);
 the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
 run folders (orbax). DST is written atomically and is never SRC.
 
@@ -33,10 +36,11 @@ import sys
 from pathlib import Path
 
 from ..config import ModelConfig, SwinConfig
+from ..config.vit import ACT_LAYERS
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
 from ..formats.detect import writable_layouts
-from ..formats.google import canonical_to_big_vision, canonical_to_linen
+from ..formats.google import canonical_to_big_vision, canonical_to_linen, check_big_vision
 from ..formats.hub import checkpoint_argument
 from ..formats.run_folder import save_training_dir
 from ..predict.defaults import resolve_preprocess
@@ -99,9 +103,7 @@ def _google_layout(ckpt: Checkpoint, layout: str):
                               "write --layout canonical")
     if layout == "linen":
         return canonical_to_linen(ckpt.weights)
-    if ckpt.config.num_prefix_tokens and not ckpt.config.no_embed_class and ckpt.config.pos_embed == "learn":
-        raise CheckpointError("big_vision adds the position embedding before the class token, but this model's "
-                              "table has an entry for it (no_embed_class=False); write --layout canonical or linen")
+    check_big_vision(ckpt.config)
     return canonical_to_big_vision(ckpt.weights)
 
 
@@ -133,6 +135,10 @@ def parse_args(argv):
     parser.add_argument("--patch-size", type=int, help="PI-resize the patch embedding to this patch size")
     parser.add_argument("--num-classes", type=int, help="replace the head by a zero head with K classes (0: none)")
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
+    parser.add_argument("--act-layer", choices=ACT_LAYERS,
+                        help="the MLP activation, where the weights cannot say (default: the recorded config's, else "
+                             "the preset's, else the format's: gelu_tanh for big_vision image towers, quick_gelu for "
+                             "OpenAI's CLIP; an OpenCLIP file needs this or --model)")
     parser.add_argument("--window-size", type=int,
                         help="Swin: resample the relative position bias tables to this window (bicubic)")
     parser.add_argument("--to", metavar="FORMAT",
@@ -150,7 +156,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in (("img_size", args.img_size), ("patch_size", args.patch_size),
                                    ("num_classes", args.num_classes), ("num_heads", args.num_heads),
-                                   ("window_size", args.window_size)) if v is not None}
+                                   ("window_size", args.window_size), ("act_layer", args.act_layer)) if v is not None}
     try:
         if args.to is None or args.to in BUILTIN_OUTPUTS:
             check_writable(args.dst)  # before the (slow) read
@@ -166,6 +172,8 @@ def main(argv=None) -> int:
     cfg = ckpt.config
     print(f"read  {args.src} ({LAYOUT_NAMES[ckpt.meta['source_layout']]})")
     print(f"model {describe(cfg)} ({count_params(cfg):,} parameters)")
+    for note in ckpt.meta.get("notes", []):
+        print(f"note  {note}")
     for change in ckpt.meta.get("adapted", []):
         print(f"adapt {change}")
     size = sum(p.stat().st_size for p in args.dst.rglob("*") if p.is_file()) if args.dst.is_dir() else args.dst.stat().st_size

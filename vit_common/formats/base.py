@@ -27,6 +27,13 @@ class Layout:
     # formats whose shapes cannot say the architecture; it raises CheckpointError naming --model
     # when it cannot tell. None: the weights' shapes say it.
     implied_model: Callable[[Weights], str] | None = None
+    # What the format says beyond its weights, from the raw names:
+    # notes(keys): lines for the report (e.g. a text tower left behind), whatever the config;
+    # implied(keys, given): config fields the format implies where neither a stored config nor
+    # --model says; `given` holds the fields set by flags. It raises CheckpointError, naming the
+    # flag, for what the format cannot say and no flag gave.
+    notes: Callable[[set[str]], list[str]] | None = None
+    implied: Callable[[set[str], set[str]], dict[str, Any]] | None = None
 
     @property
     def output_name(self) -> str:

@@ -42,7 +42,7 @@ def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
         raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            weights = {k: data[k] for k in data.files}
+            weights = {k: void_to_bfloat16(data[k]) for k in data.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path}: not a readable .npz file ({e})") from e
     config = weights.pop(CONFIG_KEY, None)
@@ -53,6 +53,16 @@ def read_npz(path) -> tuple[Weights, ModelConfig | None, dict]:
         if weights and all(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix):]: v for k, v in weights.items()}
     return weights, config, meta
+
+
+def void_to_bfloat16(a: np.ndarray) -> np.ndarray:
+    """np.save writes bfloat16 (no numpy type) as 2-byte void, as in big_vision's bf16 checkpoints
+    (its loader views them back the same way); other arrays pass as they are."""
+    if a.dtype.kind != "V" or a.dtype.itemsize != 2 or a.dtype.names is not None:
+        return a
+    from ml_dtypes import bfloat16
+
+    return a.view(bfloat16)
 
 
 def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
@@ -81,6 +91,11 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
         import torch
     except ImportError as e:
         raise CheckpointError(f"{path}: reading PyTorch pickles needs torch; use .safetensors or .npz") from e
+    if is_torchscript(path):
+        raise CheckpointError(
+            f"{path}: a TorchScript archive (as OpenAI released CLIP), not read: loading one runs the code inside. "
+            "Trusting it, save its weights first: torch.save(torch.jit.load(PATH, map_location='cpu').state_dict(), "
+            "'weights.pt'), and convert that")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
@@ -103,6 +118,14 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
     if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return {k: tensor_to_numpy(v) for k, v in obj.items()}, config, meta or {}
+
+
+def is_torchscript(path: Path) -> bool:
+    """torch.jit.save's zip holds the module's code (<archive>/code/__torch__/...); torch.save's does not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/__torch__/" in name for name in z.namelist())
 
 
 def read_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:

@@ -11,6 +11,7 @@ from .google import LAYOUTS as GOOGLE
 from .huggingface import LAYOUT as HUGGINGFACE
 from .huggingface import SWIN_LAYOUT as HUGGINGFACE_SWIN
 from .microsoft_swin import LAYOUT as MICROSOFT_SWIN
+from .openclip import LAYOUT as OPENCLIP
 from .run_folder import LAYOUTS as RUN_FOLDERS
 from .swin_canonical import LAYOUT as SWIN_CANONICAL
 from .timm import LAYOUT as TIMM
@@ -21,9 +22,10 @@ from .meta_dino import LAYOUTS as META_DINO
 # First match wins: Microsoft's Swin names are timm's with a twist, so they are tried first; so are
 # Meta's DINO, BAAI's EVA-02 and Apple's AIMv2 (DINOv3 before DINOv2: both have mask_token and
 # ls1.gamma; both DINOs before BAAI: the DINOv2 giant's SwiGLU is also called w12 / w3).
+# OpenCLIP's names sit under visual.*, which no other layout has.
 RELEASED = (*META_DINO, EVA_BAAI, *AIMV2)
 FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, EVA_CANONICAL, SWIN_CANONICAL, MICROSOFT_SWIN, *RELEASED, TIMM,
-                                    HUGGINGFACE_SWIN, HUGGINGFACE)
+                                    HUGGINGFACE_SWIN, HUGGINGFACE, OPENCLIP)
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (*FILE_LAYOUTS, *RUN_FOLDERS)}
 LAYOUT_NAMES: dict[str, str] = {name: layout.description for name, layout in LAYOUTS.items()}
 # Layouts read to timm's names (their fused tensors need a config to split).

@@ -2,16 +2,27 @@
 
 Read to canonical names (vision_transformer's pre-Linen names are the canonical layout) and
 written back (canonical_to_linen, canonical_to_big_vision).
+
+big_vision's image-text models (SigLIP, SigLIP 2, LiT: models/proj/image_text/two_towers.py)
+hold the image tower under params/img/ (a big_vision ViT: MAP head `MAPHead_0`, blocks maybe
+scanned, arrays maybe bfloat16, a `head` projection where the tower has one), the text tower
+under params/txt/ and the temperature and bias as params/t, params/b. Only the image tower is
+read, and written back (--to big_vision_img) alone. FlexiViT's releases are big_vision
+classifiers whose patch embedding is stored at the base patch size (32): read as such, and
+--patch-size / --img-size PI-resize it and resample the position grid as FlexiViT does.
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import CheckpointError
 from ..weights import Weights
 from .base import Layout
+from .containers import save_npz
 
 # Per-block module names: vision_transformer's Linen models and big_vision number modules per
 # type; its pre-Linen models (our canonical names) numbered them across the block.
@@ -67,13 +78,53 @@ def _unscan_blocks(weights: Weights) -> Weights:
     return out
 
 
+IMG, TXT = "params/img/", "params/txt/"
+
+
+def big_vision_image_tower(raw: Weights) -> Weights:
+    """The image tower of a big_vision image-text model, to canonical names (the rest is left)."""
+    image = {f"params/{k[len(IMG):]}": v for k, v in raw.items() if k.startswith(IMG)}
+    kernel = image.get("params/embedding/kernel")
+    if kernel is not None and np.ndim(kernel) != 4:  # naflex_vit: a Dense over flattened patches
+        raise CheckpointError(f"{IMG}embedding/kernel has shape {np.shape(kernel)}, not a (p, p, in, C) convolution: "
+                              "a NaFlex (variable aspect ratio) SigLIP 2 tower, which these twins do not have")
+    return big_vision_to_canonical(image)
+
+
+def _image_tower_notes(keys: set[str]) -> list[str]:
+    left = sorted(k for k in keys if not k.startswith(IMG))
+    notes = ["image tower of a big_vision image-text model (SigLIP / LiT); without a config or --model it runs "
+             "act_layer='gelu_tanh', as big_vision computes it (Flax nn.gelu: the tanh approximation)"]
+    if left:
+        text = sum(k.startswith(TXT) for k in left)
+        notes.append(f"not read: {len(left)} arrays outside {IMG} ({text} of the text tower under {TXT}, "
+                     f"{', '.join(k for k in left if not k.startswith(TXT))[:120] or 'no others'}): only the image "
+                     "tower is these twins'; a file written from this one holds the image tower alone")
+    return notes
+
+
+def _image_tower_implied(keys: set[str], given: set[str]) -> dict[str, Any]:
+    return {} if "act_layer" in given else {"act_layer": "gelu_tanh"}
+
+
+def write_big_vision_img(weights: Weights, cfg, meta: dict, dst: Path) -> None:
+    """The image tower alone, under params/img/, blocks not scanned (as SigLIP's releases are)."""
+    if Path(dst).suffix != ".npz":
+        raise CheckpointError(f"--to big_vision_img writes .npz, not {Path(dst).suffix or 'a folder'}")
+    check_big_vision(cfg)
+    save_npz(dst, canonical_to_big_vision(weights, scanned=False, prefix=IMG), cfg, meta)
+
+
+BIG_VISION_IMG = Layout("big_vision_img", "Google big_vision image-text model, image tower (SigLIP, LiT)",
+                        "params/img/...", lambda keys: any(k.startswith(IMG) for k in keys), big_vision_image_tower,
+                        write=write_big_vision_img, notes=_image_tower_notes, implied=_image_tower_implied)
 BIG_VISION = Layout("big_vision", "Google big_vision", "params/...",
                     lambda keys: any(k.startswith("params/") for k in keys), big_vision_to_canonical)
 LINEN = Layout("linen", "Google vision_transformer, Linen names", "Transformer/encoderblock_N/MlpBlock_0/...",
                _is_linen, linen_to_canonical)
 CANONICAL = Layout("canonical", "Google vision_transformer, pre-Linen names (canonical)",
                    "embedding/kernel, Transformer/...", lambda keys: "embedding/kernel" in keys)
-LAYOUTS = (BIG_VISION, LINEN, CANONICAL)  # in the order they must be tried
+LAYOUTS = (BIG_VISION_IMG, BIG_VISION, LINEN, CANONICAL)  # in the order they must be tried
 
 
 # Writers: canonical -> the other Google layouts (the inverse of the readers above).
@@ -91,8 +142,33 @@ def canonical_to_linen(weights: Weights) -> Weights:
     return out
 
 
-def canonical_to_big_vision(weights: Weights, scanned: bool = True) -> Weights:
-    """big_vision: params/ prefix, Linen names, top-level pos_embedding, optionally scanned blocks.
+def check_big_vision(cfg) -> None:
+    """Refuse what big_vision's ViT (models/vit.py) cannot hold or compute, naming each."""
+    if cfg.arch != "vit":
+        family = "Eva (EVA-02, DINOv3)" if cfg.arch == "eva" else "Swin"
+        raise CheckpointError(f"big_vision has no {family} models; write --layout canonical")
+    problems = [what for what, present in (
+        ("a position-table entry for the class token (no_embed_class=False: big_vision adds the position "
+         "embedding before the class token)",
+         cfg.num_prefix_tokens and not cfg.no_embed_class and cfg.pos_embed == "learn"),
+        ("a norm before the blocks (pre_norm, CLIP)", cfg.pre_norm), ("LayerScale (init_values)", cfg.init_values),
+        ("register tokens", cfg.reg_tokens), ("a distillation token", cfg.distilled),
+        (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
+        (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
+        ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
+        ("a norm after pooling (fc_norm)", cfg.use_fc_norm),
+        (f"norm_eps={cfg.norm_eps} (Flax: 1e-6)", cfg.norm_eps != 1e-6),
+        (f"act_layer={cfg.act_layer!r} (big_vision: GELU)", cfg.act_layer not in ("gelu", "gelu_tanh")),
+        (f"pos_embed={cfg.pos_embed!r}", cfg.pos_embed == "sincos1d"),
+    ) if present]
+    if problems:
+        raise CheckpointError(f"big_vision's ViT cannot hold {'; '.join(problems)}; "
+                              "write --layout canonical or linen, or --to timm")
+
+
+def canonical_to_big_vision(weights: Weights, scanned: bool = True, prefix: str = "params/") -> Weights:
+    """big_vision: params/ prefix (params/img/ for an image tower), Linen names, top-level
+    pos_embedding, optionally scanned blocks.
 
     big_vision adds the position embedding before the class token is attached, so a table with
     entries for the class token cannot be written in this layout."""
@@ -107,4 +183,4 @@ def canonical_to_big_vision(weights: Weights, scanned: bool = True) -> Weights:
             blocks.setdefault(rest, {})[int(index)] = linen.pop(name)
         for rest, per_block in blocks.items():
             linen[f"Transformer/encoderblock/{rest}"] = np.stack([per_block[i] for i in sorted(per_block)])
-    return {f"params/{k}": v for k, v in linen.items()}
+    return {f"{prefix}{k}": v for k, v in linen.items()}

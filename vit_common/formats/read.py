@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ..weights.infer import (
     swin_config_from_summary,
 )
 from ..weights.infer_eva import eva_config_from_summary, eva_from_weights, is_eva, summarize_eva
-from .base import is_swin
+from .base import Layout, is_swin
 from .containers import STATE_DICT_SUFFIXES, existing, read_msgpack, read_npz, read_state_dict
 from .detect import LAYOUTS, TORCH_LAYOUTS, to_known_names
 from .hub import fetch_pretrained, is_pretrained_name, name_hint
@@ -48,8 +49,9 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     """
     raw, layout, stored, meta = _read(path)
     meta = {**meta, "source_layout": layout}
-    if model is None and stored is None and (implied := LAYOUTS[layout].implied_model) is not None:
-        model = implied(raw)  # e.g. DINOv2's hub files: nothing in them says the heads or LayerScale
+    implied = meta.pop("_implied", None)  # what the format says of the config, where nothing else does
+    if model is None and stored is None and (implied_model := LAYOUTS[layout].implied_model) is not None:
+        model = implied_model(raw)  # e.g. DINOv2's hub files: nothing in them says the heads or LayerScale
     swin = is_swin(raw)
     # Eva's names are timm's ViT names plus a few of its own, which not every Eva has: the
     # stored config or the preset says first.
@@ -82,7 +84,8 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
         inferred = infer(dict(summary), **({} if swin else {"num_heads": overrides.get("num_heads")}))
         source = get_config(model, **{**{k: getattr(inferred, k) for k in from_weights}, **structural})
     else:
-        source = infer(dict(summary), **structural)
+        fields = implied(set(structural)) if implied is not None else {}
+        source = infer(dict(summary), **{**fields, **structural})
 
     weights = _to_canonical(raw, layout, source, path)
     check_weights(weights, source, what=str(path))
@@ -150,5 +153,16 @@ def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, di
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz, .msgpack or one of "
                               f"{STATE_DICT_SUFFIXES}")
+    keys = set(raw)
     raw, layout = to_known_names(raw)
-    return raw, layout, stored, meta
+    return raw, layout, stored, {**meta, **_format_facts(LAYOUTS[layout], keys)}
+
+
+def _format_facts(layout: Layout, keys: set[str]) -> dict:
+    """The format's notes (meta['notes']) and, for read_checkpoint, the config fields it implies."""
+    facts: dict = {}
+    if layout.notes is not None and (notes := layout.notes(keys)):
+        facts["notes"] = notes
+    if layout.implied is not None:
+        facts["_implied"] = functools.partial(layout.implied, keys)
+    return facts
