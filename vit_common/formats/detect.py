@@ -8,15 +8,14 @@ from ..weights import Weights
 from .base import Layout
 from .eva_canonical import LAYOUT as EVA_CANONICAL
 from .google import LAYOUTS as GOOGLE
-from .huggingface import LAYOUT as HUGGINGFACE
-from .huggingface import SWIN_LAYOUT as HUGGINGFACE_SWIN
+from .huggingface import LAYOUTS as HUGGINGFACE
 from .microsoft_swin import LAYOUT as MICROSOFT_SWIN
 from .run_folder import LAYOUTS as RUN_FOLDERS
 from .swin_canonical import LAYOUT as SWIN_CANONICAL
 from .timm import LAYOUT as TIMM
 
 # First match wins: Microsoft's Swin names are timm's with a twist, so they are tried first.
-FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, EVA_CANONICAL, SWIN_CANONICAL, MICROSOFT_SWIN, TIMM, HUGGINGFACE_SWIN, HUGGINGFACE)
+FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, EVA_CANONICAL, SWIN_CANONICAL, MICROSOFT_SWIN, TIMM, *HUGGINGFACE)
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (*FILE_LAYOUTS, *RUN_FOLDERS)}
 LAYOUT_NAMES: dict[str, str] = {name: layout.description for name, layout in LAYOUTS.items()}
 # Layouts read to timm's names (their fused tensors need a config to split).
