@@ -5,6 +5,7 @@ a checkpoint of ours written back with `vit-convert --to hf` loads into the tran
 strictly (no missing, unexpected or mismatched keys) and computes our outputs within 1e-5; and
 reading that folder gives our weights and config back exactly. NaN fails (rel_error is inf)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -126,3 +127,44 @@ def test_ours_back_to_transformers_strictly(case, record, tmp_path):
     if name == "vit-cls":
         written = json.loads((tmp_path / "out" / "config.json").read_text())
         assert written["id2label"] == LABELS and back.meta["class_names"] == ["cat", "dog", "fish"]
+
+
+SMALL = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+
+
+@pytest.mark.parametrize("preset, overrides, cls", [
+    # LayerScale and a table without the class token's entry: a Dinov2Model, the entry written as zeros
+    ("deit3_small_patch16_224", dict(num_classes=0), transformers.Dinov2Model),
+    # a ViT without a representation layer: ViTModel's pooler written as zeros
+    ("vit_base_patch16_224", dict(num_classes=0), transformers.ViTModel),
+])
+def test_placeholders_load_strictly_and_read_back(preset, overrides, cls, tmp_path):
+    cfg = vit_torch.get_config(preset, **SMALL, **overrides)
+    model = vit_torch.create_model(preset, **SMALL, **overrides)
+    weights = perturb(vit_torch.to_canonical(model), seed=2)
+    save_npz(tmp_path / "mine.npz", weights, cfg)
+    convert(tmp_path / "mine.npz", tmp_path / "out", "--to", "hf")
+    hf, info = cls.from_pretrained(tmp_path / "out", output_loading_info=True, attn_implementation="eager")
+    assert not any(info.values()), info
+    images = random_images(cfg, 2)
+    theirs = hf_outputs(hf.eval(), images, "pooler")
+    ours = run_torch(vit_torch.create_model(checkpoint=tmp_path / "mine.npz"), images)
+    assert max(rel_error(a, b) for a, b in zip(ours.hidden_states, theirs["hidden"], strict=True)) <= FLOAT32_TOL
+    back = read_checkpoint(tmp_path / "out")
+    assert back.config == cfg
+    assert all(np.array_equal(back.weights[k], weights[k]) for k in weights) and back.weights.keys() == weights.keys()
+
+
+@pytest.mark.parametrize("preset, overrides, message", [
+    ("vit_base_patch16_224", dict(global_pool="avg"), r"ViTModel / ViTForImageClassification cannot hold this model: global_pool='avg'"),
+    ("vit_base_patch16_224", dict(representation_size=48), r"no representation layer"),
+    ("vit_small_patch14_dinov2", dict(num_classes=10), r"Dinov2Model cannot hold this model: num_classes=10"),
+    ("vit_base_patch16_clip_224", dict(num_classes=0, qkv_bias=False), r"CLIPVisionModel .*qkv_bias=False"),
+    ("eva02_tiny_patch14_224", {}, r"transformers has no EVA-02"),
+])
+def test_what_transformers_cannot_hold_is_refused_by_name(preset, overrides, message, tmp_path, capsys):
+    model = vit_torch.create_model(preset, **{**SMALL, "patch_size": 8}, **overrides)
+    save_npz(tmp_path / "mine.npz", vit_torch.to_canonical(model), model.cfg)
+    assert vit_convert.main([str(tmp_path / "mine.npz"), str(tmp_path / "out"), "--to", "hf"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
