@@ -156,7 +156,8 @@ def test_placeholders_load_strictly_and_read_back(preset, overrides, cls, tmp_pa
 
 
 @pytest.mark.parametrize("preset, overrides, message", [
-    ("vit_base_patch16_224", dict(global_pool="avg"), r"ViTModel / ViTForImageClassification cannot hold this model: global_pool='avg'"),
+    ("vit_base_patch16_224", dict(global_pool="avg"),
+     r"ViTModel / ViTForImageClassification cannot hold this model: global_pool='avg'"),
     ("vit_base_patch16_224", dict(representation_size=48), r"no representation layer"),
     ("vit_small_patch14_dinov2", dict(num_classes=10), r"Dinov2Model cannot hold this model: num_classes=10"),
     ("vit_base_patch16_clip_224", dict(num_classes=0, qkv_bias=False), r"CLIPVisionModel .*qkv_bias=False"),

@@ -53,7 +53,8 @@ def hints(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
                               "the attention output's and the MLP's biases together")
     return {"class_token": False, "global_pool": "avg", "fc_norm": False, "norm_layer": "rmsnorm",
             "embed_norm_layer": "rmsnorm", "mlp_layer": "swiglu", "act_layer": "silu", "proj_bias": mlp_bias,
-            "norm_eps": config.get("rms_norm_eps", 1e-5), "mlp_ratio": exact_ratio(summary["mlp_dim"], summary["embed_dim"]), **size_hints(config)}
+            "norm_eps": config.get("rms_norm_eps", 1e-5),
+            "mlp_ratio": exact_ratio(summary["mlp_dim"], summary["embed_dim"]), **size_hints(config)}
 
 
 def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights, dict[str, Any]]:

@@ -43,8 +43,9 @@ def to_timm(raw: Weights) -> Weights:
 
 
 def hints(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    return {"pre_norm": True, "norm_eps": config.get("layer_norm_eps", 1e-5), "act_layer": our_act(config, "quick_gelu"),
-            "global_pool": "token", "fc_norm": None, "mlp_ratio": exact_ratio(summary["mlp_dim"], summary["embed_dim"]), **size_hints(config)}
+    return {"pre_norm": True, "norm_eps": config.get("layer_norm_eps", 1e-5), "global_pool": "token", "fc_norm": None,
+            "act_layer": our_act(config, "quick_gelu"),
+            "mlp_ratio": exact_ratio(summary["mlp_dim"], summary["embed_dim"]), **size_hints(config)}
 
 
 def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights, dict[str, Any]]:

@@ -44,7 +44,8 @@ def _rules(gated: bool) -> list[Rule]:
 def to_timm(raw: Weights) -> Weights:
     raw = {k: v for k, v in strip_prefix(raw, ("model.",)).items() if k != "embeddings.mask_token"}
     if any(k.endswith("attention.k_proj.bias") for k in raw):
-        raise CheckpointError("a DINOv3 with a key bias (key_bias): timm's Eva, and the twins, have q and v biases only")
+        raise CheckpointError("a DINOv3 with a key bias (key_bias): timm's Eva, and the twins, have q and v "
+                              "biases only")
     gated = any(".mlp.gate_proj." in k for k in raw)
     out = convert(raw, _rules(gated), "hf", "HuggingFace DINOv3 checkpoint")
     if "reg_token" in out and out["reg_token"].shape[1] == 0:  # HF keeps a (1, 0, C) tensor without registers

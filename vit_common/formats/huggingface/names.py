@@ -86,7 +86,8 @@ def convert(raw: Weights, rules: Sequence[Rule], src: str, what: str) -> Weights
         if set(parts) != set(rule.parts):
             name = getattr(rule, src).format(part="{" + "|".join(rule.parts) + "}", **dict(groups))
             raise CheckpointError(f"{what}: {name} needs all of {list(rule.parts)}; found {sorted(parts)}")
-        out[getattr(rule, dst).format(**dict(groups))] = _move(rule, dst, np.concatenate([parts[p] for p in rule.parts]))
+        fused = np.concatenate([parts[p] for p in rule.parts])
+        out[getattr(rule, dst).format(**dict(groups))] = _move(rule, dst, fused)
     return out
 
 
