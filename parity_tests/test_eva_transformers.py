@@ -1,6 +1,6 @@
 """Hugging Face transformers' DINOv3 (DINOv3ViTModel, written independently of timm and of these
 twins) as the reference for the DINOv3 presets: random weights, its state dict renamed to timm's
-Eva names by a test helper (a converter for HF's names belongs to the next issue), saved as a
+Eva names by the library's reader (vit_common/formats/huggingface/dinov3.py), saved as a
 timm .safetensors without a config and loaded through the normal checkpoint path into both
 twins with the preset's name. Every output HF gives is compared: each block's output, the
 attention maps, the normalised last hidden state and the pooled class token.
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 import vit_jax
 import vit_torch
 from parity_tests.harness import FLOAT32_TOL, nhwc_to_nchw, random_images, rel_error, run_jax, run_torch
+from vit_common.formats.huggingface import dinov3
 
 # A tiny DINOv3: 4x4 patches of 8 px, width 32 over 2 heads, 4 registers; eager attention returns weights.
 HF_TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -31,41 +32,6 @@ CASES = {
 }
 
 
-def hf_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """DINOv3ViTModel's names (in memory, 'model.layer.N', or as saved, 'layer.N') -> timm's Eva
-    names: q|k|v fused into attn.qkv with q/v biases apart (HF's key has none), layer_scale ->
-    gamma, mlp up/down (gate) -> fc1/fc2 (fc1_g, fc1_x). HF's mask_token (masked pretraining) has
-    no place in timm's model."""
-    out, qkv = {}, {}
-    top = {"embeddings.cls_token": "cls_token", "embeddings.register_tokens": "reg_token",
-           "embeddings.patch_embeddings.weight": "patch_embed.proj.weight",
-           "embeddings.patch_embeddings.bias": "patch_embed.proj.bias", "norm.weight": "norm.weight",
-           "norm.bias": "norm.bias"}
-    gated = any(".mlp.gate_proj." in k for k in state)
-    block = {"norm1": "norm1", "norm2": "norm2", "attention.o_proj": "attn.proj", "layer_scale1.lambda1": "gamma_1",
-             "layer_scale2.lambda1": "gamma_2", "mlp.down_proj": "mlp.fc2",
-             "mlp.gate_proj": "mlp.fc1_g", "mlp.up_proj": "mlp.fc1_x" if gated else "mlp.fc1"}
-    for name, value in state.items():
-        name = name.removeprefix("model.")
-        if name in top:
-            out[top[name]] = value
-            continue
-        if name == "embeddings.mask_token":
-            continue
-        _, index, rest = name.split(".", 2)
-        if rest.startswith("attention.") and rest[len("attention."):][0] in "qkv":
-            qkv[(int(index), rest[len("attention."):])] = value
-            continue
-        module, leaf = rest.rsplit(".", 1) if not rest.endswith("lambda1") else (rest, "")
-        out[f"blocks.{index}.{block[module]}" + (f".{leaf}" if leaf else "")] = value
-    for i in sorted({i for i, _ in qkv}):
-        assert (i, "k_proj.bias") not in qkv, "timm's Eva has no key bias"
-        out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([qkv[(i, f"{n}_proj.weight")] for n in "qkv"])
-        if (i, "q_proj.bias") in qkv:
-            out[f"blocks.{i}.attn.q_bias"], out[f"blocks.{i}.attn.v_bias"] = qkv[(i, "q_proj.bias")], qkv[(i, "v_proj.bias")]
-    return out
-
-
 @pytest.fixture(scope="module", params=list(CASES))
 def hf_case(request, tmp_path_factory):
     changes, preset, overrides = CASES[request.param]
@@ -79,7 +45,7 @@ def hf_case(request, tmp_path_factory):
             layer.attention.q_proj.weight.mul_(4)
             layer.attention.k_proj.weight.mul_(4)
     path = tmp_path_factory.mktemp(request.param) / "dinov3_timm.safetensors"
-    save_file({k: v.contiguous() for k, v in hf_to_timm(model.state_dict()).items()}, path)
+    save_file(dinov3.to_timm({k: v.numpy() for k, v in model.state_dict().items()}), path)
     images = random_images(vit_torch.get_config(preset, **OURS_TINY, **overrides), 2)
     with torch.no_grad():
         theirs = model(pixel_values=torch.from_numpy(nhwc_to_nchw(images)), output_hidden_states=True,

@@ -62,7 +62,8 @@ def test_hf_hub_timm_repository(hub):
 def test_hf_hub_transformers_repository(hub):
     cfg = get_config("test_vit_tiny", distilled=True)
     w = random_canonical(cfg, seed=3)
-    config = dict(model_type="deit", num_attention_heads=3, image_size=32, hidden_size=48, patch_size=8)
+    config = dict(model_type="deit", num_attention_heads=3, image_size=32, hidden_size=48, patch_size=8,
+                  layer_norm_eps=1e-6)  # transformers' default is 1e-12
     cache_repo(hub, "someone/deit-tiny", {"model.safetensors": safetensors_bytes(as_hf(w, cfg)),
                                            "config.json": json.dumps(config).encode()})
     model = vit_jax.create_model("hf-hub:someone/deit-tiny", pretrained=True)

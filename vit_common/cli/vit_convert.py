@@ -6,12 +6,14 @@
 SRC may also name pretrained weights on the Hugging Face Hub: timm:NAME[.TAG] (timm's repository
 timm/NAME.TAG; a bare NAME takes timm's default tag, e.g. timm:vit_base_patch16_224 is
 timm/vit_base_patch16_224.augreg2_in21k_ft_in1k) or hf-hub:ORG/REPO[@REVISION] (a timm or a
-transformers ViT / DeiT / Swin repository). They are read from the Hugging Face cache
+transformers repository). They are read from the Hugging Face cache
 (HF_HUB_CACHE or HF_HOME), downloaded there when missing; HF_HUB_OFFLINE=1 reads the cache only.
 
 Reads Google's .npz files (vision_transformer before and after Linen, big_vision, scanned or
 not), timm-named state dicts (.safetensors, .pt, .pth, wrapped in 'state_dict' / 'model' /
-'module.' or not), HuggingFace ViT/DeiT state dicts, and Swin Transformers: timm's state dicts,
+'module.' or not), HuggingFace transformers state dicts and model folders (config.json +
+model.safetensors: ViT, DeiT, Swin, DINOv2, CLIP / SigLIP / AIMv2 vision, DINOv3; --to hf writes
+one that from_pretrained loads), and Swin Transformers: timm's state dicts,
 Microsoft's released checkpoints ({'model': ...}, patch merging at the end of each stage) and
 canonical Swin .npz files, and timm's Eva (EVA-02, DINOv3): timm state dicts and canonical Eva
 .npz files. Image-text models give their image tower: big_vision's (SigLIP, LiT: params/img/...;

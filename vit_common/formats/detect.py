@@ -8,8 +8,7 @@ from ..weights import Weights
 from .base import Layout
 from .eva_canonical import LAYOUT as EVA_CANONICAL
 from .google import LAYOUTS as GOOGLE
-from .huggingface import LAYOUT as HUGGINGFACE
-from .huggingface import SWIN_LAYOUT as HUGGINGFACE_SWIN
+from .huggingface import LAYOUTS as HUGGINGFACE
 from .microsoft_swin import LAYOUT as MICROSOFT_SWIN
 from .openclip import LAYOUT as OPENCLIP
 from .run_folder import LAYOUTS as RUN_FOLDERS
@@ -25,7 +24,7 @@ from .meta_dino import LAYOUTS as META_DINO
 # OpenCLIP's names sit under visual.*, which no other layout has.
 RELEASED = (*META_DINO, EVA_BAAI, *AIMV2)
 FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, EVA_CANONICAL, SWIN_CANONICAL, MICROSOFT_SWIN, *RELEASED, TIMM,
-                                    HUGGINGFACE_SWIN, HUGGINGFACE, OPENCLIP)
+                                    *HUGGINGFACE, OPENCLIP)
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (*FILE_LAYOUTS, *RUN_FOLDERS)}
 LAYOUT_NAMES: dict[str, str] = {name: layout.description for name, layout in LAYOUTS.items()}
 # Layouts read to timm's names (their fused tensors need a config to split).

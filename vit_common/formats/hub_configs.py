@@ -3,7 +3,7 @@
 timm's (written by timm's push_to_hf_hub): `architecture` (a preset name), `num_classes`,
 optional `model_args` (keyword overrides) and `pretrained_cfg` (the evaluation transform, label
 names); older files hold the pretrained_cfg entries at the top level. transformers': `model_type`
-and the fields the weights' shapes cannot say (HF_MODEL_TYPES). A new family adds a row there.
+and the fields the weights' shapes cannot say (read by the family's module in huggingface/).
 """
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ from typing import Any, Callable
 from ..config import ConfigError, ModelConfig, get_config
 from ..errors import CheckpointError
 from .hub import PretrainedFiles
-
-# transformers' model_type -> {its config.json field: our config field}, for what the weights'
-# shapes cannot say (fused or flattened heads; Swin's image size). The rest is read from shapes.
-HF_MODEL_TYPES: dict[str, dict[str, str]] = {
-    "vit": {"num_attention_heads": "num_heads", "image_size": "img_size"},
-    "deit": {"num_attention_heads": "num_heads", "image_size": "img_size"},
-    "swin": {"image_size": "img_size"},
-}
+from .huggingface import model_config
+from .huggingface.common import class_names
 # timm model_args that only loosen the accepted input size: nothing for these twins to build.
 IGNORED_TIMM_ARGS = ("dynamic_img_size", "dynamic_img_pad", "strict_img_size")
 # timm's eval crop modes -> preprocess.py's resize rules ('border' has no equivalent here).
@@ -32,12 +26,7 @@ def repo_config(files: PretrainedFiles, summary: dict[str, Any], infer: Callable
     completed by config.json."""
     config, name = files.config, files.repo.name
     if config is not None and "architecture" not in config and "model_type" in config:
-        row = HF_MODEL_TYPES.get(config["model_type"])
-        if row is None:
-            raise CheckpointError(f"{name}: a transformers {config['model_type']!r} model, which these twins do not "
-                                  f"read (they read {', '.join(sorted(HF_MODEL_TYPES))})")
-        hints = {ours: config[theirs] for theirs, ours in row.items() if config.get(theirs) is not None}
-        return _build(name, lambda: infer(dict(summary), **hints))
+        return _build(name, lambda: model_config(config, summary, infer, name))
     if config is None:  # a timm name whose cache holds only the weights, as timm.create_model leaves it
         architecture, fields = files.repo.architecture, {"num_classes": summary["num_classes"]}
     else:
@@ -70,7 +59,7 @@ def repo_meta(files: PretrainedFiles) -> dict[str, Any]:
     if architecture:
         meta["architecture"] = architecture
     pretrained = config.get("pretrained_cfg", config)
-    names = config.get("label_names", pretrained.get("label_names")) or _hf_labels(config.get("id2label"))
+    names = config.get("label_names", pretrained.get("label_names")) or class_names(config.get("id2label"))
     if isinstance(names, dict):
         names = [names.get(str(i), names.get(i)) for i in range(len(names))]
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
@@ -78,13 +67,6 @@ def repo_meta(files: PretrainedFiles) -> dict[str, Any]:
     if "architecture" in config and (preprocess := _timm_preprocess(pretrained)):
         meta["preprocess"] = preprocess
     return meta
-
-
-def _hf_labels(id2label: Any) -> dict | None:
-    """transformers' id2label, unless it is the LABEL_i placeholder every config gets."""
-    if not isinstance(id2label, dict) or all(v == f"LABEL_{k}" for k, v in id2label.items()):
-        return None
-    return id2label
 
 
 def _timm_preprocess(pretrained: dict[str, Any]) -> dict[str, Any] | None:

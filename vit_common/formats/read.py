@@ -22,6 +22,7 @@ from .containers import STATE_DICT_SUFFIXES, existing, read_msgpack, read_npz, r
 from .detect import LAYOUTS, TORCH_LAYOUTS, to_known_names
 from .hub import fetch_pretrained, is_pretrained_name, name_hint
 from .hub_configs import repo_config, repo_meta
+from .huggingface import EVA_LAYOUTS, is_hf_folder, model_config, read_folder
 from .run_folder import read_training_run
 
 SWIN_IMAGENET_PREPROCESS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}
@@ -132,14 +133,19 @@ def _summarize(raw: Weights, layout: str, eva: bool | None = None):
 
 def _read(path: str | os.PathLike) -> tuple[Weights, str, ModelConfig | None, dict]:
     """(weights, layout, stored config, metadata): canonical names for Google layouts, canonical
-    Swin files and runs, timm names for PyTorch state dicts (their heads need a config to split)."""
+    Swin files and runs, timm names for PyTorch state dicts and transformers folders (their heads
+    need a config to split)."""
     if is_pretrained_name(path):
         files = fetch_pretrained(path)
         raw, layout, _, meta = _read(files.weights)
-        return raw, layout, repo_config(files, *_summarize(raw, layout)), {**meta, **repo_meta(files)}
+        eva = layout in EVA_LAYOUTS if layout.startswith("hf") else None  # AIMv2's fc1_g is not Eva's
+        return raw, layout, repo_config(files, *_summarize(raw, layout, eva)), {**meta, **repo_meta(files)}
     path = Path(path)
     if not path.exists() and (hint := name_hint(path)):
         raise CheckpointError(f"checkpoint {path} does not exist{hint}")
+    if path.is_dir() and is_hf_folder(path):  # transformers' save_pretrained folder
+        raw, layout, config, meta = read_folder(path)
+        return raw, layout, model_config(config, *_summarize(raw, layout, layout in EVA_LAYOUTS), str(path)), meta
     if path.is_dir():
         raw, stored, meta = read_training_run(path)  # already canonical
         return raw, meta.pop("layout"), stored, meta
