@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..config import ConfigError, ModelConfig, get_config
 from ..errors import CheckpointError
-from .hub import PretrainedFiles
+from .hub import PretrainedFiles, weights_repository_name
 
 # transformers' model_type -> {its config.json field: our config field}, for what the weights'
 # shapes cannot say (fused or flattened heads; Swin's image size). The rest is read from shapes.
@@ -45,9 +45,11 @@ def repo_config(files: PretrainedFiles, summary: dict[str, Any], infer: Callable
         if architecture is None:
             raise CheckpointError(f"{name}: its config.json names neither a timm architecture ('architecture') nor "
                                   "a transformers model_type")
-        if files.repo.architecture not in (None, architecture):
+        wanted = files.repo.architecture
+        if wanted is not None and architecture not in (wanted, weights_repository_name(wanted)):
             raise CheckpointError(f"{name}: its config.json says architecture {architecture!r}, "
-                                  f"not {files.repo.architecture!r}")
+                                  f"not {wanted!r}")
+        architecture = wanted or architecture  # a QuickGELU name runs its plain name's weights with QuickGELU
         pretrained = config.get("pretrained_cfg", config)
         args = {k: v for k, v in (config.get("model_args") or {}).items() if k not in IGNORED_TIMM_ARGS}
         fields = {**args, "num_classes": config.get("num_classes", pretrained.get("num_classes", 1000))}
@@ -66,7 +68,7 @@ def repo_meta(files: PretrainedFiles) -> dict[str, Any]:
     preprocessing they were evaluated with (timm's pretrained_cfg)."""
     meta: dict[str, Any] = {"source": files.repo.name}
     config = files.config or {}
-    architecture = config.get("architecture", files.repo.architecture)
+    architecture = files.repo.architecture or config.get("architecture")
     if architecture:
         meta["architecture"] = architecture
     pretrained = config.get("pretrained_cfg", config)
