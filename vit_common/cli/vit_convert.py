@@ -50,13 +50,14 @@ def check_writable(dst: Path) -> None:
                               "or a folder (no suffix)")
 
 
-def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical") -> None:
+def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical", model: str | None = None) -> None:
     """.npz in a Google layout, timm-named .safetensors / .pt / .pth, or (no suffix) a folder
-    laid out like a train.py run; the config and metadata always travel inside."""
+    laid out like a train.py run; the config and metadata always travel inside. `model`: the
+    preset the weights were read as, whose family's preprocessing applies when they record none."""
     dst = Path(dst)
     check_writable(dst)
     meta = {k: v for k, v in ckpt.meta.items() if k == "class_names"}
-    meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config)[0]  # the record, else the family's default
+    meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config, model)[0]  # the record, else the family's default
     if layout != "canonical" and dst.suffix != ".npz":
         raise CheckpointError(f"--layout {layout} is for .npz files, not {dst.suffix or 'folders'}")
     if dst.suffix == "":
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
             raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
-        write_checkpoint(ckpt, args.dst, args.layout)
+        write_checkpoint(ckpt, args.dst, args.layout, args.model)
     except (CheckpointError, ConfigError, WeightsMismatchError) as e:
         print(f"vit-convert: error: {e}", file=sys.stderr)
         return 2
