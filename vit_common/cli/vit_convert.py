@@ -31,7 +31,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import ModelConfig, SwinConfig
+from ..config import ModelConfig, SwinConfig, ViTConfig
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
 from ..formats.google import canonical_to_big_vision, canonical_to_linen
@@ -91,9 +91,17 @@ def describe(cfg: ModelConfig) -> str:
         return (f"swin embed_dim={cfg.embed_dim} depths={','.join(map(str, cfg.depths))} num_heads={heads} "
                 f"window_size={cfg.window_size} patch_size={cfg.patch_size} img_size={cfg.img_size} "
                 f"num_classes={cfg.num_classes} global_pool={cfg.global_pool or 'none'}")
+    later = " ".join(f"{f}={getattr(cfg, f)}" for f in LATER_FIELDS if getattr(cfg, f) != getattr(VIT_DEFAULTS, f))
     return (f"embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
             f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
-            f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class}")
+            f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class} "
+            f"act_layer={cfg.act_layer}" + (f" {later}" if later else ""))
+
+
+# The options of the later families, printed where they differ from the 2020 ViT's.
+LATER_FIELDS = ("init_values", "reg_tokens", "pre_norm", "norm_layer", "norm_eps", "mlp_layer", "proj_bias",
+                "embed_norm_layer", "qkv_bias", "fc_norm")
+VIT_DEFAULTS = ViTConfig()
 
 
 def parse_args(argv):
