@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from ..config import ModelConfig, SwinConfig, ViTConfig
+from ..config.vit import ACT_LAYERS
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
 from ..formats.google import canonical_to_big_vision, canonical_to_linen
@@ -115,6 +116,9 @@ def parse_args(argv):
     parser.add_argument("--patch-size", type=int, help="PI-resize the patch embedding to this patch size")
     parser.add_argument("--num-classes", type=int, help="replace the head by a zero head with K classes (0: none)")
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
+    parser.add_argument("--act-layer", choices=ACT_LAYERS,
+                        help="the MLP activation, where the weights cannot say (default: the recorded config's, else "
+                             "the preset's; a Google .npz with neither: gelu_tanh, as Google's code computes it)")
     parser.add_argument("--window-size", type=int,
                         help="Swin: resample the relative position bias tables to this window (bicubic)")
     parser.add_argument("--layout", default="canonical", choices=NPZ_LAYOUTS,
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in (("img_size", args.img_size), ("patch_size", args.patch_size),
                                    ("num_classes", args.num_classes), ("num_heads", args.num_heads),
-                                   ("window_size", args.window_size)) if v is not None}
+                                   ("window_size", args.window_size), ("act_layer", args.act_layer)) if v is not None}
     try:
         check_writable(args.dst)  # before the (slow) read
         if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
@@ -142,6 +146,8 @@ def main(argv=None) -> int:
     cfg = ckpt.config
     print(f"read  {args.src} ({LAYOUT_NAMES[ckpt.meta['source_layout']]})")
     print(f"model {describe(cfg)} ({count_params(cfg):,} parameters)")
+    for note in ckpt.meta.get("notes", []):
+        print(f"note  {note}")
     for change in ckpt.meta.get("adapted", []):
         print(f"adapt {change}")
     size = sum(p.stat().st_size for p in args.dst.rglob("*") if p.is_file()) if args.dst.is_dir() else args.dst.stat().st_size

@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..config.vit import ACT_LAYERS
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
 from ..formats.hub import checkpoint_argument, is_pretrained_name, name_hint
@@ -60,6 +61,9 @@ def parse_args(argv):
     parser.add_argument("--model", metavar="NAME",
                         help="preset that pins the architecture (needed when the checkpoint carries no config "
                              "and its shapes cannot say, e.g. the number of heads)")
+    parser.add_argument("--act-layer", choices=ACT_LAYERS,
+                        help="run with this MLP activation instead of the checkpoint's (a Google .npz without a config "
+                             "or --model runs gelu_tanh, as Google's code does)")
     parser.add_argument("--framework", choices=("jax", "torch"), default="jax", help="which twin runs (default: jax)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to print per image (default: 5)")
     parser.add_argument("--attention-map", type=Path, metavar="OUT.png",
@@ -113,7 +117,7 @@ def run(args) -> None:
     if not is_pretrained_name(args.checkpoint) and not args.checkpoint.exists():  # a file, or a run folder
         raise UsageError(f"checkpoint {args.checkpoint} does not exist{name_hint(args.checkpoint)}")
     try:
-        ckpt = read_checkpoint(args.checkpoint, args.model)
+        ckpt = read_checkpoint(args.checkpoint, args.model, **({"act_layer": args.act_layer} if args.act_layer else {}))
     except CheckpointError as e:
         if args.model is not None or is_pretrained_name(args.checkpoint):  # a name's repository says its architecture
             raise
@@ -134,6 +138,8 @@ def run(args) -> None:
     model = twin.load_model(ckpt)
     labels = class_labels(ckpt.meta, cfg.num_classes) if cfg.num_classes else None
     print(f"preprocessing ({origin}): {applied}")
+    for note in ckpt.meta.get("notes", []):
+        print(f"note: {note}")
     if labels is None:
         print("the model has no classification head (num_classes=0): printing each image's embedding")
     want_maps = args.attention_map is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..formats.google import GOOGLE_LAYOUTS
+
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
@@ -62,7 +64,6 @@ NAME_EXCEPTIONS: dict[str, dict[str, Any]] = {
     "vit_so400m_patch14_siglip_gap_448": dict(crop_pct=1.0),  # PaliGemma's towers
     "vit_so400m_patch14_siglip_gap_896": dict(crop_pct=1.0),
 }
-GOOGLE_LAYOUTS = ("canonical", "linen", "big_vision")
 RUN_LAYOUTS = ("flax", "torch_run")
 
 
