@@ -110,6 +110,19 @@ def test_every_later_family_preset_is_read_back_from_its_shapes():
         assert got == cfg.replace(act_layer=act, mlp_ratio=got.mlp_ratio), name
 
 
+def test_heads_of_the_later_families_widths():
+    """timm's fused qkv cannot say the head count (its summary has none): the widths of SigLIP
+    so400m, DINOv2 giant and AIMv2 (heads 128 wide) give their released counts."""
+    from vit_common import canonical_shapes
+    from vit_common.weights.infer import config_from_summary, summarize_canonical
+
+    for name in ("vit_so400m_patch14_siglip_224", "vit_giant_patch14_dinov2", "aimv2_large_patch14_224",
+                 "aimv2_huge_patch14_224", "aimv2_1b_patch14_224", "aimv2_3b_patch14_224"):
+        cfg = get_config(name, depth=1)
+        summary = summarize_canonical({k: np.broadcast_to(np.float32(0), s) for k, s in canonical_shapes(cfg).items()})
+        assert config_from_summary(dict(summary, num_heads=None)).num_heads == cfg.num_heads, name
+
+
 @pytest.mark.parametrize("layout", ["canonical", "timm"])
 def test_a_recorded_config_keeps_what_shapes_cannot_say(tmp_path, layout):
     """The activation and eps of a converted file come from the config it records."""

@@ -10,7 +10,9 @@ from ..errors import CheckpointError
 from .canonical import Weights
 
 # Official widths -> heads; timm and HF fuse or flatten the heads, so their shapes cannot say.
-_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+# 1152: SigLIP so400m (head width 72); 1536: DINOv2 giant. AIMv2 (RMSNorm) uses heads 128 wide.
+_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16, 1536: 24, 1664: 16}
+_AIMV2_HEAD_DIM = 128
 
 
 def _depth(keys, pattern: str) -> int:
@@ -85,7 +87,9 @@ def _square_side(n: int) -> int | None:
 def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
     """The config the weights describe; `overrides` (num_heads, img_size...) win."""
     c = s["embed_dim"]
-    heads = overrides.pop("num_heads", None) or s["num_heads"] or _HEADS_BY_WIDTH.get(c)
+    aimv2 = s["rmsnorm"] and s["mlp_layer"] == "swiglu" and not c % _AIMV2_HEAD_DIM
+    heads = overrides.pop("num_heads", None) or s["num_heads"] or (c // _AIMV2_HEAD_DIM if aimv2 else
+                                                                    _HEADS_BY_WIDTH.get(c))
     if heads is None:
         if c % 64:
             raise CheckpointError(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
