@@ -87,6 +87,7 @@ class Outputs:
     attentions: list[np.ndarray]
     grads: Weights = field(default_factory=dict)
     stages: list[np.ndarray] = field(default_factory=list)  # Swin: every stage's output
+    pool_attention: np.ndarray | None = None  # the MAP probe's attention (when attention was asked for)
 
 
 def _np(x) -> np.ndarray:
@@ -107,7 +108,8 @@ def run_torch(model: vit_torch.models.Model, images_nhwc: np.ndarray, attention:
 def _outputs(out) -> Outputs:
     return Outputs(None if out.logits is None else _np(out.logits), _np(out.pooled),
                    [_np(h) for h in out.hidden_states], [_np(a) for a in out.attentions],
-                   stages=[_np(h) for h in getattr(out, "stages", [])])
+                   stages=[_np(h) for h in getattr(out, "stages", [])],
+                   pool_attention=None if getattr(out, "pool_attention", None) is None else _np(out.pool_attention))
 
 
 @nnx.jit(static_argnames="attention")
@@ -155,6 +157,8 @@ def named_tensors(out: Outputs) -> dict[str, np.ndarray]:
         if out.attentions:
             named[f"block {i} attention"] = out.attentions[i]
     named.update({f"stage {i} output": h for i, h in enumerate(out.stages)})
+    if out.pool_attention is not None:
+        named["pool attention"] = out.pool_attention
     named["pooled"] = out.pooled
     if out.logits is not None:
         named["logits"] = out.logits
@@ -176,6 +180,8 @@ def compare(a: Outputs, b: Outputs) -> dict[str, float]:
         errors["stages"] = max(rel_error(x, y) for x, y in zip(a.stages, b.stages, strict=True))
     if b.attentions:
         errors["attention"] = max(rel_error(x, y) for x, y in zip(a.attentions, b.attentions, strict=True))
+    if b.pool_attention is not None:  # the MAP probe's: an attention map too
+        errors["attention"] = max(errors.get("attention", 0.0), rel_error(a.pool_attention, b.pool_attention))
     return errors
 
 

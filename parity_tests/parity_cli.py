@@ -1,12 +1,19 @@
 """vit-parity: prove a checkpoint (ViT, Swin or Eva) computes the same function in Flax and in PyTorch.
 
     vit-parity CHECKPOINT [--images DIR] [--batch N] [--dtype float32|bfloat16] [--model NAME]
+               [--act-layer ACT] [--act-gap ACT]
 
 Loads the checkpoint (any format or pretrained name vit-convert reads) into both twins, feeds both the same
 preprocessed images (from DIR, or seeded random pixels in [-1, 1]), and prints every block's
 hidden state and attention map, the pooled features and the logits with their max absolute and
 relative errors, and the top-1 agreement. Exits 1 above tolerance (float32: 1e-5; bfloat16:
 1e-2 and identical top-1), 2 on bad input.
+
+The activation is part of the function: --act-layer runs both twins with another one than the
+checkpoint's (a Google .npz without a config or --model runs gelu_tanh, as Google's code does;
+timm runs the same weights with exact gelu). --act-gap ACT also runs the PyTorch twin with ACT
+and prints how far that lands from the checkpoint's activation (the gap a port that mixes them
+carries); it is shown, not judged.
 """
 from __future__ import annotations
 
@@ -24,8 +31,11 @@ import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
 from vit_common.formats.hub import checkpoint_argument
 from vit_common.cli.vit_convert import describe
+from vit_common.config.vit import ACT_LAYERS
 from vit_common.formats import LAYOUT_NAMES
-from parity_tests.harness import BF16_TOL, FLOAT32_TOL, full_precision, non_finite, random_images, run_jax, run_torch
+from parity_tests.harness import (
+    BF16_TOL, FLOAT32_TOL, Outputs, full_precision, non_finite, random_images, rel_error, run_jax, run_torch,
+)
 from parity_tests.report import format_report
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -41,6 +51,10 @@ def parse_args(argv):
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--model", help="preset, where the checkpoint carries no config and shapes cannot tell")
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
+    parser.add_argument("--act-layer", choices=ACT_LAYERS, help="run both twins with this MLP activation")
+    parser.add_argument("--act-gap", choices=ACT_LAYERS, metavar="ACT",
+                        help="also show how far the outputs move with this activation instead (one of "
+                             f"{', '.join(ACT_LAYERS)})")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -59,7 +73,7 @@ def load_images(folder: Path, cfg, meta: dict, batch: int) -> tuple[np.ndarray, 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    overrides = {"num_heads": args.num_heads} if args.num_heads else {}
+    overrides = {k: v for k, v in (("num_heads", args.num_heads), ("act_layer", args.act_layer)) if v}
     try:
         ckpt = read_checkpoint(args.checkpoint, args.model, **overrides)
         cfg = ckpt.config
@@ -75,11 +89,13 @@ def main(argv=None) -> int:
     model_j = vit_jax.load_canonical_(
         vit_jax.build_model(cfg, dtype=jnp.bfloat16 if bf16 else jnp.float32, rngs=nnx.Rngs(0)), ckpt.weights)
     model_j.eval()
-    arch = (describe(cfg) if cfg.arch != "vit" else
-            f"embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} img_size={cfg.img_size} "
-            f"patch_size={cfg.patch_size} num_classes={cfg.num_classes}")
-    print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): {arch}, "
+    if args.act_gap and cfg.arch == "swin":
+        print("vit-parity: error: --act-gap applies to ViTs; Swin's MLPs run exact GELU only", file=sys.stderr)
+        return 2
+    print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): {describe(cfg)}, "
           f"{count_params(cfg):,} parameters")
+    for note in ckpt.meta.get("notes", []):
+        print(f"note: {note}")
     print(f"inputs: {source}; {args.dtype} ({'bf16 compute, float32 parameters' if bf16 else 'full precision'})\n")
     with full_precision():
         out_t = run_torch(model_t, images, dtype=torch.bfloat16 if bf16 else None)
@@ -95,7 +111,27 @@ def main(argv=None) -> int:
     if bf16 and out_t.logits is not None and not np.array_equal(out_t.logits.argmax(-1), out_j.logits.argmax(-1)):
         print("top-1 predictions differ in bfloat16 -> FAIL")
         ok = False
+    if args.act_gap:
+        print(act_gap(cfg, ckpt.weights, images, out_t, args.act_gap))
     return 0 if ok else 1
+
+
+def act_gap(cfg, weights, images: np.ndarray, out: Outputs, other: str) -> str:
+    """How far the PyTorch twin's last hidden state, pooled features and logits move when its
+    activation is `other` instead of the checkpoint's (float32, the same weights and images)."""
+    model = vit_torch.load_canonical_(vit_torch.build_model(cfg.replace(act_layer=other)), weights).eval()
+    with full_precision():
+        moved = run_torch(model, images)
+    rows = [("last hidden", out.hidden_states[-1], moved.hidden_states[-1]), ("pooled", out.pooled, moved.pooled)]
+    if out.logits is not None:
+        rows.append(("logits", out.logits, moved.logits))
+    lines = [f"\nactivation gap: act_layer={cfg.act_layer} (the checkpoint's) vs {other} (torch, float32)",
+             f"{'tensor':<22} {'max abs err':>12} {'rel err':>10}", "-" * 46]
+    lines += [f"{name:<22} {float(np.abs(a - b).max()):12.2e} {rel_error(b, a):10.2e}" for name, a, b in rows]
+    if out.logits is not None:
+        agree = float(np.mean(out.logits.argmax(-1) == moved.logits.argmax(-1)))
+        lines.append(f"top-1 agreement {cfg.act_layer} vs {other}: {agree:.0%}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -72,10 +72,16 @@ def mlp(x, w, prefix, gelu_kind):
     return dense(h, w, f"{prefix}/Dense_1")
 
 
-def forward(weights, cfg: ViTConfig, images_nhwc, *, gelu_kind=None, eps=None, posemb_on_prefix=None):
-    """(logits, hidden_states, attentions) in float64. gelu_kind (the activation: 'erf', 'tanh' or
-    an act_layer name) and eps default to the config's; posemb_on_prefix overrides the
-    convention (None: the config's; True: vision_transformer; False: big_vision)."""
+def forward(weights, cfg: ViTConfig, images_nhwc, **kwargs):
+    """(logits, hidden_states, attentions) in float64; keywords as forward_with_pool's."""
+    return forward_with_pool(weights, cfg, images_nhwc, **kwargs)[:3]
+
+
+def forward_with_pool(weights, cfg: ViTConfig, images_nhwc, *, gelu_kind=None, eps=None, posemb_on_prefix=None):
+    """(logits, hidden_states, attentions, the MAP probe's attention or None) in float64.
+    gelu_kind (the activation: 'erf', 'tanh' or an act_layer name) and eps default to the
+    config's; posemb_on_prefix overrides the convention (None: the config's; True:
+    vision_transformer; False: big_vision)."""
     gelu_kind = cfg.act_layer if gelu_kind is None else gelu_kind
     eps = cfg.norm_eps if eps is None else eps
     w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
@@ -111,9 +117,10 @@ def forward(weights, cfg: ViTConfig, images_nhwc, *, gelu_kind=None, eps=None, p
     if "Transformer/encoder_norm/scale" in w:
         x = layer_norm(x, w, "Transformer/encoder_norm", eps)
 
+    pool_probs = None
     if cfg.global_pool == "map":
         probe = np.broadcast_to(w["MAPHead_0/probe"], (b, 1, cfg.embed_dim))
-        y, _ = mha(probe, x, w, "MAPHead_0/MultiHeadDotProductAttention_0")
+        y, pool_probs = mha(probe, x, w, "MAPHead_0/MultiHeadDotProductAttention_0")
         y = y + mlp(layer_norm(y, w, "MAPHead_0/LayerNorm_0", eps), w, "MAPHead_0/MlpBlock_0", gelu_kind)
         pooled = y[:, 0]
     elif cfg.global_pool == "avg":
@@ -127,4 +134,4 @@ def forward(weights, cfg: ViTConfig, images_nhwc, *, gelu_kind=None, eps=None, p
     logits = dense(pooled, w, "head") if cfg.num_classes else None
     if cfg.distilled and cfg.num_classes:
         logits = (logits + dense(x[:, 1], w, "head_dist")) / 2
-    return logits, hidden, maps
+    return logits, hidden, maps, pool_probs

@@ -20,6 +20,7 @@ import torch
 
 from parity_tests.hf_families import hf_model
 from vit_common.config.presets import PRESETS, get_config
+from vit_common.errors import ConfigError
 from vit_common.weights.canonical import count_params
 
 # (hidden, layers, heads, MLP width) of the released sizes.
@@ -114,6 +115,15 @@ def test_options_that_counts_cannot_see():
     reg = get_config("vit_giant_patch14_reg4_dinov2")
     assert (reg.reg_tokens, reg.no_embed_class, reg.mlp_layer, reg.act_layer) == (4, True, "swiglu_packed", "silu")
     assert get_config("deit3_huge_patch14_224").init_values == 1e-6
+
+
+@pytest.mark.parametrize("name", ["vit_so400m_patch14_siglip_384", "vit_so400m_patch14_siglip_gap_384.webli"])
+def test_timms_patch14_at_384_names_point_to_378(name):
+    """timm's so400m/14 at 384 px drops 6 px in its convolution; the same 27x27 grid runs at 378."""
+    with pytest.raises(ConfigError, match=r"384 px, which 14 px patches do not divide.*vit_so400m_patch14_siglip_"
+                                          r"(gap_)?378 on 378 px images"):
+        get_config(name)
+    assert get_config(name.replace("384", "378").partition(".")[0]).grid_size == 384 // 14
 
 
 @pytest.mark.parametrize("name,prefix", [("vit_small_patch14_dinov2", 1), ("vit_small_patch14_reg4_dinov2", 0)])

@@ -29,13 +29,17 @@ def _twins_and_reference(name, **ref_kwargs):
 
 @pytest.mark.parametrize("name", [name for name in SMALL_GRID if name != "features-only"])
 def test_twins_match_independent_reference(name):
-    tm, jm, _, images, logits, hidden, maps = _twins_and_reference(name)
+    tm, jm, weights, images, logits, hidden, maps = _twins_and_reference(name)
+    probe = reference.forward_with_pool(weights, tm.cfg, images)[3]  # MAP models: the probe's attention
     for out in (run_torch(tm, images), run_jax(jm, images)):
         assert rel_error(out.logits, logits) <= FLOAT32_TOL
         for got, want in zip(out.hidden_states, hidden, strict=True):
             assert rel_error(got, want) <= FLOAT32_TOL
         for got, want in zip(out.attentions, maps, strict=True):
             assert rel_error(got, want) <= FLOAT32_TOL
+        assert (out.pool_attention is None) == (probe is None)
+        if probe is not None:
+            assert rel_error(out.pool_attention, probe) <= FLOAT32_TOL
 
 
 def test_gelu_is_exact_erf():

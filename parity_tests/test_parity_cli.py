@@ -89,3 +89,22 @@ def test_a_pretrained_name_from_the_hub_cache(tmp_path, monkeypatch, capsys):
     assert parity(["timm:test_vit_tiny", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint timm:test_vit_tiny (timm state dict)" in out and "-> PASS" in out
+
+
+def test_a_google_npz_shows_its_activation_and_the_gap_to_timms(tmp_path, capsys):
+    """No config, no name: Google's tanh GELU, said so; --act-gap shows how far exact GELU lands
+    (the gap a port that mixes them carries) and --act-layer runs timm's choice instead."""
+    cfg = get_config("vit_base_patch16_224", **TINY)
+    w = random_canonical(cfg)
+    for k in [k for k in w if k.endswith("MlpBlock_3/Dense_0/kernel")]:
+        w[k] = w[k] * 10  # pre-activations of order 1, where the two GELUs part (by up to ~5e-4)
+    np.savez(google := tmp_path / "google.npz", **w)  # as Google releases them: no config
+    assert parity([str(google), "--act-gap", "gelu"]) == 0
+    out = capsys.readouterr().out
+    assert "act_layer=gelu_tanh" in out and "note: act_layer='gelu_tanh'" in out
+    assert "activation gap: act_layer=gelu_tanh (the checkpoint's) vs gelu" in out
+    gap = float(out.split("activation gap")[1].split("last hidden")[1].split()[0])  # its max abs error
+    assert gap > 1e-5 and "-> PASS" in out  # shown, not judged: the twins still agree with each other
+    assert parity([str(google), "--act-layer", "gelu"]) == 0
+    out = capsys.readouterr().out
+    assert "act_layer=gelu," in out and "gelu_tanh" not in out

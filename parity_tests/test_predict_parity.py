@@ -11,6 +11,7 @@ import torch
 import vit_jax.predict
 import vit_torch
 import vit_torch.predict
+from parity_tests import reference
 from parity_tests.grid import small
 from parity_tests.harness import FLOAT32_TOL, build_pair, perturb, random_images, rel_error
 from vit_common import TIMM, canonical_shapes, get_config, save_npz, save_safetensors
@@ -43,6 +44,31 @@ def test_probabilities_and_maps_agree(name):
     errors = {"probs": rel_error(probs_j, probs_t), "rollout": rel_error(roll_j, roll_t),
               "per-head": rel_error(heads_j, heads_t)}
     assert max(errors.values()) <= FLOAT32_TOL, errors
+
+
+@pytest.mark.parametrize("name", ["map", "map+cls"])  # a MAP probe without and with a class token
+def test_feature_models_give_features_and_probe_maps(name):
+    """run() of a feature model: the pooled features (against the float64 reference, read through
+    an identity head) and the MAP probe's attention, whose maps both twins draw alike."""
+    preset, overrides = small(name)
+    tm, jm, weights = build_pair(preset, "torch", **{**overrides, "num_classes": 0})
+    cfg = tm.cfg
+    images = random_images(cfg, 2)
+    c = cfg.embed_dim  # the reference's logits through head = I are its pooled features
+    identity = dict(weights, **{"head/kernel": np.eye(c), "head/bias": np.zeros(c)})
+    want, _, _, probe = reference.forward_with_pool(identity, cfg.replace(num_classes=c), images)
+    outs = [twin.run(model, images, attention=True) for twin, model in ((vit_torch.predict, tm), (vit_jax.predict, jm))]
+    maps = []
+    for out in outs:
+        assert out.probs is None and out.features.shape == (2, c)
+        assert rel_error(out.features, want) <= FLOAT32_TOL and rel_error(out.pool_attention, probe) <= FLOAT32_TOL
+        maps.append((attention_rollout(out.attentions, cfg.num_prefix_tokens, cfg.grid_size, out.pool_attention),
+                     last_layer_cls_attention(out.attentions, cfg.num_prefix_tokens, cfg.grid_size,
+                                              out.pool_attention)))
+    (roll_t, heads_t), (roll_j, heads_j) = maps
+    assert heads_t.shape == (2, cfg.num_heads, cfg.grid_size, cfg.grid_size)
+    np.testing.assert_allclose(heads_t, probe[:, :, 0, cfg.num_prefix_tokens:].reshape(heads_t.shape), atol=1e-6)
+    assert rel_error(roll_j, roll_t) <= FLOAT32_TOL and rel_error(heads_j, heads_t) <= FLOAT32_TOL
 
 
 def test_without_attention_and_without_head():
@@ -138,10 +164,34 @@ def test_cli_errors(tiny_checkpoint, two_images, tmp_path, capsys):
     weights = {k: np.zeros(s, np.float32) for k, s in canonical_shapes(cfg).items()}
     save_safetensors(tmp_path / "bare.safetensors", TIMM.export(weights, cfg))
     fails(["--checkpoint", str(tmp_path / "bare.safetensors"), str(two_images[0])], "pass --model NAME")
-    headless = cfg.replace(num_classes=0)
-    save_npz(tmp_path / "features.npz", {k: np.zeros(s, np.float32) for k, s in canonical_shapes(headless).items()},
-             headless)
-    fails(["--checkpoint", str(tmp_path / "features.npz"), str(two_images[0])], "no classification head")
+    with pytest.raises(SystemExit):  # argparse: exit 2, naming the option
+        main(["--checkpoint", str(tiny_checkpoint), "--save-features", str(tmp_path / "f.txt"), str(two_images[0])])
+    assert "--save-features writes a .npy file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["map", "avg+fc_norm"])
+def test_cli_prints_and_saves_the_embeddings_of_a_feature_model(name, two_images, tmp_path, capsys):
+    preset, overrides = small(name)
+    torch.manual_seed(0)
+    tm = vit_torch.create_model(preset, **{**overrides, "num_classes": 0})
+    save_npz(tmp_path / "features.npz", perturb(vit_torch.to_canonical(tm), seed=0), tm.cfg)
+    saved = {}
+    for framework in ("torch", "jax"):
+        saved[framework] = tmp_path / f"{framework}.npy"
+        assert main(["--checkpoint", str(tmp_path / "features.npz"), "--framework", framework,
+                     "--save-features", str(saved[framework]), "--attention-map", str(tmp_path / f"{framework}.png"),
+                     *map(str, two_images)]) == 0
+        text = capsys.readouterr().out
+        assert "no classification head (num_classes=0): printing each image's embedding" in text
+        assert f"features: 2 x 48 float32 saved to {saved[framework]}" in text
+        # GAP has neither a class token nor a probe: the CLI says what its maps show instead.
+        assert ("pools by averaging its patch tokens" in text) == (name != "map")
+        features = np.load(saved[framework])
+        norms = [float(m) for m in re.findall(r"features \(48,\): L2 norm (\d+\.\d+)", text)]
+        np.testing.assert_allclose(norms, np.linalg.norm(features, axis=1), atol=1e-4)
+        for image in two_images:
+            assert (tmp_path / f"{framework}-{image.stem}.png").is_file()
+    assert rel_error(np.load(saved["jax"]), np.load(saved["torch"])) <= FLOAT32_TOL
 
 
 def test_cli_says_which_preprocessing_it_applied_and_why(tiny_checkpoint, two_images, tmp_path, capsys):

@@ -11,9 +11,9 @@ import pytest
 
 from tests.checkpoint_factories import as_hf, random_canonical
 from tests.hub_cache import (
-    cache_repo, loopback_hub, register_tiny_presets, safetensors_bytes, timm_config_json, use_hub,
+    TINY_PRESETS, cache_repo, loopback_hub, register_tiny_presets, safetensors_bytes, timm_config_json, use_hub,
 )
-from vit_common import TIMM, CheckpointError, ConfigError, WeightsMismatchError, get_config, list_models
+from vit_common import PRESETS, TIMM, CheckpointError, ConfigError, WeightsMismatchError, get_config, list_models
 from vit_common import read_checkpoint
 from vit_common.formats.hub import DEFAULT_TAGS, parse_pretrained, pretrained_source
 
@@ -67,6 +67,38 @@ def test_names_resolve_to_timm_repositories():
     assert parse_pretrained("hf_hub:timm/x.y").repo_id == "timm/x.y"  # timm's older spelling
     assert pretrained_source("vit_base_patch16_224.augreg_in1k") == "timm:vit_base_patch16_224.augreg_in1k"
     assert pretrained_source("hf-hub:org/repo") == "hf-hub:org/repo"
+
+
+def test_family_default_tags_follow_timms_first_tag_with_weights():
+    """A few rows read off timm's default_cfgs (deit.py, vision_transformer.py)."""
+    assert parse_pretrained("timm:deit3_small_patch16_224").repo_id == "timm/deit3_small_patch16_224.fb_in1k"
+    assert parse_pretrained("timm:vit_small_patch14_reg4_dinov2").repo_id == (
+        "timm/vit_small_patch14_reg4_dinov2.lvd142m")
+    assert parse_pretrained("timm:vit_so400m_patch14_siglip_gap_896").repo_id == (
+        "timm/vit_so400m_patch14_siglip_gap_896.pali_pt")
+    assert parse_pretrained("timm:aimv2_large_patch14_336").repo_id == "timm/aimv2_large_patch14_336.apple_pt"
+
+
+def test_quickgelu_names_read_the_plain_clip_repository():
+    """timm keeps the weights of a *_clip_quickgelu_* name under the name without _quickgelu."""
+    repo = parse_pretrained("timm:vit_base_patch32_clip_quickgelu_224")
+    assert (repo.repo_id, repo.architecture) == ("timm/vit_base_patch32_clip_224.laion400m_e32",
+                                                 "vit_base_patch32_clip_quickgelu_224")
+    assert parse_pretrained("timm:vit_large_patch14_clip_quickgelu_336.openai").repo_id == (
+        "timm/vit_large_patch14_clip_336.openai")
+
+
+def test_a_quickgelu_name_runs_the_plain_repositorys_weights_with_quickgelu(hub, monkeypatch):
+    clip = dict(TINY_PRESETS["test_vit_tiny"][0], pre_norm=True, norm_eps=1e-5)
+    monkeypatch.setitem(PRESETS, "vit_test_clip_32", clip)
+    monkeypatch.setitem(PRESETS, "vit_test_clip_quickgelu_32", dict(clip, act_layer="quick_gelu"))
+    monkeypatch.setitem(DEFAULT_TAGS, "vit_test_clip_quickgelu_32", "openai")
+    w, files = timm_repo("vit_test_clip_32", "openai")  # config.json names the plain architecture
+    cache_repo(hub, "timm/vit_test_clip_32.openai", files)
+    ckpt = read_checkpoint("timm:vit_test_clip_quickgelu_32")
+    assert ckpt.config == get_config("vit_test_clip_quickgelu_32") and ckpt.config.act_layer == "quick_gelu"
+    assert ckpt.meta["architecture"] == "vit_test_clip_quickgelu_32"
+    assert_same(ckpt.weights, w)
 
 
 @pytest.mark.parametrize("name, message", [

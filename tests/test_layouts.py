@@ -49,6 +49,94 @@ def test_google_npz_layouts(tmp_path, case):
     ckpt = read_checkpoint(path)
     _same(ckpt.weights, canonical)
     _check_arch(ckpt.config, cfg)
+    # No config and no timm name: Google's code computes the tanh GELU, and the reader says so.
+    assert ckpt.config.act_layer == "gelu_tanh" and "gelu_tanh" in ckpt.meta["notes"][0]
+    assert read_checkpoint(path, act_layer="gelu").config.act_layer == "gelu"  # as timm runs it
+
+
+def test_a_google_npz_read_under_a_timm_name_keeps_timms_gelu(tmp_path):
+    cfg = get_config("vit_tiny_patch16_224", img_size=32, num_classes=10)
+    np.savez(tmp_path / "ckpt.npz", **random_canonical(cfg))
+    ckpt = read_checkpoint(tmp_path / "ckpt.npz", "vit_tiny_patch16_224")
+    assert ckpt.config == cfg and ckpt.config.act_layer == "gelu" and "notes" not in ckpt.meta
+
+
+# One preset per option of the later families (tiny: 48 wide, 2 blocks, 32 px).
+FAMILY_CASES = ["deit3_small_patch16_224", "vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2",
+                "vit_giant_patch14_dinov2", "vit_base_patch16_clip_224", "vit_base_patch16_clip_quickgelu_224",
+                "vit_base_patch16_siglip_224", "vit_base_patch32_siglip_256", "vit_base_patch16_siglip_gap_224",
+                "aimv2_large_patch14_224"]
+
+
+def _family_tiny(name: str):
+    patch = get_config(name).patch_size
+    return get_config(name, **dict(TINY, img_size=4 * patch, patch_size=patch,
+                                   num_classes=get_config(name).num_classes and 10))
+
+
+@pytest.mark.parametrize("name", FAMILY_CASES)
+@pytest.mark.parametrize("layout", ["canonical", "timm"])
+def test_later_family_options_inferred_from_shapes(tmp_path, name, layout):
+    """Registers, LayerScale, norm_pre, SwiGLU packed / split, RMSNorm, projection bias and the
+    patch-embedding norm are read off the entries present; the activation, which no weight
+    holds, is SwiGLU's SiLU, Google's tanh GELU for a Google .npz, timm's exact GELU otherwise."""
+    cfg = _family_tiny(name)
+    canonical = random_canonical(cfg)
+    if layout == "canonical":
+        np.savez(tmp_path / "m.npz", **canonical)
+        ckpt = read_checkpoint(tmp_path / "m.npz")
+    else:
+        save_safetensors(tmp_path / "m.safetensors", TIMM.export(canonical, cfg))
+        ckpt = read_checkpoint(tmp_path / "m.safetensors", num_heads=3)
+    _same(ckpt.weights, canonical)
+    act = "silu" if cfg.mlp_layer != "mlp" else "gelu_tanh" if layout == "canonical" else "gelu"
+    assert ckpt.config.mlp_dim == cfg.mlp_dim  # the ratio is read as mlp_dim / embed_dim
+    assert ckpt.config == cfg.replace(act_layer=act, mlp_ratio=ckpt.config.mlp_ratio)
+
+
+def test_every_later_family_preset_is_read_back_from_its_shapes():
+    """At full size, from the shapes alone (zero-stride arrays: nothing is allocated)."""
+    from vit_common import canonical_shapes, list_models
+    from vit_common.weights.infer import config_from_summary, summarize_canonical
+
+    names = [n for n in list_models() if re.match(r"^(deit3_|aimv2_|vit_.*_(dinov2$|clip_|siglip_))", n)]
+    assert len(names) > 70
+    for name in names:
+        cfg = get_config(name)
+        shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in canonical_shapes(cfg).items()}
+        got = config_from_summary(summarize_canonical(shapes))
+        act = "silu" if cfg.mlp_layer != "mlp" else got.act_layer  # gelu: no weight says which GELU
+        assert got.mlp_dim == cfg.mlp_dim, name
+        assert got == cfg.replace(act_layer=act, mlp_ratio=got.mlp_ratio), name
+
+
+def test_heads_of_the_later_families_widths():
+    """timm's fused qkv cannot say the head count (its summary has none): the widths of SigLIP
+    so400m, DINOv2 giant and AIMv2 (heads 128 wide) give their released counts."""
+    from vit_common import canonical_shapes
+    from vit_common.weights.infer import config_from_summary, summarize_canonical
+
+    for name in ("vit_so400m_patch14_siglip_224", "vit_giant_patch14_dinov2", "aimv2_large_patch14_224",
+                 "aimv2_huge_patch14_224", "aimv2_1b_patch14_224", "aimv2_3b_patch14_224"):
+        cfg = get_config(name, depth=1)
+        summary = summarize_canonical({k: np.broadcast_to(np.float32(0), s) for k, s in canonical_shapes(cfg).items()})
+        assert config_from_summary(dict(summary, num_heads=None)).num_heads == cfg.num_heads, name
+
+
+@pytest.mark.parametrize("layout", ["canonical", "timm"])
+def test_a_recorded_config_keeps_what_shapes_cannot_say(tmp_path, layout):
+    """The activation and eps of a converted file come from the config it records."""
+    from vit_common import save_npz
+
+    cfg = _family_tiny("vit_base_patch16_clip_quickgelu_224").replace(norm_eps=1e-4)
+    canonical = random_canonical(cfg)
+    path = tmp_path / ("m.npz" if layout == "canonical" else "m.safetensors")
+    if layout == "canonical":
+        save_npz(path, canonical, cfg)
+    else:
+        save_safetensors(path, TIMM.export(canonical, cfg), cfg)
+    ckpt = read_checkpoint(path)
+    assert ckpt.config == cfg and "notes" not in ckpt.meta
 
 
 @pytest.mark.parametrize("name,extra", [("vit_base_patch16_224", {}), ("deit_tiny_distilled_patch16_224", {}),

@@ -142,6 +142,10 @@ def test_description_names_every_choice():
 
 
 # Family defaults ----------------------------------------------------------------------------------
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+OPENAI_MEAN, OPENAI_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]  # timm's OPENAI_CLIP_*
+
+
 def _cfg(**kw):
     from vit_common import get_config
 
@@ -174,6 +178,34 @@ def test_recorded_preprocessing_wins_and_old_records_stay_readable():
     ({"source_layout": "torch_run"}, None, {}, dict(resize="center_square")),
     ({"source_layout": "swin_canonical"}, None, {}, dict(resize="shorter_side", crop_pct=0.875, mean=0.5)),
     ({"source_layout": "hf_swin"}, None, {}, dict(resize="squash", interpolation="bicubic", std=[0.229, 0.224, 0.225])),
+    # The later families, as timm's pretrained_cfg of each name's default tag gives them:
+    ({"source_layout": "timm"}, "deit3_small_patch16_224", {"name": "deit3_small_patch16_224"},
+     dict(crop_pct=0.9, mean=IMAGENET_MEAN, interpolation="bicubic")),
+    ({"source_layout": "timm"}, "deit3_base_patch16_384", {"name": "deit3_base_patch16_384"},
+     dict(crop_pct=1.0, mean=IMAGENET_MEAN)),
+    ({"source_layout": "timm", "architecture": "vit_small_patch14_dinov2"}, None, {"name": "vit_small_patch14_dinov2"},
+     dict(resize="shorter_side", crop_pct=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    ({"source_layout": "timm"}, "vit_base_patch16_clip_224", {"name": "vit_base_patch16_clip_224"},
+     dict(crop_pct=0.95, mean=OPENAI_MEAN)),
+    ({"source_layout": "timm"}, "vit_base_patch32_clip_224", {"name": "vit_base_patch32_clip_224"}, dict(crop_pct=0.9)),
+    ({"source_layout": "timm"}, "vit_large_patch14_clip_336", {"name": "vit_large_patch14_clip_336"},
+     dict(resize="squash", crop_pct=1.0, mean=0.5, std=0.5)),
+    ({"source_layout": "timm"}, "vit_base_patch16_clip_quickgelu_224", {"name": "vit_base_patch16_clip_quickgelu_224"},
+     dict(crop_pct=1.0, mean=OPENAI_MEAN, std=OPENAI_STD)),
+    ({"source_layout": "timm"}, "vit_base_patch16_siglip_384", {"name": "vit_base_patch16_siglip_384"},
+     dict(crop_pct=0.9, mean=0.5, std=0.5)),
+    ({"source_layout": "timm"}, "vit_so400m_patch14_siglip_gap_896", {"name": "vit_so400m_patch14_siglip_gap_896"},
+     dict(crop_pct=1.0, mean=0.5)),
+    ({"source_layout": "timm"}, "aimv2_large_patch14_224", {"name": "aimv2_large_patch14_224"},
+     dict(crop_pct=1.0, mean=OPENAI_MEAN, interpolation="bicubic")),
+    # No name: the options only a family uses say which (a state dict read by its shapes).
+    ({"source_layout": "timm"}, None, {"name": "vit_small_patch14_reg4_dinov2"}, dict(crop_pct=1.0, mean=IMAGENET_MEAN)),
+    ({"source_layout": "timm"}, None, {"name": "vit_base_patch16_clip_224"}, dict(crop_pct=1.0, mean=OPENAI_MEAN)),
+    ({"source_layout": "timm"}, None, {"name": "aimv2_large_patch14_224"}, dict(mean=OPENAI_MEAN)),
+    ({"source_layout": "timm"}, None, {"name": "deit3_small_patch16_384"}, dict(crop_pct=1.0, mean=IMAGENET_MEAN)),
+    # A canonical .npz of a family Google never released gets that family's; SigLIP's is big_vision's.
+    ({"source_layout": "canonical"}, None, {"name": "vit_base_patch16_clip_224"}, dict(mean=OPENAI_MEAN)),
+    ({"source_layout": "big_vision"}, None, {"name": "vit_base_patch16_siglip_224"}, dict(resize="squash", mean=0.5)),
 ])
 def test_family_defaults(meta, model, cfg_kw, expected):
     options, origin = resolve_preprocess(meta, _cfg(**cfg_kw), model)

@@ -1,4 +1,4 @@
-"""Class probabilities and attention weights from a Flax model (twin of vit_torch/predict.py)."""
+"""Class probabilities, features and attention weights from a Flax model (twin of vit_torch/predict.py)."""
 from __future__ import annotations
 
 import jax
@@ -7,6 +7,7 @@ import numpy as np
 from flax import nnx
 
 from vit_common import Checkpoint
+from vit_common.predict.outputs import Prediction
 
 from .models import Model, build_model
 from .weights import load_canonical_
@@ -20,9 +21,20 @@ def load_model(ckpt: Checkpoint) -> Model:
 
 
 @nnx.jit(static_argnames="attention")  # module-level, so compiled once per model structure and shape
-def _probs_and_attentions(model: Model, x: jax.Array, attention: bool):
+def _forward(model: Model, x: jax.Array, attention: bool):
     out = model.forward_intermediates(x, attention=attention)
-    return jax.nn.softmax(out.logits.astype(jnp.float32), axis=-1), out.attentions
+    probs = None if out.logits is None else jax.nn.softmax(out.logits.astype(jnp.float32), axis=-1)
+    return probs, out.pooled, out.attentions, getattr(out, "pool_attention", None)
+
+
+def run(model: Model, images_nhwc: np.ndarray, attention: bool = True) -> Prediction:
+    """Probabilities (None without a head), the pooled features that feed the head, and, if
+    asked, every layer's attention and a MAP probe's (see Prediction)."""
+    model.eval()  # dropout off; distilled models average both heads
+    probs, features, maps, probe = _forward(model, jnp.asarray(images_nhwc, jnp.float32), attention)
+    return Prediction(None if probs is None else np.asarray(probs), np.asarray(features, np.float32),
+                      [np.asarray(m, np.float32) for m in maps],
+                      None if probe is None else np.asarray(probe, np.float32))
 
 
 def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
@@ -31,6 +43,5 @@ def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
     (ViT: (B, heads, T, T); Swin: every block's (B * windows, heads, w*w, w*w))."""
     if not model.cfg.num_classes:
         raise ValueError("the model has no classification head (num_classes=0): nothing to predict")
-    model.eval()  # dropout off; distilled models average both heads
-    probs, maps = _probs_and_attentions(model, jnp.asarray(images_nhwc, jnp.float32), attention)
-    return np.asarray(probs), [np.asarray(m, np.float32) for m in maps]
+    out = run(model, images_nhwc, attention)
+    return out.probs, out.attentions

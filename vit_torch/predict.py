@@ -1,10 +1,11 @@
-"""Class probabilities and attention weights from a PyTorch model (twin of vit_jax/predict.py)."""
+"""Class probabilities, features and attention weights from a PyTorch model (twin of vit_jax/predict.py)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from vit_common import Checkpoint
+from vit_common.predict.outputs import Prediction
 
 from .models import Model, build_model
 from .weights import load_canonical_
@@ -16,9 +17,27 @@ def load_model(ckpt: Checkpoint) -> Model:
 
 
 @torch.inference_mode()
-def _probs_and_attentions(model: Model, x: torch.Tensor, attention: bool):
+def _forward(model: Model, x: torch.Tensor, attention: bool):
     out = model.forward_intermediates(x, attention=attention)
-    return torch.softmax(out.logits.float(), dim=-1), out.attentions
+    probs = None if out.logits is None else torch.softmax(out.logits.float(), dim=-1)
+    return probs, out.pooled, out.attentions, getattr(out, "pool_attention", None)
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.float().cpu().numpy()
+
+
+def run(model: Model, images_nhwc: np.ndarray, attention: bool = True) -> Prediction:
+    """Probabilities (None without a head), the pooled features that feed the head, and, if
+    asked, every layer's attention and a MAP probe's (see Prediction).
+
+    Takes NHWC images like the Flax twin and transposes them to NCHW here."""
+    model.eval()  # dropout off; distilled models average both heads
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images_nhwc, np.float32).transpose(0, 3, 1, 2)))
+    probs, features, maps, probe = _forward(model, x.to(device), attention)
+    return Prediction(None if probs is None else _numpy(probs), _numpy(features), [_numpy(m) for m in maps],
+                      None if probe is None else _numpy(probe))
 
 
 def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
@@ -29,8 +48,5 @@ def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
     Takes NHWC images like the Flax twin and transposes them to NCHW here."""
     if not model.cfg.num_classes:
         raise ValueError("the model has no classification head (num_classes=0): nothing to predict")
-    model.eval()  # dropout off; distilled models average both heads
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images_nhwc, np.float32).transpose(0, 3, 1, 2)))
-    probs, maps = _probs_and_attentions(model, x.to(device), attention)
-    return probs.cpu().numpy(), [m.float().cpu().numpy() for m in maps]
+    out = run(model, images_nhwc, attention)
+    return out.probs, out.attentions

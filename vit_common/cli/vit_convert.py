@@ -37,7 +37,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import ModelConfig, SwinConfig
+from ..config import ModelConfig, SwinConfig, ViTConfig
 from ..config.vit import ACT_LAYERS
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
@@ -64,13 +64,15 @@ def check_writable(dst: Path) -> None:
                               "or a folder (no suffix)")
 
 
-def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical", to: str | None = None) -> None:
+def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical", to: str | None = None,
+                     model: str | None = None) -> None:
     """.npz in a Google layout, timm-named .safetensors / .pt / .pth, or (no suffix) a folder
     laid out like a train.py run; the config and metadata always travel inside. `to` names
-    another project's format (vit-convert --to), written by its format module."""
+    another project's format (vit-convert --to), written by its format module. `model`: the
+    preset the weights were read as, whose family's preprocessing applies when they record none."""
     dst = Path(dst)
     meta = {k: v for k, v in ckpt.meta.items() if k == "class_names"}
-    meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config)[0]  # the record, else the family's default
+    meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config, model)[0]  # the record, else the family's default
     if to is not None and to not in BUILTIN_OUTPUTS:
         writers = writable_layouts()
         if to not in writers:
@@ -121,9 +123,17 @@ def describe(cfg: ModelConfig) -> str:
         return (f"swin embed_dim={cfg.embed_dim} depths={','.join(map(str, cfg.depths))} num_heads={heads} "
                 f"window_size={cfg.window_size} patch_size={cfg.patch_size} img_size={cfg.img_size} "
                 f"num_classes={cfg.num_classes} global_pool={cfg.global_pool or 'none'}")
+    later = " ".join(f"{f}={getattr(cfg, f)}" for f in LATER_FIELDS if getattr(cfg, f) != getattr(VIT_DEFAULTS, f))
     return (f"embed_dim={cfg.embed_dim} depth={cfg.depth} num_heads={cfg.num_heads} patch_size={cfg.patch_size} "
             f"img_size={cfg.img_size} num_classes={cfg.num_classes} global_pool={cfg.global_pool} "
-            f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class}")
+            f"class_token={cfg.class_token} distilled={cfg.distilled} no_embed_class={cfg.no_embed_class} "
+            f"act_layer={cfg.act_layer}" + (f" {later}" if later else ""))
+
+
+# The options of the later families, printed where they differ from the 2020 ViT's.
+LATER_FIELDS = ("init_values", "reg_tokens", "pre_norm", "norm_layer", "norm_eps", "mlp_layer", "proj_bias",
+                "embed_norm_layer", "qkv_bias", "fc_norm")
+VIT_DEFAULTS = ViTConfig()
 
 
 def parse_args(argv):
@@ -139,8 +149,9 @@ def parse_args(argv):
     parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
     parser.add_argument("--act-layer", choices=ACT_LAYERS,
                         help="the MLP activation, where the weights cannot say (default: the recorded config's, else "
-                             "the preset's, else the format's: gelu_tanh for big_vision image towers, quick_gelu for "
-                             "OpenAI's CLIP; an OpenCLIP file needs this or --model)")
+                             "the preset's, else the format's: gelu_tanh for big_vision image towers and for a Google "
+                             ".npz with neither, as Google's code computes it; quick_gelu for OpenAI's CLIP; an "
+                             "OpenCLIP file needs this or --model)")
     parser.add_argument("--window-size", type=int,
                         help="Swin: resample the relative position bias tables to this window (bicubic)")
     parser.add_argument("--to", metavar="FORMAT",
@@ -167,7 +178,7 @@ def main(argv=None) -> int:
         if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
             raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
-        write_checkpoint(ckpt, args.dst, args.layout, args.to)
+        write_checkpoint(ckpt, args.dst, args.layout, args.to, args.model)
     except (CheckpointError, ConfigError, WeightsMismatchError) as e:
         print(f"vit-convert: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,12 @@
-"""vit-predict: top-k classes of images, with attention heatmaps, in either twin (ViT or Swin).
+"""vit-predict: top-k classes of images, or their embeddings, with attention heatmaps, in either twin (ViT or Swin).
 
     vit-predict --checkpoint PATH [--model NAME] [--framework jax|torch] [--top-k 5]
-                [--attention-map OUT.png] IMAGE...
+                [--attention-map OUT.png] [--save-features OUT.npy] IMAGE...
+
+A feature model (num_classes=0: DINOv2, SigLIP, AIMv2, the CLIP towers) prints each image's
+embedding (its width, L2 norm and first values) instead of classes; --save-features writes the
+embeddings of all images, in the order given, as one (N, F) float32 .npy (for a classifier, the
+pooled features that feed its head).
 
 The checkpoint is any file vit-convert reads, or pretrained weights on the Hugging Face Hub:
 timm:NAME[.TAG] (e.g. timm:vit_base_patch16_224.augreg2_in21k_ft_in1k; a bare NAME takes timm's
@@ -11,6 +16,9 @@ the preprocessing (colour mode, resize rule, crop_pct, interpolation, mean/std) 
 checkpoint records it (train.py runs and vit-convert outputs do); else its family's documented
 preprocessing (vit_common/predict/defaults.py). The first line printed says which was applied
 and where it came from. Only the chosen framework is imported.
+Attention maps show where the model reads the image from: its class token, or its MAP probe
+(SigLIP). A model that averages its patch tokens (global average pooling: AIMv2, SigLIP GAP)
+has neither; its maps show the mean attention of all patch queries, and vit-predict says so.
 For Swin models the attention maps cover the last stage (rollout over its blocks, each head's
 mean attention over all its tokens), upsampled from its grid (7x7 at 224 pixels) to the image.
 """
@@ -25,11 +33,13 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..config.vit import ACT_LAYERS
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
 from ..formats.hub import checkpoint_argument, is_pretrained_name, name_hint
+from ..atomic import atomic_write
 from ..predict.attention_maps import (
-    attention_rollout, last_layer_cls_attention, save_attention_png, swin_last_stage_attention,
+    attention_rollout, last_layer_cls_attention, map_query, save_attention_png, swin_last_stage_attention,
 )
 from ..predict.defaults import resolve_preprocess
 from ..predict.preprocess import ImageError, check_color_mode, describe, load_image, resize_and_crop, to_array
@@ -51,13 +61,21 @@ def parse_args(argv):
     parser.add_argument("--model", metavar="NAME",
                         help="preset that pins the architecture (needed when the checkpoint carries no config "
                              "and its shapes cannot say, e.g. the number of heads)")
+    parser.add_argument("--act-layer", choices=ACT_LAYERS,
+                        help="run with this MLP activation instead of the checkpoint's (a Google .npz without a config "
+                             "or --model runs gelu_tanh, as Google's code does)")
     parser.add_argument("--framework", choices=("jax", "torch"), default="jax", help="which twin runs (default: jax)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to print per image (default: 5)")
     parser.add_argument("--attention-map", type=Path, metavar="OUT.png",
                         help="write the input, its attention rollout and the last layer's per-head maps to this "
                              "PNG; with several images, one file per image named OUT-<image stem>.png "
                              "(OUT-<stem>-<position>.png where two images share a stem)")
+    parser.add_argument("--save-features", type=Path, metavar="OUT.npy",
+                        help="write the pooled features (embeddings) of all images, in the order given, as one "
+                             "(N, F) float32 .npy")
     args = parser.parse_args(argv)
+    if args.save_features is not None and args.save_features.suffix != ".npy":
+        parser.error(f"--save-features writes a .npy file, not {args.save_features.name!r}")
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
     return args
@@ -99,16 +117,13 @@ def run(args) -> None:
     if not is_pretrained_name(args.checkpoint) and not args.checkpoint.exists():  # a file, or a run folder
         raise UsageError(f"checkpoint {args.checkpoint} does not exist{name_hint(args.checkpoint)}")
     try:
-        ckpt = read_checkpoint(args.checkpoint, args.model)
+        ckpt = read_checkpoint(args.checkpoint, args.model, **({"act_layer": args.act_layer} if args.act_layer else {}))
     except CheckpointError as e:
         if args.model is not None or is_pretrained_name(args.checkpoint):  # a name's repository says its architecture
             raise
         raise UsageError(f"{e}\n  if the file carries no config, pass --model NAME to pin the architecture "
                          "(a preset, e.g. vit_base_patch16_224)") from e
     cfg = ckpt.config
-    if not cfg.num_classes:
-        raise UsageError(f"{args.checkpoint}: the model has no classification head (num_classes=0); "
-                         "it gives features, not class probabilities")
     origin = "recorded in the checkpoint"
     try:  # a bad record fails here, before the model is built or any image read
         options, origin = resolve_preprocess(ckpt.meta, cfg, args.model)
@@ -121,38 +136,65 @@ def run(args) -> None:
     applied = describe(dict(options, **crop_options, color_mode=mode), cfg.img_size, cfg.in_chans)
     twin = load_twin(args.framework)
     model = twin.load_model(ckpt)
-    labels = class_labels(ckpt.meta, cfg.num_classes)
+    labels = class_labels(ckpt.meta, cfg.num_classes) if cfg.num_classes else None
     print(f"preprocessing ({origin}): {applied}")
+    for note in ckpt.meta.get("notes", []):
+        print(f"note: {note}")
+    if labels is None:
+        print("the model has no classification head (num_classes=0): printing each image's embedding")
     want_maps = args.attention_map is not None
     outputs = map_paths(args.attention_map, args.images) if want_maps else [None] * len(args.images)
     swin = cfg.arch == "swin"
+    query = map_query(cfg)
     if swin:  # window attention, shown for the last stage only (see vit_common.attention_maps)
         prefix, grid, query = 0, cfg.stage_resolution(cfg.num_stages - 1), "mean of all tokens, last stage"
     else:
         prefix, grid = cfg.num_prefix_tokens, cfg.grid_size
-        query = "class token" if prefix else "mean of all tokens"
+        if want_maps and query == "mean of all tokens":
+            print(f"attention maps: this model pools by averaging its patch tokens (global_pool={cfg.global_pool!r}); "
+                  "no class token or MAP probe reads the image, so the maps show the mean attention of all patch "
+                  "queries")
     k = min(args.top_k, cfg.num_classes)
+    features = []
 
     for start in range(0, len(args.images), BATCH):
         paths = args.images[start:start + BATCH]
         crops = [resize_and_crop(load_image(p, mode), cfg.img_size, **crop_options) for p in paths]
-        probs, attentions = twin.predict(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
+        out = twin.run(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
+        features.append(out.features)
         if want_maps:
-            if swin:
-                attentions = swin_last_stage_attention(attentions, cfg)
-            rollout = attention_rollout(attentions, prefix, grid)
-            per_head = last_layer_cls_attention(attentions, prefix, grid)
-        for i, (path, p) in enumerate(zip(paths, probs)):
-            top = np.argsort(-p, kind="stable")[:k]
+            attentions = swin_last_stage_attention(out.attentions, cfg) if swin else out.attentions
+            average = query != "class token" and out.pool_attention is None
+            rollout = attention_rollout(attentions, prefix, grid, out.pool_attention, average)
+            per_head = last_layer_cls_attention(attentions, prefix, grid, out.pool_attention, average)
+        for i, path in enumerate(paths):
             print(f"{path}:")
-            for c in top:
-                print(f"  {p[c]:.4f}  {labels[c]}")
+            if labels is not None:
+                p = out.probs[i]
+                top = np.argsort(-p, kind="stable")[:k]
+                for c in top:
+                    print(f"  {p[c]:.4f}  {labels[c]}")
+                title = f"{path.name}: {labels[top[0]]} ({p[top[0]]:.1%})"
+            else:
+                print(f"  {describe_features(out.features[i])}")
+                title = f"{path.name}: features"
             if want_maps:
-                out = outputs[start + i]
-                image = np.asarray(crops[i])
-                save_attention_png(image, rollout[i], per_head[i], out, query=query,
-                                   title=f"{path.name}: {labels[top[0]]} ({p[top[0]]:.1%})")
-                print(f"  attention map: {out}")
+                save_attention_png(np.asarray(crops[i]), rollout[i], per_head[i], outputs[start + i], query=query,
+                                   title=title)
+                print(f"  attention map: {outputs[start + i]}")
+    if args.save_features is not None:
+        stacked = np.concatenate(features).astype(np.float32)
+        atomic_write(args.save_features, lambda f: np.save(f, stacked))
+        print(f"features: {' x '.join(map(str, stacked.shape))} float32 saved to {args.save_features} "
+              "(one row per image, in the order given)")
+
+
+def describe_features(vector: np.ndarray, shown: int = 4) -> str:
+    """An embedding on one line: its shape, L2 norm and first values."""
+    flat = np.asarray(vector, np.float64).reshape(-1)
+    first = ", ".join(f"{v:+.4f}" for v in flat[:shown])
+    return (f"features {tuple(vector.shape)}: L2 norm {np.linalg.norm(flat):.4f}, first [{first}"
+            f"{', ...' if flat.size > shown else ''}]")
 
 
 def main(argv=None) -> int:

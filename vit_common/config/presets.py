@@ -110,6 +110,12 @@ _AIMV2 = dict(patch_size=14, class_token=False, fc_norm=False, global_pool="avg"
               num_classes=0)
 
 
+# timm also builds the SigLIP so400m/14 towers at 384 px (SigLIP 1's webli weights), where the 14 px
+# patches leave 6 px that its convolution drops; these twins need img_size divisible by patch_size.
+# Both sizes have the same 27x27 patch grid, so those weights run under the 378 px names.
+_PATCH14_AT_384 = {f"vit_so400m_patch14_siglip_{gap}384": f"vit_so400m_patch14_siglip_{gap}378" for gap in ("", "gap_")}
+
+
 def _later_families() -> dict[str, dict[str, Any]]:
     """DeiT III, DINOv2, CLIP, SigLIP and AIMv2: timm's VisionTransformer with the newer options."""
     presets: dict[str, dict[str, Any]] = {}
@@ -193,6 +199,10 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
         if name.partition(".")[0] in PRESETS:
             raise ConfigError(f"{name!r} names pretrained weights (timm's NAME.TAG): load them with pretrained=True "
                               f"(or timm:{name} where a checkpoint goes), or build {name.partition('.')[0]!r}")
+        if name.partition(".")[0] in _PATCH14_AT_384:
+            raise ConfigError(f"{name}: timm builds it at 384 px, which 14 px patches do not divide (its convolution "
+                              f"drops the last 6 px); these twins need img_size divisible by patch_size. Its weights "
+                              f"(a 27x27 patch grid) run as {_PATCH14_AT_384[name.partition('.')[0]]} on 378 px images")
         close = difflib.get_close_matches(name, PRESETS, n=4)  # 4: the family names crowd near-misses
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model name {name!r}{hint} (see vit_common.list_models())")

@@ -125,6 +125,7 @@ LINEN = Layout("linen", "Google vision_transformer, Linen names", "Transformer/e
 CANONICAL = Layout("canonical", "Google vision_transformer, pre-Linen names (canonical)",
                    "embedding/kernel, Transformer/...", lambda keys: "embedding/kernel" in keys)
 LAYOUTS = (BIG_VISION_IMG, BIG_VISION, LINEN, CANONICAL)  # in the order they must be tried
+GOOGLE_LAYOUTS = tuple(layout.name for layout in LAYOUTS)  # (this project's canonical .npz is one of them)
 
 
 # Writers: canonical -> the other Google layouts (the inverse of the readers above).

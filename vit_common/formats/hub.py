@@ -43,6 +43,39 @@ DEFAULT_TAGS: dict[str, str | None] = {
     **{f"deit_{v}": "fb_in1k" for v in (
         "tiny_patch16_224", "small_patch16_224", "base_patch16_224", "base_patch16_384", "tiny_distilled_patch16_224",
         "small_distilled_patch16_224", "base_distilled_patch16_224", "base_distilled_patch16_384")},
+    **{f"deit3_{v}": "fb_in1k" for v in (
+        "small_patch16_224", "small_patch16_384", "medium_patch16_224", "base_patch16_224", "base_patch16_384",
+        "large_patch16_224", "large_patch16_384", "huge_patch14_224")},
+    **{f"vit_{size}_patch14_{reg}dinov2": "lvd142m" for size in ("small", "base", "large", "giant")
+       for reg in ("", "reg4_")},
+    # CLIP: timm's ImageNet fine-tunes of LAION-2B towers come first where they exist, else the tower.
+    **{f"vit_{v}": "laion2b_ft_in12k_in1k" for v in (
+        "base_patch32_clip_224", "base_patch32_clip_384", "base_patch32_clip_448", "base_patch16_clip_224",
+        "base_patch16_clip_384", "large_patch14_clip_224", "large_patch14_clip_336", "huge_patch14_clip_224",
+        "huge_patch14_clip_336")},
+    "vit_base_patch32_clip_256": "datacompxl",
+    "vit_huge_patch14_clip_378": "dfn5b",
+    # QuickGELU names: timm's first tag whose weights were trained with QuickGELU (their files live
+    # in the repository of the name without _quickgelu, see weights_repository_name).
+    "vit_base_patch32_clip_quickgelu_224": "laion400m_e32",
+    "vit_base_patch16_clip_quickgelu_224": "metaclip_2pt5b",
+    "vit_large_patch14_clip_quickgelu_224": "dfn2b",
+    "vit_large_patch14_clip_quickgelu_336": "openai",
+    "vit_huge_patch14_clip_quickgelu_224": "dfn5b",
+    "vit_huge_patch14_clip_quickgelu_378": "dfn5b",
+    # SigLIP: SigLIP 2 (v2_webli) where it exists; the so400m/14 GAP towers at 448 and 896 are PaliGemma's.
+    **{f"vit_{v}": "v2_webli" for v in (
+        "base_patch32_siglip_256", "base_patch16_siglip_256", "base_patch16_siglip_384", "base_patch16_siglip_512",
+        "large_patch16_siglip_256", "large_patch16_siglip_384", "large_patch16_siglip_512",
+        "so400m_patch14_siglip_224", "so400m_patch14_siglip_378", "so400m_patch16_siglip_256",
+        "so400m_patch16_siglip_384", "so400m_patch16_siglip_512", "base_patch32_siglip_gap_256",
+        "base_patch16_siglip_gap_224", "base_patch16_siglip_gap_256", "base_patch16_siglip_gap_384",
+        "base_patch16_siglip_gap_512", "large_patch16_siglip_gap_256", "large_patch16_siglip_gap_384",
+        "large_patch16_siglip_gap_512", "so400m_patch14_siglip_gap_224", "so400m_patch14_siglip_gap_378",
+        "so400m_patch16_siglip_gap_256", "so400m_patch16_siglip_gap_384", "so400m_patch16_siglip_gap_512")},
+    "vit_so400m_patch14_siglip_gap_448": "pali_mix",
+    "vit_so400m_patch14_siglip_gap_896": "pali_pt",
+    **{f"aimv2_{size}_patch14_{img}": "apple_pt" for size in ("large", "huge", "1b", "3b") for img in (224, 336, 448)},
     "swin_tiny_patch4_window7_224": "ms_in1k",
     **{f"swin_{v}": "ms_in22k_ft_in1k" for v in (
         "small_patch4_window7_224", "base_patch4_window7_224", "base_patch4_window12_384", "large_patch4_window7_224",
@@ -124,7 +157,14 @@ def timm_repository(name: str) -> tuple[str, str]:
         tag = DEFAULT_TAGS[architecture]
         if tag is None:
             raise CheckpointError(f"timm publishes no pretrained weights for {architecture}")
-    return architecture, f"timm/{architecture}.{tag}"
+    return architecture, f"timm/{weights_repository_name(architecture)}.{tag}"
+
+
+def weights_repository_name(architecture: str) -> str:
+    """The name under which timm's repository holds a preset's weights. The same weights serve both
+    CLIP names, with and without QuickGELU (the activation is no parameter): timm keeps them under
+    the plain name, whose config.json then names the plain architecture."""
+    return architecture.replace("_clip_quickgelu_", "_clip_")
 
 
 def fetch_pretrained(source: str) -> PretrainedFiles:

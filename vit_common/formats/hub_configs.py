@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..config import ConfigError, ModelConfig, get_config
 from ..errors import CheckpointError
-from .hub import PretrainedFiles
+from .hub import PretrainedFiles, weights_repository_name
 from .huggingface import model_config
 from .huggingface.common import class_names
 # timm model_args that only loosen the accepted input size: nothing for these twins to build.
@@ -34,9 +34,11 @@ def repo_config(files: PretrainedFiles, summary: dict[str, Any], infer: Callable
         if architecture is None:
             raise CheckpointError(f"{name}: its config.json names neither a timm architecture ('architecture') nor "
                                   "a transformers model_type")
-        if files.repo.architecture not in (None, architecture):
+        wanted = files.repo.architecture
+        if wanted is not None and architecture not in (wanted, weights_repository_name(wanted)):
             raise CheckpointError(f"{name}: its config.json says architecture {architecture!r}, "
-                                  f"not {files.repo.architecture!r}")
+                                  f"not {wanted!r}")
+        architecture = wanted or architecture  # a QuickGELU name runs its plain name's weights with QuickGELU
         pretrained = config.get("pretrained_cfg", config)
         args = {k: v for k, v in (config.get("model_args") or {}).items() if k not in IGNORED_TIMM_ARGS}
         fields = {**args, "num_classes": config.get("num_classes", pretrained.get("num_classes", 1000))}
@@ -55,7 +57,7 @@ def repo_meta(files: PretrainedFiles) -> dict[str, Any]:
     preprocessing they were evaluated with (timm's pretrained_cfg)."""
     meta: dict[str, Any] = {"source": files.repo.name}
     config = files.config or {}
-    architecture = config.get("architecture", files.repo.architecture)
+    architecture = files.repo.architecture or config.get("architecture")
     if architecture:
         meta["architecture"] = architecture
     pretrained = config.get("pretrained_cfg", config)

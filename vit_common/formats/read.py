@@ -20,11 +20,15 @@ from ..weights.infer_eva import eva_config_from_summary, eva_from_weights, is_ev
 from .base import Layout, is_swin
 from .containers import STATE_DICT_SUFFIXES, existing, read_msgpack, read_npz, read_state_dict
 from .detect import LAYOUTS, TORCH_LAYOUTS, to_known_names
+from .google import GOOGLE_LAYOUTS
 from .hub import fetch_pretrained, is_pretrained_name, name_hint
 from .hub_configs import repo_config, repo_meta
 from .huggingface import EVA_LAYOUTS, is_hf_folder, model_config, read_folder
 from .run_folder import read_training_run
 
+GOOGLE_GELU_NOTE = ("act_layer='gelu_tanh': a Google .npz without a config or a model name runs as Google's "
+                    "vision_transformer and big_vision run it, with Flax's nn.gelu, the tanh approximation by "
+                    "default (timm runs these weights with exact GELU: --act-layer gelu, or --model NAME)")
 SWIN_IMAGENET_PREPROCESS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}
 
 
@@ -42,6 +46,8 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
 
     The architecture comes from the config the file carries, else the preset `model` (its
     position grid / window and class count taken from the weights), else the weights' shapes.
+    A Google .npz that carries no config, read without `model`, gets act_layer='gelu_tanh' as
+    Google's code computes it (meta['notes'] says so; timm's names keep timm's exact GELU).
     Overrides of img_size / patch_size / num_classes (and window_size for Swin) adapt the
     weights (position embedding resampled with `posemb_method`, Swin's relative position bias
     tables resampled bicubic, patch embedding PI-resized, a new zero head); others must fit.
@@ -87,6 +93,11 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     else:
         fields = implied(set(structural)) if implied is not None else {}
         source = infer(dict(summary), **{**fields, **structural})
+        if (layout in GOOGLE_LAYOUTS and not swin and source.act_layer == "gelu"
+                and "act_layer" not in structural and "act_layer" not in fields):
+            # A Google file with neither a config nor a timm name runs as Google's code runs it.
+            source = source.replace(act_layer="gelu_tanh")
+            meta["notes"] = [*meta.get("notes", []), GOOGLE_GELU_NOTE]
 
     weights = _to_canonical(raw, layout, source, path)
     check_weights(weights, source, what=str(path))

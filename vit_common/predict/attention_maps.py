@@ -1,7 +1,9 @@
 """Where a ViT looks: attention rollout, last-layer per-head maps, and a PNG showing both.
 
 Numpy and matplotlib only. Attention weights are (B, heads, T, T) per layer, rows = queries,
-tokens ordered [prefix tokens (class, distillation), patches in row-major grid order].
+tokens ordered [prefix tokens (class, distillation, registers), patches in row-major grid order].
+Models without a class token that pool with a MAP probe (SigLIP) read the probe's attention
+(B, heads, 1, T) instead of the class token's row.
 
 Swin attends inside windows, and its stages see different token grids, so its maps cover the
 last stage only (the one that feeds the pooled features): swin_last_stage_attention puts each of
@@ -24,10 +26,23 @@ def _grid_shape(grid: int | tuple[int, int]) -> tuple[int, int]:
     return (grid, grid) if isinstance(grid, (int, np.integer)) else (int(grid[0]), int(grid[1]))
 
 
-def _read_row(maps: np.ndarray, num_prefix_tokens: int) -> np.ndarray:
-    """(..., T, T) -> (..., T): the row the prediction reads, the class token's; models without
-    one pool every token, so they get the mean over rows."""
-    return maps[..., 0, :] if num_prefix_tokens else maps.mean(axis=-2)
+def _read_row(maps: np.ndarray, num_prefix_tokens: int, average: bool | None = None) -> np.ndarray:
+    """(..., T, T) -> (..., T): the row the prediction reads, the class token's; models that
+    average their patch tokens (average=True; None: those without prefix tokens) get the mean
+    over the patch rows."""
+    if average is None:
+        average = not num_prefix_tokens
+    return maps[..., num_prefix_tokens:, :].mean(axis=-2) if average else maps[..., 0, :]
+
+
+def map_query(cfg) -> str:
+    """What the maps of a model show attention from: its class token, its MAP probe (SigLIP), or,
+    for a model that averages its tokens (global average pooling, Swin), the mean of all tokens."""
+    if getattr(cfg, "global_pool", None) == "map":
+        return "MAP probe"
+    if cfg.arch == "vit" and cfg.class_token and cfg.global_pool == "token":
+        return "class token"
+    return "mean of all tokens"
 
 
 def _patches(rows: np.ndarray, num_prefix_tokens: int, grid) -> np.ndarray:
@@ -53,13 +68,16 @@ def swin_last_stage_attention(attentions: Sequence[np.ndarray], cfg) -> list[np.
             for j, a in enumerate(attentions[len(attentions) - depth:])]
 
 
-def attention_rollout(attentions: Sequence[np.ndarray], num_prefix_tokens: int,
-                      grid: int | tuple[int, int]) -> np.ndarray:
+def attention_rollout(attentions: Sequence[np.ndarray], num_prefix_tokens: int, grid: int | tuple[int, int],
+                      probe: np.ndarray | None = None, average: bool | None = None) -> np.ndarray:
     """Attention rollout (Abnar & Zuidema, 2020) -> (B, gh, gw).
 
     Per layer: average the heads, add the identity for the residual path, renormalise the rows;
     then chain the layers (later @ earlier), so entry [i, j] is how much token i at the top draws
-    on input token j. Values are the raw share each patch gets (not rescaled).
+    on input token j. Values are the raw share each patch gets (not rescaled). A MAP probe's
+    attention (B, heads, 1, T) is the row read: its head average times the chain (the probe is
+    no token, so it has no residual path). average=True reads the mean of the patch rows (a model
+    that averages its patch tokens); None: when there are no prefix tokens.
     """
     if not attentions:
         raise ValueError("attention rollout needs at least one layer of attention weights")
@@ -69,17 +87,24 @@ def attention_rollout(attentions: Sequence[np.ndarray], num_prefix_tokens: int,
         a = a + np.eye(a.shape[-1])
         a = a / a.sum(axis=-1, keepdims=True)
         rollout = a if rollout is None else a @ rollout
-    return _patches(_read_row(rollout, num_prefix_tokens), num_prefix_tokens, grid).astype(np.float32)
+    if probe is not None:
+        row = np.einsum("bt,bts->bs", np.asarray(probe, np.float64).mean(axis=1)[:, 0], rollout)
+    else:
+        row = _read_row(rollout, num_prefix_tokens, average)
+    return _patches(row, num_prefix_tokens, grid).astype(np.float32)
 
 
-def last_layer_cls_attention(attentions: Sequence[np.ndarray], num_prefix_tokens: int,
-                             grid: int | tuple[int, int]) -> np.ndarray:
-    """Each head's last-layer attention from the class token (mean over rows without one)
-    to the patches -> (B, heads, gh, gw)."""
+def last_layer_cls_attention(attentions: Sequence[np.ndarray], num_prefix_tokens: int, grid: int | tuple[int, int],
+                             probe: np.ndarray | None = None, average: bool | None = None) -> np.ndarray:
+    """Each head's last-layer attention from the class token (mean over rows without one) to
+    the patches -> (B, heads, gh, gw); with a MAP probe's attention (B, heads, 1, T), the
+    probe's, which reads the last layer's output. `average` as in attention_rollout."""
+    if probe is not None:
+        return _patches(np.asarray(probe, np.float32)[:, :, 0], num_prefix_tokens, grid)
     if not attentions:
         raise ValueError("per-head maps need at least one layer of attention weights")
     last = np.asarray(attentions[-1], np.float32)
-    return _patches(_read_row(last, num_prefix_tokens), num_prefix_tokens, grid)
+    return _patches(_read_row(last, num_prefix_tokens, average), num_prefix_tokens, grid)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..formats.google import GOOGLE_LAYOUTS
+
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
@@ -25,6 +27,19 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # code resizes to 256 and crops 224, 0.875).
     "deit": ("timm DeiT", dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic",
                                mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # The families after 2021, as timm's pretrained_cfg of each name's default tag (hub.DEFAULT_TAGS)
+    # gives them; NAME_EXCEPTIONS lists the names whose default tag departs from its family's row.
+    # DINOv2 (lvd142m): ImageNet mean/std, no crop.
+    "dinov2": ("timm DINOv2", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
+                                   mean=IMAGENET_MEAN, std=IMAGENET_STD)),
+    # CLIP towers and their ImageNet fine-tunes: OpenAI's mean/std, mostly no crop.
+    "clip": ("timm CLIP", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
+                               mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)),
+    # SigLIP / SigLIP 2 (webli, v2_webli): [-1, 1], timm's crop 0.9 at every size.
+    "siglip": ("timm SigLIP", dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic", mean=0.5, std=0.5)),
+    # AIMv2 (apple_pt): OpenAI's mean/std, no crop.
+    "aimv2": ("timm AIMv2", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
+                                 mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)),
     # HF's microsoft/swin-* checkpoints: their ViTImageProcessor resizes to size x size with
     # resample 3 (bicubic), no crop, ImageNet mean/std. (timm's and Microsoft's Swin files get
     # timm's cfg in vit_common/formats/read.py, SWIN_IMAGENET_PREPROCESS.)
@@ -50,9 +65,42 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("vit-predict's default", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
                                               mean=0.5, std=0.5)),
 }
-GOOGLE_LAYOUTS = ("canonical", "linen", "big_vision")
+# timm's pretrained_cfg of these names' default tags, where it departs from the family's row.
+NAME_EXCEPTIONS: dict[str, dict[str, Any]] = {
+    "vit_base_patch32_clip_224": dict(crop_pct=0.9),  # laion2b_ft_in12k_in1k
+    "vit_base_patch32_clip_quickgelu_224": dict(crop_pct=0.9),  # laion400m_e32
+    "vit_base_patch16_clip_224": dict(crop_pct=0.95),  # laion2b_ft_in12k_in1k
+    "vit_base_patch16_clip_384": dict(resize="squash"),
+    "vit_huge_patch14_clip_336": dict(resize="squash"),
+    "vit_large_patch14_clip_224": dict(mean=0.5, std=0.5),  # the L/14 fine-tunes: [-1, 1]
+    "vit_large_patch14_clip_336": dict(resize="squash", mean=0.5, std=0.5),
+    "vit_so400m_patch14_siglip_gap_448": dict(crop_pct=1.0),  # PaliGemma's towers
+    "vit_so400m_patch14_siglip_gap_896": dict(crop_pct=1.0),
+}
 RUN_LAYOUTS = ("flax", "torch_run")
 RELEASED_FAMILIES = {"dinov2": "dinov2", "aimv2": "aimv2", "aimv2_flax": "aimv2"}  # layout -> family
+
+
+def later_family(name: str, cfg) -> str | None:
+    """dinov2 / clip / siglip / aimv2 / deit (DeiT III) from a preset name, else from the options
+    only these families use; None for the ViT / DeiT of 2020-2021."""
+    for family, match in (("deit", name.startswith("deit")), ("dinov2", "_dinov2" in name),
+                          ("clip", "_clip_" in name), ("siglip", "_siglip_" in name), ("aimv2", name.startswith("aimv2"))):
+        if match:
+            return family
+    if name or getattr(cfg, "arch", "") != "vit":
+        return None
+    if cfg.norm_layer == "rmsnorm" or cfg.embed_norm_layer:
+        return "aimv2"
+    if cfg.pre_norm:
+        return "clip"
+    if cfg.reg_tokens or (cfg.init_values and not cfg.num_classes):
+        return "dinov2"
+    if cfg.init_values:
+        return "deit"  # DeiT III: LayerScale with a classifier
+    if not cfg.class_token and cfg.global_pool == "map":
+        return "siglip"
+    return None
 
 
 def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
@@ -64,12 +112,15 @@ def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
         from ..config.eva import eva_family
         return eva_family(cfg)
     name = model or meta.get("architecture") or ""  # a preset, or the timm architecture of Hub weights
+    later = later_family(name, cfg)
     if layout in ("timm", "hf"):
-        if name.startswith("deit") or getattr(cfg, "distilled", False):
-            return "deit"
+        if later or getattr(cfg, "distilled", False):
+            return later or "deit"
         if layout == "hf":  # HF's ViT weights are Google's, with Google's preprocessing
             return "google"
         return "timm_vit"  # a named vit_* model, or the stated default for timm state dicts
+    if layout in GOOGLE_LAYOUTS and later not in (None, "siglip") and (later != "deit" or cfg.init_values):
+        return later  # options Google never released: a converted file of that family (SigLIP is Google's)
     if layout == "hf_swin":
         return "hf_swin"
     if layout in RELEASED_FAMILIES:
@@ -99,4 +150,8 @@ def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -
         options["crop_pct"] = 1.0
     if family == "eva02" and cfg.img_size >= 336:
         options.update(crop_pct=1.0, resize="squash" if cfg.img_size >= 448 else "shorter_side")
+    name = model or meta.get("architecture")
+    if family != "google" and name in NAME_EXCEPTIONS:
+        options.update(NAME_EXCEPTIONS[name])
+        what += f" ({name}'s default tag)"
     return options, f"family default: {what}"

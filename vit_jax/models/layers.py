@@ -89,13 +89,13 @@ def _heads(x: jax.Array, num_heads: int) -> jax.Array:
     return x.reshape(b, n, num_heads, c // num_heads)  # (B, N, H, D)
 
 
-def attention(q, k, v, dropout: nnx.Dropout, return_weights: bool):
+def attention(q, k, v, dropout: nnx.Dropout | None, return_weights: bool):
     """Softmax attention over (B, N, H, D); the fused kernel unless weights or dropout are needed."""
-    if not return_weights and (dropout.rate == 0.0 or dropout.deterministic):
+    if not return_weights and (dropout is None or dropout.rate == 0.0 or dropout.deterministic):
         return jax.nn.dot_product_attention(q, k, v), None
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
     weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhqk,bkhd->bqhd", dropout(weights), v), weights
+    return jnp.einsum("bhqk,bkhd->bqhd", weights if dropout is None else dropout(weights), v), weights
 
 
 class Attention(nnx.Module):
@@ -233,14 +233,16 @@ class AttentionPoolLatent(nnx.Module):
         self.norm = make_norm(norm, dim, eps, dtype, rngs)
         self.mlp = Mlp(dim, mlp_dim, 0.0, act=act, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, return_weights: bool = False):
+        """(pooled features (B, C), the probe's attention (B, heads, 1, T) if asked, else None)."""
         b, n, c = x.shape
         latent = jnp.broadcast_to(self.latent[...].astype(x.dtype), (b, 1, c))
         q = _heads(self.q(latent), self.num_heads)
         k, v = (_heads(t, self.num_heads) for t in jnp.split(self.kv(x), 2, axis=-1))
-        x = self.proj(jax.nn.dot_product_attention(q, k, v).reshape(b, 1, c))
+        x, weights = attention(q, k, v, None, return_weights)
+        x = self.proj(x.reshape(b, 1, c))
         x = x + self.mlp(self.norm(x))
-        return x[:, 0]
+        return x[:, 0], weights
 
 
 class PreLogits(nnx.Module):

@@ -17,6 +17,7 @@ class ViTOutput(NamedTuple):
     pooled: jax.Array  # features fed to the head: (B, F), or (B, 2, C) class + distillation
     hidden_states: list[jax.Array]  # every block's output, (B, T, C)
     attentions: list[jax.Array]  # every block's attention weights, (B, heads, T, T)
+    pool_attention: jax.Array | None = None  # the MAP probe's attention over the tokens, (B, heads, 1, T)
 
 
 class VisionTransformer(nnx.Module):
@@ -77,20 +78,25 @@ class VisionTransformer(nnx.Module):
 
     def pool(self, x: jax.Array) -> jax.Array:
         """Normalised tokens (B, T, C) -> the features fed to the head."""
+        return self.pool_with_weights(x)[0]
+
+    def pool_with_weights(self, x: jax.Array, return_weights: bool = False):
+        """(features fed to the head, the MAP probe's attention if asked and the model has one)."""
         cfg = self.cfg
+        weights = None
         if cfg.global_pool == "map":
-            x = self.attn_pool(x)
+            x, weights = self.attn_pool(x, return_weights)
         elif cfg.global_pool == "avg":
             x = x[:, cfg.num_prefix_tokens:].mean(axis=1)
         elif cfg.distilled:
-            return x[:, :2]
+            return x[:, :2], None
         else:
             x = x[:, 0]
         if self.fc_norm is not None:
             x = self.fc_norm(x)
         if self.pre_logits is not None:
             x = self.pre_logits(x)
-        return x
+        return x, weights
 
     def head_logits(self, pooled: jax.Array):
         """Logits; distilled models give (class, distillation) logits in training, their mean otherwise."""
@@ -122,6 +128,6 @@ class VisionTransformer(nnx.Module):
             hidden.append(x)
             if attention:
                 maps.append(weights)
-        pooled = self.pool(self.norm(x) if self.norm is not None else x)
+        pooled, probe = self.pool_with_weights(self.norm(x) if self.norm is not None else x, attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
-        return ViTOutput(logits, pooled, hidden, maps)
+        return ViTOutput(logits, pooled, hidden, maps, probe)

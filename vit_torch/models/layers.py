@@ -89,14 +89,14 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)  # (B, H, N, D)
 
 
-def attention(q, k, v, dropout: nn.Dropout, return_weights: bool):
+def attention(q, k, v, dropout: nn.Dropout | None, return_weights: bool):
     """Softmax attention over (B, H, N, D); the fused kernel unless the weights are wanted."""
     if not return_weights:
-        p = dropout.p if dropout.training else 0.0
+        p = dropout.p if dropout is not None and dropout.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p), None
     weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     weights = weights.softmax(dim=-1)
-    return dropout(weights) @ v, weights
+    return (weights if dropout is None else dropout(weights)) @ v, weights
 
 
 class Attention(nn.Module):
@@ -257,14 +257,15 @@ class AttentionPoolLatent(nn.Module):
         for lin in (self.q, self.kv, self.proj):
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """(pooled features (B, C), the probe's attention (B, heads, 1, T) if asked, else None)."""
         b, n, c = x.shape
         q = _heads(self.q(self.latent.expand(b, -1, -1)), self.num_heads)
         k, v = (_heads(t, self.num_heads) for t in self.kv(x).chunk(2, dim=-1))
-        x = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, 1, c)
-        x = self.proj(x)
+        x, weights = attention(q, k, v, None, return_weights)
+        x = self.proj(x.transpose(1, 2).reshape(b, 1, c))
         x = x + self.mlp(self.norm(x))
-        return x[:, 0]
+        return x[:, 0], weights
 
 
 class PreLogits(nn.Module):

@@ -16,6 +16,7 @@ class ViTOutput(NamedTuple):
     pooled: torch.Tensor  # features fed to the head: (B, F), or (B, 2, C) class + distillation
     hidden_states: list[torch.Tensor]  # every block's output, (B, T, C)
     attentions: list[torch.Tensor]  # every block's attention weights, (B, heads, T, T)
+    pool_attention: torch.Tensor | None = None  # the MAP probe's attention over the tokens, (B, heads, 1, T)
 
 
 class VisionTransformer(nn.Module):
@@ -69,16 +70,21 @@ class VisionTransformer(nn.Module):
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised tokens (B, T, C) -> the features fed to the head."""
+        return self.pool_with_weights(x)[0]
+
+    def pool_with_weights(self, x: torch.Tensor, return_weights: bool = False):
+        """(features fed to the head, the MAP probe's attention if asked and the model has one)."""
         cfg = self.cfg
+        weights = None
         if cfg.global_pool == "map":
-            x = self.attn_pool(x)
+            x, weights = self.attn_pool(x, return_weights)
         elif cfg.global_pool == "avg":
             x = x[:, cfg.num_prefix_tokens:].mean(dim=1)
         elif cfg.distilled:
-            return x[:, :2]
+            return x[:, :2], None
         else:
             x = x[:, 0]
-        return self.pre_logits(self.fc_norm(x))
+        return self.pre_logits(self.fc_norm(x)), weights
 
     def head_logits(self, pooled: torch.Tensor):
         """Logits; distilled models give (class, distillation) logits in training, their mean otherwise."""
@@ -108,6 +114,6 @@ class VisionTransformer(nn.Module):
             hidden.append(x)
             if attention:
                 maps.append(weights)
-        pooled = self.pool(self.norm(x))
+        pooled, probe = self.pool_with_weights(self.norm(x), attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
-        return ViTOutput(logits, pooled, hidden, maps)
+        return ViTOutput(logits, pooled, hidden, maps, probe)
