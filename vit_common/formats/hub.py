@@ -80,6 +80,14 @@ DEFAULT_TAGS: dict[str, str | None] = {
     **{f"swin_{v}": "ms_in22k_ft_in1k" for v in (
         "small_patch4_window7_224", "base_patch4_window7_224", "base_patch4_window12_384", "large_patch4_window7_224",
         "large_patch4_window12_384")},
+    # timm's eva.py: EVA-02 (MIM pretraining at 224 px; the fine-tunes at 336 / 448 px) and DINOv3.
+    **{f"eva02_{size}_patch14_224": "mim_in22k" for size in ("tiny", "small", "base", "large")},
+    "eva02_tiny_patch14_336": "mim_in22k_ft_in1k", "eva02_small_patch14_336": "mim_in22k_ft_in1k",
+    "eva02_base_patch14_448": "mim_in22k_ft_in22k_in1k", "eva02_large_patch14_448": "mim_in22k_ft_in22k_in1k",
+    **{f"vit_{size}_patch16_dinov3{qkvb}": "lvd1689m" for size in ("small", "small_plus", "base", "large", "huge_plus")
+       for qkvb in ("", "_qkvb")},
+    "vit_7b_patch16_dinov3": "lvd1689m",
+    "vit_tiny_patch16_dinov3_qkvb": None,  # "custom, no pretraining" in timm
 }
 
 

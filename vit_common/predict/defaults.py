@@ -53,11 +53,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "dinov3": ("timm DINOv3", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
                                    mean=IMAGENET_MEAN, std=IMAGENET_STD)),
     # DINOv2's own evaluation transform (make_classification_eval_transform): resize 256, crop 224.
-    "dinov2": ("DINOv2 (torch.hub)", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
+    "dinov2_hub": ("DINOv2 (torch.hub)", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
                                           mean=IMAGENET_MEAN, std=IMAGENET_STD)),
-    # timm's pretrained_cfg for aimv2_* (apple_pt): OpenAI CLIP mean/std, bicubic, crop 1.0.
-    "aimv2": ("AIMv2 (Apple)", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
-                                    mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)),
     # What train.py evaluated with before runs recorded it (vit_data.loader.eval_preprocess).
     "train.py": ("train.py evaluation", dict(resize="center_square", crop_pct=1.0, interpolation="bilinear",
                                              mean=0.5, std=0.5)),
@@ -78,7 +75,7 @@ NAME_EXCEPTIONS: dict[str, dict[str, Any]] = {
     "vit_so400m_patch14_siglip_gap_896": dict(crop_pct=1.0),
 }
 RUN_LAYOUTS = ("flax", "torch_run")
-RELEASED_FAMILIES = {"dinov2": "dinov2", "aimv2": "aimv2", "aimv2_flax": "aimv2"}  # layout -> family
+RELEASED_FAMILIES = {"dinov2": "dinov2_hub", "aimv2": "aimv2", "aimv2_flax": "aimv2"}  # layout -> family
 
 
 def later_family(name: str, cfg) -> str | None:

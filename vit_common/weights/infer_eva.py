@@ -24,8 +24,14 @@ _EVA_TIMM = re.compile(r"^blocks\.\d+\.(gamma_1|attn\.q_bias|attn\.q_proj\.weigh
 
 
 def is_eva(keys: Iterable[str]) -> bool:
-    """Whether weight names are timm's Eva (timm names) or canonical Eva names (blocks_N/...)."""
-    return any(_EVA_TIMM.match(k) or k.startswith("blocks_0/") for k in keys)
+    """Whether weight names are timm's Eva (timm names) or canonical Eva names (blocks_N/...).
+
+    timm's AIMv2 (a VisionTransformer) shares Eva's split SwiGLU names (mlp.fc1_g), but has a
+    patch-embedding norm, which no Eva has."""
+    keys = set(keys)
+    aimv2 = "patch_embed.norm.weight" in keys
+    return any(k.startswith("blocks_0/") or (m := _EVA_TIMM.match(k)) and not (aimv2 and m.group(1) == "mlp.fc1_g.weight")
+               for k in keys)
 
 
 def _shape(w: Weights, timm: bool, module: str, leaf: str | None = None) -> tuple[int, ...] | None:
