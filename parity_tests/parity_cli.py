@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     model_j = vit_jax.load_canonical_(
         vit_jax.build_model(cfg, dtype=jnp.bfloat16 if bf16 else jnp.float32, rngs=nnx.Rngs(0)), ckpt.weights)
     model_j.eval()
-    if args.act_gap and cfg.arch == "swin":
-        print("vit-parity: error: --act-gap applies to ViTs; Swin's MLPs run exact GELU only", file=sys.stderr)
+    if args.act_gap and cfg.arch != "vit":
+        print(f"vit-parity: error: --act-gap applies to ViTs; this {cfg.arch} model's MLP activation is fixed by "
+              "its architecture", file=sys.stderr)
         return 2
     print(f"checkpoint {args.checkpoint} ({LAYOUT_NAMES[ckpt.meta['source_layout']]}): {describe(cfg)}, "
           f"{count_params(cfg):,} parameters")

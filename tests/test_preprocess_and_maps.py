@@ -206,6 +206,11 @@ def test_recorded_preprocessing_wins_and_old_records_stay_readable():
     # A canonical .npz of a family Google never released gets that family's; SigLIP's is big_vision's.
     ({"source_layout": "canonical"}, None, {"name": "vit_base_patch16_clip_224"}, dict(mean=OPENAI_MEAN)),
     ({"source_layout": "big_vision"}, None, {"name": "vit_base_patch16_siglip_224"}, dict(resize="squash", mean=0.5)),
+    # transformers folders of the later families: their image processors' transforms.
+    ({"source_layout": "hf_dinov2"}, None, {"name": "vit_small_patch14_dinov2"}, dict(crop_pct=0.875, mean=IMAGENET_MEAN)),
+    ({"source_layout": "hf_clip"}, None, {"name": "vit_base_patch16_clip_224"}, dict(crop_pct=1.0, mean=OPENAI_MEAN)),
+    ({"source_layout": "hf_siglip"}, None, {"name": "vit_base_patch16_siglip_224"}, dict(mean=0.5, std=0.5)),
+    ({"source_layout": "hf_aimv2"}, None, {"name": "aimv2_large_patch14_224"}, dict(crop_pct=1.0, mean=OPENAI_MEAN)),
 ])
 def test_family_defaults(meta, model, cfg_kw, expected):
     options, origin = resolve_preprocess(meta, _cfg(**cfg_kw), model)

@@ -75,6 +75,9 @@ NAME_EXCEPTIONS: dict[str, dict[str, Any]] = {
     "vit_so400m_patch14_siglip_gap_896": dict(crop_pct=1.0),
 }
 RUN_LAYOUTS = ("flax", "torch_run")
+# transformers folders of the later families: their image processors' transforms (DINOv2's:
+# resize 256, crop 224, ImageNet; CLIP's and AIMv2's: OpenAI mean/std, no crop; SigLIP's: [-1, 1]).
+HF_FAMILIES = {"hf_dinov2": "dinov2_hub", "hf_clip": "clip", "hf_siglip": "siglip", "hf_aimv2": "aimv2"}
 RELEASED_FAMILIES = {"dinov2": "dinov2_hub", "aimv2": "aimv2", "aimv2_flax": "aimv2"}  # layout -> family
 
 
@@ -122,6 +125,8 @@ def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
         return "hf_swin"
     if layout in RELEASED_FAMILIES:
         return RELEASED_FAMILIES[layout]
+    if layout in HF_FAMILIES:
+        return HF_FAMILIES[layout]
     if layout in GOOGLE_LAYOUTS:
         return "google"
     return "default"
