@@ -25,7 +25,24 @@ def test_clock_bills_each_phase_and_the_rest_to_other():
     assert clock.take_window()[1] == {}  # a new window starts empty
 
 
-def test_jax_run_reports_step_and_run_rates_and_compiles_evaluation_once(tmp_path, caplog):
+def _count_evaluations(monkeypatch) -> list:
+    """Each evaluation reads the test split once through RunData.test_loader: count the passes."""
+    from vit_common.train.run import RunData
+
+    passes, test_loader = [], RunData.test_loader
+    monkeypatch.setattr(RunData, "test_loader", lambda self: passes.append(1) or test_loader(self))
+    return passes
+
+
+def _test_rows(workdir):
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "test"]
+
+
+def test_jax_run_reports_step_and_run_rates_and_compiles_evaluation_once(tmp_path, caplog, monkeypatch):
     import jax
 
     from vit_common.train.recipe import parse_train_args
@@ -33,19 +50,41 @@ def test_jax_run_reports_step_and_run_rates_and_compiles_evaluation_once(tmp_pat
 
     config = parse_train_args([*TINY, "--train-split", "train[:128]", "--test-split", "test[:40]",  # a padded last batch
                                "--workdir", str(tmp_path)])
+    passes = _count_evaluations(monkeypatch)
     jax.config.update("jax_log_compiles", True)
     try:
         with caplog.at_level(logging.WARNING):
             summary = train(config, show_progress=False)
     finally:
         jax.config.update("jax_log_compiles", False)
-    # 2 epochs evaluate 3 times (after each epoch, and at the end); the step for the test set compiles once.
+    # The step for the test set compiles once, whatever the last batch's size.
     compiles = [r.getMessage()[:40] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
     assert sum(m.startswith("Compiling jit(eval_fn)") for m in compiles) == 1, compiles
     assert sum(m.startswith("Compiling jit(train_fn)") for m in compiles) == 1, compiles
     assert summary["steps"] == 8
     assert 0 < summary["images_per_s"] < summary["step_images_per_s"]
     assert set(summary["time_s"]) == {*PHASES, "other"} and summary["time_s"]["eval"] > 0
+    # 2 epochs evaluate twice: the final result is the last epoch's, not a third pass over the same weights.
+    assert len(passes) == 2
+    last = _test_rows(tmp_path)[-1]
+    assert (summary["test_accuracy"], summary["test_loss"]) == (last["accuracy"], last["loss"]) and last["step"] == 8
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_a_finished_run_evaluates_once_more_when_rerun(tmp_path, monkeypatch, framework):
+    """Rerunning a finished run's command resumes at its last step: no epoch ends there, so the
+    final evaluation is a pass of its own, and gives what the run's last epoch gave."""
+    from vit_common.train.recipe import parse_train_args
+
+    train = __import__(f"vit_{framework}.train", fromlist=["train"]).train
+    config = parse_train_args([*TINY, "--train-split", "train[:64]", "--test-split", "test[:40]", "--epochs", "1",
+                               "--framework", framework, "--workdir", str(tmp_path)])
+    passes = _count_evaluations(monkeypatch)
+    first = train(config, show_progress=False)
+    assert len(passes) == 1  # the epoch's evaluation is the final one
+    again = train(config, show_progress=False)
+    assert len(passes) == 2 and again["steps"] == first["steps"] == 2
+    assert (again["test_accuracy"], again["test_loss"]) == (first["test_accuracy"], first["test_loss"])
 
 
 def test_gpu_check_dry_run_prints_the_readme_table(capsys):

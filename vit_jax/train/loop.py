@@ -113,6 +113,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     clock = progress.clock
     on_cpu = jax.default_backend() == "cpu"
     step = last_saved = start
+    last_eval = None  # (step, result) of the latest evaluation
     try:
         while step < total_steps and not stop_requested:
             with clock.phase("data"):
@@ -135,6 +136,7 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
             if epoch_end:
                 with clock.phase("eval"):
                     result = evaluate()
+                last_eval = step, result
                 progress.evaluated(step, step // steps_per_epoch, result)
         if stop_requested:  # SIGTERM: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
@@ -148,7 +150,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     with clock.phase("checkpoint"):
         checkpointer.close()  # waits for the last asynchronous save
     with clock.phase("eval"):
-        final = evaluate()
+        # A run ends at an epoch end, whose evaluation saw these very weights: not a second pass.
+        final = last_eval[1] if last_eval and last_eval[0] == step else evaluate()
     params_out = state["ema"] if config.ema_decay is not None else state["params"]
     weights = FLAX.import_(flatten_params(jax.device_get(gather(params_out))), cfg)
     return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=devices)

@@ -129,6 +129,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     progress = Progress(config, total_steps, start, writer=rank == 0, show=show_progress)
     clock = progress.clock
     step = last_saved = start
+    last_eval = None  # (step, result) of the latest evaluation
     try:
         while step < total_steps and not stopping():
             with clock.phase("data"):
@@ -153,6 +154,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
             if epoch_end:
                 with clock.phase("eval"):
                     result = evaluate()
+                last_eval = step, result
                 progress.evaluated(step, step // steps_per_epoch, result)
         if step < total_steps:  # SIGTERM: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
@@ -165,6 +167,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
         signal.signal(signal.SIGTERM, previous_handler)
 
     with clock.phase("eval"):
-        final = evaluate()
+        # A run ends at an epoch end, whose evaluation saw these very weights: not a second pass.
+        final = last_eval[1] if last_eval and last_eval[0] == step else evaluate()
     weights = TIMM.import_(state_dict_numpy(ema if ema is not None else model), cfg)
     return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=world)
