@@ -60,9 +60,12 @@ SWIN_GRID = {
 
 
 def small(name: str) -> tuple[str, dict]:
-    """(preset, overrides) of a small config, ViT (SMALL_GRID) or Swin (SWIN_GRID)."""
+    """(preset, overrides) of a small config: ViT (SMALL_GRID), Swin (SWIN_GRID) or Eva (EVA_GRID)."""
     if name in SWIN_GRID:
         return SWIN_PRESET, {**SWIN_TINY, **SWIN_GRID[name]}
+    if name in EVA_GRID:
+        preset, overrides = EVA_GRID[name]
+        return preset, {**EVA_TINY, **overrides}
     preset, overrides = SMALL_GRID[name]
     return preset, {**TINY, **overrides}
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 import vit_jax
 import vit_torch
-from parity_tests.grid import EVA_GRID, EVA_TINY, sharpen, small
+from parity_tests.grid import EVA_GRID, sharpen, small
 from parity_tests.harness import BF16_TOL, build_pair, random_images, rel_error, run_jax, run_torch
 
 # Small configs only: at depth 12 (DeiT-S, ViT-B) each twin's bf16 logits are themselves ~1e-2
@@ -26,11 +26,7 @@ def bf16_pair(name: str):
     float32 grid. DINOv3 averages LayerNormed patch tokens, whose mean is small: a 0.02 random
     head gives logits ~0.1 whose top-2 margins bf16 cannot order, so its head is scaled 4x, to
     the ViT grid's logit range (0.4), where top-1 can be judged."""
-    if name in EVA_GRID:
-        preset, overrides = EVA_GRID[name]
-        overrides = {**EVA_TINY, **overrides}
-    else:
-        preset, overrides = small(name)
+    preset, overrides = small(name)
     tm, _, weights = build_pair(preset, "torch", **overrides)
     if name in EVA_GRID:
         weights = sharpen(weights, tm.cfg)
