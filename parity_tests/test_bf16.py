@@ -18,7 +18,7 @@ VIT_SWIN = ["token", "map", "deit-distilled", "mnist-1ch", "swin", "dinov2-reg",
             "clip-quickgelu", "siglip-map-tanh", "aimv2"]
 # Eva: the rotary embedding (computed in float32, applied to bf16 queries and keys) in both
 # conventions, fused and split q/k/v, packed and split SwiGLU, registers and LayerScale.
-EVA = ["eva02-packed-swiglu", "eva02-split-qkv", "dinov3", "dinov3-qkvb-swiglu"]
+EVA = ["eva02-packed-swiglu", "eva02-split-qkv", "dinov3"]
 
 
 def bf16_pair(name: str):
