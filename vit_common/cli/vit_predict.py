@@ -1,9 +1,10 @@
-"""vit-predict: top-k classes of images, or their embeddings, with attention heatmaps, in either twin (ViT or Swin).
+"""vit-predict: top-k classes of images, or their embeddings, with attention heatmaps, in either twin
+(ViT, Swin or Eva).
 
     vit-predict --checkpoint PATH [--model NAME] [--num-heads H] [--framework jax|torch] [--top-k 5]
                 [--attention-map OUT.png] [--save-features OUT.npy] IMAGE...
 
-A feature model (num_classes=0: DINOv2, SigLIP, AIMv2, the CLIP towers) prints each image's
+A feature model (num_classes=0: DINOv2, DINOv3, SigLIP, AIMv2, the CLIP towers) prints each image's
 embedding (its width, L2 norm and first values) instead of classes; --save-features writes the
 embeddings of all images, in the order given, as one (N, F) float32 .npy (for a classifier, the
 pooled features that feed its head).
