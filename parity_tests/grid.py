@@ -1,4 +1,4 @@
-"""The grid of small configs covering every option, and the full-size cases."""
+"""The grids of small configs covering every option (ViT, Swin, Eva), and the full-size cases."""
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 
@@ -60,9 +60,12 @@ SWIN_GRID = {
 
 
 def small(name: str) -> tuple[str, dict]:
-    """(preset, overrides) of a small config, ViT (SMALL_GRID) or Swin (SWIN_GRID)."""
+    """(preset, overrides) of a small config: ViT (SMALL_GRID), Swin (SWIN_GRID) or Eva (EVA_GRID)."""
     if name in SWIN_GRID:
         return SWIN_PRESET, {**SWIN_TINY, **SWIN_GRID[name]}
+    if name in EVA_GRID:
+        preset, overrides = EVA_GRID[name]
+        return preset, {**EVA_TINY, **overrides}
     preset, overrides = SMALL_GRID[name]
     return preset, {**TINY, **overrides}
 
@@ -70,3 +73,34 @@ def small(name: str) -> tuple[str, dict]:
 def first_block(cfg) -> str:
     """The canonical prefix of the first encoder block's weights."""
     return "layers_0/blocks_0/" if cfg.arch == "swin" else "Transformer/encoderblock_0/"
+
+
+# timm's Eva (EVA-02, DINOv3), tested in test_eva_parity.py and test_bf16.py.
+EVA02, DINOV3 = "eva02_tiny_patch14_224", "vit_small_patch16_dinov3"
+# A 4x4 grid of 7 px patches, width 32 over 2 heads (head_dim 16: 4 rotary frequencies per axis).
+EVA_TINY = dict(img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+EVA_GRID = {  # name -> (preset, overrides): each row switches on options over the tiny base
+    "eva02-packed-swiglu": (EVA02, dict(ref_feat_shape=6)),  # fused qkv + q/v bias, packed SwiGLU, rope 'cat'
+    "eva02-split-qkv": ("eva02_base_patch14_224", {}),  # q/k/v projections, split SwiGLU + its LayerNorm
+    "eva02-attn-norm": (EVA02, dict(scale_attn_inner=True, qkv_bias=False, rope_grid_offset=0.5)),
+    "eva-gelu-no-rope": (EVA02, dict(swiglu_mlp=False, use_rot_pos_emb=False, init_values=0.1)),
+    "dinov3": (DINOV3, {}),  # 4 registers, LayerScale, no absolute embedding, rope 'dinov3', eps 1e-5
+    "dinov3-qkvb-swiglu": ("vit_small_plus_patch16_dinov3_qkvb", dict(swiglu_align_to=24)),
+    "dinov3-token-pairs": (DINOV3, dict(global_pool="token", rope_rotate_half=False)),
+    "eva-regs-no-embed-class": (EVA02, dict(num_reg_tokens=2, no_embed_class=True, use_fc_norm=False)),
+}
+
+
+def sharpen(weights, cfg, factor: float = 4.0):
+    """Query and key kernels scaled by `factor`: at timm's init scale the attention logits are
+    ~0.1 and the softmax nearly uniform, so the rotary embedding would barely show in the output."""
+    out = dict(weights)
+    for i in range(cfg.depth):
+        if cfg.qkv_fused:
+            kernel = out[f"blocks_{i}/attn/qkv/kernel"].copy()
+            kernel[:, :2 * cfg.embed_dim] *= factor
+            out[f"blocks_{i}/attn/qkv/kernel"] = kernel
+        else:
+            for n in ("q", "k"):
+                out[f"blocks_{i}/attn/{n}_proj/kernel"] = out[f"blocks_{i}/attn/{n}_proj/kernel"] * factor
+    return out

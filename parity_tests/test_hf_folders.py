@@ -93,8 +93,20 @@ def case(request, tmp_path_factory):
     return request.param, type(model), pooling, root, images, hf_outputs(model, images, pooling)
 
 
-@pytest.mark.parametrize("twin", ["torch", "jax"])
-def test_transformers_folder_into_each_twin(case, twin, record):
+def test_transformers_folder_into_torch(case, record):
+    _check_twin(case, "torch", record)
+
+
+# The JAX twin on two cases only: on the same transformers models test_hf_families.py (DINOv2,
+# CLIP, SigLIP, AIMv2), test_transformers_reference.py (ViT, DeiT, Swin, config.json through the
+# Hub cache) and test_eva_transformers.py (DINOv3) already run it; these two keep the path
+# folder -> vit-convert -> .npz -> JAX, with HF's default eps (1e-12) and with an Eva model.
+@pytest.mark.parametrize("case", ["vit-pooler", "dinov3"], indirect=True)
+def test_transformers_folder_into_jax(case, record):
+    _check_twin(case, "jax", record)
+
+
+def _check_twin(case, twin: str, record) -> None:
     name, _, pooling, root, images, theirs = case
     if twin == "torch":
         ours = run_torch(vit_torch.create_model(checkpoint=root / "ours.safetensors"), images)

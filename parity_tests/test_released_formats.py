@@ -97,8 +97,20 @@ def _worst(ours, theirs) -> float:
     return float(np.max([rel_error(a, b) for a, b in zip(ours, theirs, strict=True)]))
 
 
-@pytest.mark.parametrize("twin", ["torch", "jax"])
-def test_released_file_matches_transformers(case, twin, record):
+def test_released_file_matches_transformers_in_torch(case, record):
+    _check_twin(case, "torch", record)
+
+
+# The JAX twin on two cases: each reader is numpy and gives both twins the same canonical weights
+# (test_roundtrip.py pins the twins' loading bit-exact), and on these transformers models
+# test_hf_families.py and test_eva_transformers.py run the JAX twin already; these two keep a
+# released file -> JAX, for Apple's Flax file and for Meta's DINOv3.
+@pytest.mark.parametrize("case", ["aimv2-flax", "dinov3-qkvb"], indirect=True)
+def test_released_file_matches_transformers_in_jax(case, record):
+    _check_twin(case, "jax", record)
+
+
+def _check_twin(case, twin: str, record) -> None:
     name, path, fmt, preset, ours, images, theirs, pooled = case
     assert detect_layout(_raw_names(path)) == fmt
     create, run = (vit_torch.create_model, run_torch) if twin == "torch" else (vit_jax.create_model, run_jax)
@@ -150,8 +162,20 @@ def test_presets_implied_by_width():
     assert implied_dinov2({**proj(768), "reg_token": np.zeros((1, 4, 768))}) == "vit_base_patch14_reg4_dinov2"
     assert implied_aimv2(proj(2048)) == "aimv2_1b_patch14_224"
     for implied in (implied_dinov2, implied_aimv2):
-        with pytest.raises(CheckpointError, match="--model"):
+        with pytest.raises(CheckpointError, match="width 48, .* pass --num-heads"):
             implied(proj(48))
+
+
+@pytest.mark.parametrize("case", ["dinov2-giant-swiglu", "dinov2-reg", "aimv2-flax"], indirect=True)
+def test_widths_no_preset_has_read_off_the_shapes_given_the_heads(case):
+    """A file of a width no preset has (a custom fine-tune, these tiny ones) reads with --num-heads
+    alone, every option taken from its entries, as its family's preset would give it."""
+    name, path, fmt, preset, ours, *_ = case
+    with pytest.raises(CheckpointError, match="pass --num-heads"):
+        read_checkpoint(path)
+    got = read_checkpoint(path, num_heads=ours["num_heads"]).config
+    want = read_checkpoint(path, preset, **ours).config
+    assert got.mlp_dim == want.mlp_dim and got == want.replace(mlp_ratio=got.mlp_ratio), (got, want)
 
 
 def test_dinov3_through_the_cli(tmp_path, capsys):

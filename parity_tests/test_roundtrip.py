@@ -7,7 +7,7 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import TIMM, load_npz, save_npz, save_safetensors
-from parity_tests.grid import SMALL_GRID, small
+from parity_tests.grid import EVA_GRID, SMALL_GRID, small
 from parity_tests.harness import build_pair, random_images, run_jax, run_torch
 
 
@@ -17,7 +17,7 @@ def _bitwise_equal(a: dict, b: dict) -> None:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("name", [*SMALL_GRID, "swin", "swin-shrink", "swin-no-qkv-bias"])
+@pytest.mark.parametrize("name", [*SMALL_GRID, "swin", "swin-shrink", "swin-no-qkv-bias", *EVA_GRID])
 def test_torch_canonical_jax_canonical_torch_is_bit_exact(name):
     preset, overrides = small(name)
     tm, _, _ = build_pair(preset, "torch", **overrides)

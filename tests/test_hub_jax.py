@@ -44,11 +44,13 @@ def test_bare_name_loads_the_default_tag(hub):
 
 
 def test_name_and_tag(hub):
-    w, sd = timm_file("swin_test_tiny", seed=1)
-    cache_repo(hub, "timm/swin_test_tiny.other", {
+    # A ViT (test_hub_torch.py reads a Swin this way; building a Swin in JAX costs seconds, and
+    # test_transformers_reference.py loads one from the Hub cache into JAX already).
+    w, sd = timm_file("test_vit_tiny", seed=1)
+    cache_repo(hub, "timm/test_vit_tiny.other", {
         "model.safetensors": safetensors_bytes(sd),
-        "config.json": timm_config_json("swin_test_tiny", 10, tag="other", img_size=32)})
-    assert_holds(vit_jax.create_model("swin_test_tiny.other", pretrained=True), w)
+        "config.json": timm_config_json("test_vit_tiny", 10, tag="other", img_size=32)})
+    assert_holds(vit_jax.create_model("test_vit_tiny.other", pretrained=True), w)
 
 
 def test_hf_hub_timm_repository(hub):

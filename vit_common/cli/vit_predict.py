@@ -1,9 +1,10 @@
-"""vit-predict: top-k classes of images, or their embeddings, with attention heatmaps, in either twin (ViT or Swin).
+"""vit-predict: top-k classes of images, or their embeddings, with attention heatmaps, in either twin
+(ViT, Swin or Eva).
 
-    vit-predict --checkpoint PATH [--model NAME] [--framework jax|torch] [--top-k 5]
+    vit-predict --checkpoint PATH [--model NAME] [--num-heads H] [--framework jax|torch] [--top-k 5]
                 [--attention-map OUT.png] [--save-features OUT.npy] IMAGE...
 
-A feature model (num_classes=0: DINOv2, SigLIP, AIMv2, the CLIP towers) prints each image's
+A feature model (num_classes=0: DINOv2, DINOv3, SigLIP, AIMv2, the CLIP towers) prints each image's
 embedding (its width, L2 norm and first values) instead of classes; --save-features writes the
 embeddings of all images, in the order given, as one (N, F) float32 .npy (for a classifier, the
 pooled features that feed its head).
@@ -61,6 +62,9 @@ def parse_args(argv):
     parser.add_argument("--model", metavar="NAME",
                         help="preset that pins the architecture (needed when the checkpoint carries no config "
                              "and its shapes cannot say, e.g. the number of heads)")
+    parser.add_argument("--num-heads", type=int, metavar="H",
+                        help="heads, where the weights cannot say (timm, transformers and released files of a "
+                             "width no preset has)")
     parser.add_argument("--act-layer", choices=ACT_LAYERS,
                         help="run with this MLP activation instead of the checkpoint's (a Google .npz without a config "
                              "or --model runs gelu_tanh, as Google's code does)")
@@ -117,7 +121,8 @@ def run(args) -> None:
     if not is_pretrained_name(args.checkpoint) and not args.checkpoint.exists():  # a file, or a run folder
         raise UsageError(f"checkpoint {args.checkpoint} does not exist{name_hint(args.checkpoint)}")
     try:
-        ckpt = read_checkpoint(args.checkpoint, args.model, **({"act_layer": args.act_layer} if args.act_layer else {}))
+        overrides = {k: v for k, v in (("num_heads", args.num_heads), ("act_layer", args.act_layer)) if v}
+        ckpt = read_checkpoint(args.checkpoint, args.model, **overrides)
     except CheckpointError as e:
         if args.model is not None or is_pretrained_name(args.checkpoint):  # a name's repository says its architecture
             raise

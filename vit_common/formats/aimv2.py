@@ -100,7 +100,7 @@ def implied_aimv2(sd: Weights) -> str:
     width = sd["patch_embed.proj.weight"].shape[0]
     if width not in AIMV2_SIZES:
         raise CheckpointError(f"an AIMv2 checkpoint of width {width}, which no AIMv2 preset has: its file does not "
-                              "record the heads; pass --model (e.g. aimv2_large_patch14_224) and --num-heads")
+                              "record the heads; pass --num-heads (the rest is read off the shapes)")
     return f"aimv2_{AIMV2_SIZES[width]}_patch14_224"  # the image size comes from the position embedding
 
 

@@ -55,7 +55,7 @@ def implied_dinov2(sd: Weights) -> str:
     width = sd["patch_embed.proj.weight"].shape[0]
     if width not in DINOV2_SIZES:
         raise CheckpointError(f"a DINOv2 hub checkpoint of width {width}, which no DINOv2 preset has: its file does not "
-                              "record the heads; pass --model (e.g. vit_base_patch14_dinov2) and --num-heads")
+                              "record the heads; pass --num-heads (the rest is read off the shapes)")
     return f"vit_{DINOV2_SIZES[width]}_patch14_{'reg4_' if 'reg_token' in sd else ''}dinov2"
 
 

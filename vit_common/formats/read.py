@@ -58,7 +58,12 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     meta = {**meta, "source_layout": layout}
     implied = meta.pop("_implied", None)  # what the format says of the config, where nothing else does
     if model is None and stored is None and (implied_model := LAYOUTS[layout].implied_model) is not None:
-        model = implied_model(raw)  # e.g. DINOv2's hub files: nothing in them says the heads or LayerScale
+        try:
+            model = implied_model(raw)  # e.g. DINOv2's hub files: nothing in them says the heads or LayerScale
+        except CheckpointError:
+            if "num_heads" not in overrides:
+                raise
+            # a width no preset has: with the heads given, the rest is read off the shapes below
     swin = is_swin(raw)
     # Eva's names are timm's ViT names plus a few of its own, which not every Eva has: the
     # stored config or the preset says first.
