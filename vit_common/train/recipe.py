@@ -52,7 +52,10 @@ class TrainConfig:
     teacher: str | None = None  # DeiT hard distillation: a checkpoint of the teacher (see FIELD_HELP)
     init: str | None = None  # start from these weights: a checkpoint, a run folder or a pretrained name (FIELD_HELP)
     # Scale.
-    sharding: str = "data"  # data (replicated parameters) | fsdp (parameters sharded over the devices)
+    sharding: str = "data"  # data (replicated parameters) | fsdp (parameters, gradients, optimizer state sharded)
+    grad_checkpointing: bool = False  # activation checkpointing per block: recompute activations in the backward pass
+    remat_policy: str = "full"  # JAX, with grad_checkpointing: full (keep block inputs) | dots (also matmul outputs)
+    scan_layers: bool = False  # JAX: blocks stacked and run with nnx.scan, so compile time does not grow with depth
     # Multi-host JAX (as torchrun's variables; the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
     # JAX_PROCESS_ID environment variables do the same): host:port of process 0, process count, this one's index.
     coordinator_address: str | None = None
@@ -96,6 +99,7 @@ class TrainConfig:
             problems.append(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.sharding not in ("data", "fsdp"):
             problems.append(f"sharding must be data or fsdp, got {self.sharding!r}")
+        problems += self._big_model_problems()
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                      "max_bad_steps"):
             if getattr(self, name) < 1:
@@ -116,6 +120,29 @@ class TrainConfig:
             problems.append(f"--teacher needs a distilled model (deit_*_distilled_*), not {self.model}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _big_model_problems(self) -> list[str]:
+        """Remat and scanned blocks: what each twin and model family can honour (never ignored)."""
+        problems = []
+        if self.remat_policy not in ("full", "dots"):
+            problems.append(f"remat_policy must be full or dots, got {self.remat_policy!r}")
+        elif self.remat_policy != "full" and not self.grad_checkpointing:
+            problems.append(f"--remat-policy {self.remat_policy} chooses what activation checkpointing keeps: add "
+                            "--grad-checkpointing true")
+        if self.framework == "torch" and self.grad_checkpointing and self.remat_policy == "dots":
+            problems.append("--remat-policy dots is the JAX engine's; PyTorch's torch.utils.checkpoint recomputes "
+                            "whole blocks: use --remat-policy full")
+        if self.scan_layers:
+            if self.framework == "torch":
+                problems.append("--scan-layers is the JAX engine's (nnx.scan over stacked blocks); PyTorch runs its "
+                                "blocks one by one: drop --scan-layers for --framework torch")
+            elif self.model_config().arch == "swin":
+                problems.append("--scan-layers covers ViT and Eva; Swin's blocks alternate window shifts and differ "
+                                "per stage: drop --scan-layers for a Swin model")
+            if self.layer_decay is not None:
+                problems.append("--layer-decay scales each block by its index, which scanned blocks stack into one "
+                                "array: drop --scan-layers or --layer-decay")
+        return problems
 
     def _range_problems(self) -> list[str]:
         """The numeric fields against their ranges. Every check is written so that NaN fails it,
@@ -193,7 +220,16 @@ _WEIGHTS = ("any checkpoint vit-convert reads, a run folder, or pretrained weigh
             "(e.g. timm:vit_small_patch16_224.augreg_in21k_ft_in1k) or hf-hub:ORG/REPO, through the Hugging Face "
             "cache (HF_HUB_OFFLINE=1: the cache only)")
 FIELD_HELP = {"init": f"start from these weights: {_WEIGHTS}; image / patch size and class count are adapted",
-              "teacher": f"DeiT hard distillation: the teacher's weights, {_WEIGHTS}"}
+              "teacher": f"DeiT hard distillation: the teacher's weights, {_WEIGHTS}",
+              "sharding": "data: every device (or torchrun process) holds all weights | fsdp: parameters, gradients "
+                          "and AdamW state sharded over them (JAX: the device mesh; PyTorch: FSDP2 under torchrun)",
+              "grad_checkpointing": "activation checkpointing per block (both twins): activations are recomputed in "
+                                    "the backward pass instead of kept, for less memory at ~1/3 more compute",
+              "remat_policy": "what a checkpointed block keeps (JAX only): full (its input; recompute everything) | "
+                              "dots (also its matmul outputs; recompute the rest)",
+              "scan_layers": "JAX only: the blocks' parameters stacked on a depth axis and run with nnx.scan "
+                             "(big_vision's scan), so trace and compile time stop growing with depth; "
+                             "ViT and Eva models"}
 
 
 def parse_train_args(argv=None) -> TrainConfig:

@@ -9,6 +9,7 @@ from flax import nnx
 
 from vit_common import ViTConfig, fixed_pos_embed
 
+from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
 from .layers import AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, make_norm, zeros
 
 
@@ -21,10 +22,14 @@ class ViTOutput(NamedTuple):
 
 
 class VisionTransformer(nnx.Module):
-    def __init__(self, cfg: ViTConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision)."""
+    def __init__(self, cfg: ViTConfig, *, dtype=jnp.float32, rngs: nnx.Rngs, scan_layers: bool = False):
+        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision).
+        scan_layers: the blocks' parameters stacked on a leading depth axis and run with nnx.scan
+        (vit_jax/models/blocks.py); the same initial weights and function as the unrolled model."""
         self.cfg = cfg
         self.dtype = dtype
+        self.scan_layers = scan_layers
+        self.grad_checkpointing = None  # or the remat policy: see set_grad_checkpointing
         c = cfg.embed_dim
         norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps, dtype, rngs)
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
@@ -40,7 +45,11 @@ class VisionTransformer(nnx.Module):
             self.pos_embed = Buffer(jnp.asarray(fixed_pos_embed(cfg)))
         self.pos_drop = nnx.Dropout(cfg.pos_drop_rate, rngs=rngs)
         self.norm_pre = norm() if cfg.pre_norm else None
-        self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in cfg.drop_path_rates()])
+        rates = cfg.drop_path_rates()
+        if scan_layers:
+            self.blocks = stack_blocks([Block(cfg, max(rates), dtype=dtype, rngs=rngs) for _ in rates], rates)
+        else:
+            self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in rates])
         self.norm = None if cfg.use_fc_norm else norm()
         self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
                                               act=cfg.act_layer, dtype=dtype, rngs=rngs)
@@ -57,6 +66,11 @@ class VisionTransformer(nnx.Module):
             return None
         # A zero head, as in Google's ViT.
         return nnx.Linear(dim, num_classes, kernel_init=zeros, bias_init=zeros, dtype=self.dtype, rngs=rngs)
+
+    def set_grad_checkpointing(self, enable: bool = True, policy: str = "full") -> None:
+        """Activation checkpointing per block (timm's name): "full" keeps each block's input only,
+        "dots" its matmul outputs too (vit_jax/models/blocks.py, REMAT_POLICIES)."""
+        self.grad_checkpointing = policy if enable else None
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: jax.Array) -> jax.Array:
@@ -111,9 +125,7 @@ class VisionTransformer(nnx.Module):
         return (cls_logits + dist_logits) / 2
 
     def forward_features(self, x: jax.Array) -> jax.Array:
-        x = self.embed(x)
-        for block in self.blocks:
-            x, _ = block(x)
+        x = run_blocks(self.blocks, self.embed(x), remat=self.grad_checkpointing, scanned=self.scan_layers)
         return self.norm(x) if self.norm is not None else x
 
     def __call__(self, x: jax.Array):
@@ -121,13 +133,8 @@ class VisionTransformer(nnx.Module):
 
     def forward_intermediates(self, x: jax.Array, attention: bool = True) -> ViTOutput:
         """Logits plus every block's hidden state and (if asked) attention weights."""
-        x = self.embed(x)
-        hidden, maps = [], []
-        for block in self.blocks:
-            x, weights = block(x, return_weights=attention)
-            hidden.append(x)
-            if attention:
-                maps.append(weights)
+        x, hidden, maps = run_blocks_with_intermediates(self.blocks, self.embed(x), attention=attention,
+                                                        scanned=self.scan_layers)
         pooled, probe = self.pool_with_weights(self.norm(x) if self.norm is not None else x, attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return ViTOutput(logits, pooled, hidden, maps, probe)

@@ -18,6 +18,7 @@ from torch import nn
 from vit_common import EvaConfig
 from vit_common.config.rope import rope_tables
 
+from .blocks import run_blocks
 from .layers import DropPath, attention, layer_norm, timm_linear_init_
 
 HEAD_INIT_SCALE = 1e-3  # timm's Eva scales its initial head by this
@@ -168,6 +169,7 @@ class Eva(nn.Module):
     def __init__(self, cfg: EvaConfig):
         super().__init__()
         self.cfg = cfg
+        self.grad_checkpointing = False  # see set_grad_checkpointing
         c = cfg.embed_dim
         self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.class_token else None
@@ -203,6 +205,10 @@ class Eva(nn.Module):
             if isinstance(self.head, nn.Linear):
                 self.head.weight.mul_(HEAD_INIT_SCALE)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block, as VisionTransformer.set_grad_checkpointing."""
+        self.grad_checkpointing = enable
+
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patches, class and register tokens, absolute position embedding: (B, T, C)."""
@@ -225,9 +231,7 @@ class Eva(nn.Module):
         return self.fc_norm(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x, rope = self.embed(x), self.rope()
-        for block in self.blocks:
-            x, _ = block(x, rope)
+        x = run_blocks(self.blocks, self.embed(x), self.rope(), checkpointing=self.grad_checkpointing)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -77,6 +77,8 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     # Model (the same initial weights in every process), optimizer, EMA.
     torch.manual_seed(config.seed)
     model = build_model(cfg)
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     if config.init:
         load_canonical_(model, initial_weights(config.init, cfg))
     model.to(device)
