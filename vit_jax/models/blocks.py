@@ -78,7 +78,7 @@ def stack_blocks(blocks: list, drop_path_rates: list[float]):
         for block, rate in zip(blocks, drop_path_rates):
             for _, module in nnx.iter_graph(block):
                 if isinstance(module, DropPath):
-                    module.rate = DropRate(jnp.float32(rate))
+                    module.rate = nnx.data(DropRate(jnp.float32(rate)))  # was a static float
     graphdefs, states = zip(*(nnx.split(block) for block in blocks))
     if any(g != graphdefs[0] for g in graphdefs[1:]):
         raise ValueError("scanned blocks must share one structure")
