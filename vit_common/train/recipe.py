@@ -112,6 +112,9 @@ class TrainConfig:
             problems.append(f"num_processes must be >= 1, got {self.num_processes}")
         if self.process_id is not None and not 0 <= self.process_id < (self.num_processes or self.process_id + 1):
             problems.append(f"process_id must be in [0, num_processes), got {self.process_id} of {self.num_processes}")
+        if self.framework == "torch" and self.heartbeat_timeout != TrainConfig.heartbeat_timeout:
+            problems.append("--heartbeat-timeout is the JAX engine's (jax.distributed); torchrun watches PyTorch's "
+                            "processes: drop it for --framework torch")
         if self.heartbeat_timeout < 1:
             problems.append(f"heartbeat_timeout must be >= 1 s, got {self.heartbeat_timeout}")
         if self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps:
