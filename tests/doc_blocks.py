@@ -55,7 +55,8 @@ def extract_blocks(text: str, page: str) -> list[Block]:
         j = i + 1
         while j < len(lines) and not close.match(lines[j]):
             j += 1
-        body = "\n".join(line[indent:] if line[:indent].isspace() else line.lstrip() for line in lines[i + 1:j])
+        # A fence indented in a list: its lines lose that indent, no more.
+        body = "\n".join(line[indent:] if not line[:indent].strip() else line.lstrip() for line in lines[i + 1:j])
         prev = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         skip = SKIP.match(prev)
         blocks.append(Block(page, i + 1, lang, body + "\n", skip["reason"] if skip else None))
