@@ -3,7 +3,7 @@ PyTorch eager and torch.compile), then the large-model options: ViT-L/16 with ac
 checkpointing (both twins) and ViT-B/16 with scanned blocks (JAX). Train-step images/s, model FLOP/s
 and MFU against the chip's dense bf16 peak, peak device memory, the first step's time (JAX: trace
 and compile; torch.compile: its compilation) and the input pipeline's rate; prints a markdown table
-for the README.
+for docs/benchmarks.md.
 
     python bench/gpu.py                 # on a GPU or TPU host (about 5 minutes)
     python bench/gpu.py --dry-run       # anywhere: a tiny model, two steps (CI runs this)

@@ -19,13 +19,19 @@ TORCH = ["--framework", "torch"]
     (TORCH + ["--heartbeat-timeout", "5"], "--heartbeat-timeout is the JAX engine's"),
     (TORCH + ["--num-processes", "2"], "start PyTorch processes with torchrun"),
     (["--remat-policy", "dots"], "add --grad-checkpointing true"),
-    (["--grad-checkpointing", "true", "--remat-policy", "some"], "remat_policy must be full or dots"),
     (["--preset", "fashion_mnist_swin", "--scan-layers", "true"], "Swin's blocks alternate window shifts"),
     (["--scan-layers", "true", "--layer-decay", "0.75"], "drop --scan-layers or --layer-decay"),
 ])
 def test_what_a_twin_cannot_honour_is_refused(argv, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_train_args(argv)
+
+
+def test_an_unknown_remat_policy_is_refused():
+    from vit_common.train.recipe import TrainConfig
+
+    with pytest.raises(ConfigError, match="remat_policy must be full or dots, got 'some'"):
+        TrainConfig(grad_checkpointing=True, remat_policy="some").validate()
 
 
 @pytest.mark.parametrize("argv", [
@@ -44,7 +50,7 @@ def test_help_names_every_large_model_field(capsys):
         parse_train_args(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     for text in ("--grad-checkpointing", "activation checkpointing per block", "--remat-policy", "--scan-layers",
-                 "nnx.scan", "FSDP2 under torchrun"):
+                 "nnx.scan", "FSDP2 over the torchrun processes"):
         assert text in out
 
 
