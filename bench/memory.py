@@ -153,7 +153,8 @@ def main(argv=None) -> list[dict]:
                    "--batch", str(args.batch)] + (["--dry-run"] if args.dry_run else [])
             result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if result.returncode != 0:
-                raise SystemExit(f"{framework} remat={remat} failed:\n{result.stderr[-3000:]}")
+                raise SystemExit(f"{framework} remat={remat} failed (exit {result.returncode}; -9: killed, out of "
+                                 f"memory?):\n{result.stderr[-3000:]}")
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(f"  {framework} remat={remat}: peak RSS {rows[-1]['peak_rss_gib']:.2f} GiB", file=sys.stderr, flush=True)
 
