@@ -23,7 +23,10 @@ from jax import lax
 # dot_general dimension numbers on head-major (B, H, N, D) operands; batch axes (B, H) lead.
 _QK = (((3,), (3,)), ((0, 1), (0, 1)))  # (B,H,Nq,D) x (B,H,Nk,D) -> (B,H,Nq,Nk)
 _PV = (((3,), (2,)), ((0, 1), (0, 1)))  # (B,H,Nq,Nk) x (B,H,Nk,D) -> (B,H,Nq,D)
-_TQ = (((2,), (2,)), ((0, 1), (0, 1)))  # (B,H,Nq,Nk) x (B,H,Nq,D) -> (B,H,Nk,D): contract queries
+# (B,H,D,Nq) x (B,H,Nq,Nk) -> (B,H,D,Nk): key-side gradients, transposed. XLA:CPU hands a dot to its
+# fast matmul library (YNNPACK) only when the left operand contracts its last axis; a dot contracting
+# the (N, N) matrix's query axis in place falls to a slower generic loop (measured: ~5x the time).
+_KT = (((3,), (2,)), ((0, 1), (0, 1)))
 
 
 def _head_major(x: jax.Array) -> jax.Array:
@@ -53,9 +56,10 @@ def _cpu_attention_bwd(res, d_out):
     row = jnp.sum(d_out * out, axis=-1, keepdims=True)
     d_logits = probs * (d_probs - row) * jnp.asarray(qh.shape[-1] ** -0.5, qh.dtype)
     dq = lax.dot_general(d_logits, kh, _PV)
-    dk = lax.dot_general(d_logits, qh, _TQ)
-    dv = lax.dot_general(probs, d_out, _TQ)
-    return _head_major(dq), _head_major(dk), _head_major(dv)
+    # dK^T = Q^T dS and dV^T = dO^T P: only the small (N, D) operands are transposed.
+    dk = lax.dot_general(qh.transpose(0, 1, 3, 2), d_logits, _KT)
+    dv = lax.dot_general(d_out.transpose(0, 1, 3, 2), probs, _KT)
+    return _head_major(dq), dk.transpose(0, 3, 1, 2), dv.transpose(0, 3, 1, 2)
 
 
 cpu_attention.defvjp(_forward, _cpu_attention_bwd)
