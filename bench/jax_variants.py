@@ -17,11 +17,10 @@ import time
 
 from bench.train_step import jax_step, torch_step  # first: it tunes malloc before jax starts
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from vit_common import get_config
-from vit_jax.models import fast_ops, layers, swin
+from vit_jax.models import attention, fast_ops, layers, swin
 from vit_jax.train.step import Steps
 
 SPEEDUPS = ("layernorm", "patch_matmul", "no_scan", "softmax_jvp", "cpu_attention")
@@ -31,20 +30,19 @@ SPEEDUPS = ("layernorm", "patch_matmul", "no_scan", "softmax_jvp", "cpu_attentio
 def traced_as(on: set[str]):
     """Trace the JAX step with only the speed-ups in `on` (the others back to the plain formulation)."""
     saved = (fast_ops.FastLayerNorm.__call__, layers.patch_matmul, swin.patch_matmul,
-             Steps.scan_single_batch, Steps.softmax_custom_jvp, layers.dot_product_attention)
+             Steps.scan_single_batch, Steps.softmax_custom_jvp, attention.CPU_ATTENTION)
     if "layernorm" not in on:
         fast_ops.FastLayerNorm.__call__ = nnx.LayerNorm.__call__
     if "patch_matmul" not in on:
         layers.patch_matmul = swin.patch_matmul = lambda conv, x: conv(x)
     Steps.scan_single_batch = "no_scan" not in on
     Steps.softmax_custom_jvp = "softmax_jvp" in on
-    if "cpu_attention" not in on:
-        layers.dot_product_attention = jax.nn.dot_product_attention
+    attention.CPU_ATTENTION = "cpu_attention" in on  # opt-in outside this bench (VIT_JAX_CPU_ATTENTION=1)
     try:
         yield
     finally:
         (fast_ops.FastLayerNorm.__call__, layers.patch_matmul, swin.patch_matmul,
-         Steps.scan_single_batch, Steps.softmax_custom_jvp, layers.dot_product_attention) = saved
+         Steps.scan_single_batch, Steps.softmax_custom_jvp, attention.CPU_ATTENTION) = saved
 
 
 def median_time(step, n: int) -> float:

@@ -41,7 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import vit_torch
 from vit_common import count_params, get_config
 from vit_common.train.recipe import TrainConfig
-from vit_jax.models import build_model
+from vit_jax.models import attention as cpu_attention, build_model
 from vit_jax.train.optim import make_optimizer
 from vit_jax.train.step import Steps, initial_state, make_mesh, state_shardings
 from vit_torch.train.optim import learning_rate_schedule as torch_schedule, make_optimizer as torch_optimizer
@@ -159,7 +159,8 @@ def describe_machine() -> str:
     isa = ", ".join(f"{k}={os.environ[k]!r}" for k in ISA_ENV if k in os.environ) or "none (native)"
     return (f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {jax.devices()[0].platform}; "
             f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-            f"ISA settings: {isa}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
+            f"ISA settings: {isa}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; JAX CPU "
+            f"attention {'on' if cpu_attention.CPU_ATTENTION else 'off'} (VIT_JAX_CPU_ATTENTION)\n"
             f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
 
 

@@ -1,6 +1,6 @@
 """The CPU attention (vit_jax/models/attention.py) gives jax.nn.dot_product_attention's forward and
-gradients within 1e-6, is what the models use on CPU in float32, and leaves the attention weights
-available when asked for."""
+gradients within 1e-6, is what the models use on CPU in float32 when enabled, and leaves the
+attention weights available when asked for."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +56,7 @@ def test_cpu_attention_matches_a_float64_numpy_reference():
 
 
 def test_dispatch_per_backend_and_dtype(monkeypatch):
+    monkeypatch.setattr(attention_mod, "CPU_ATTENTION", True)
     calls = []
     monkeypatch.setattr(attention_mod, "cpu_attention", lambda *a: calls.append("cpu") or jnp.zeros(a[0].shape))
     monkeypatch.setattr(jax.nn, "dot_product_attention", lambda *a: calls.append("fused") or jnp.zeros(a[0].shape))
@@ -64,7 +65,10 @@ def test_dispatch_per_backend_and_dtype(monkeypatch):
     attention_mod.dot_product_attention(x.astype(jnp.bfloat16), x.astype(jnp.bfloat16), x.astype(jnp.bfloat16))
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     attention_mod.dot_product_attention(x, x, x)
-    assert calls == ["cpu", "fused", "fused"]
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    monkeypatch.setattr(attention_mod, "CPU_ATTENTION", False)  # the default until measured faster
+    attention_mod.dot_product_attention(x, x, x)
+    assert calls == ["cpu", "fused", "fused", "fused"]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,7 @@ def _loss_and_grads(model, images):
 
 def test_model_gradients_equal_those_with_the_fused_op(tiny_vit, monkeypatch):
     images = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3), minval=-1, maxval=1)
+    monkeypatch.setattr(layers, "dot_product_attention", attention_mod.cpu_attention)
     got = jax.jit(lambda x: _loss_and_grads(tiny_vit, x))(images)
     monkeypatch.setattr(layers, "dot_product_attention", jax.nn.dot_product_attention)
     want = jax.jit(lambda x: _loss_and_grads(tiny_vit, x))(images)  # a new function: traced afresh
@@ -97,7 +102,7 @@ def test_model_gradients_equal_those_with_the_fused_op(tiny_vit, monkeypatch):
 def test_attention_weights_still_returned_and_consistent(tiny_vit):
     block = tiny_vit.blocks[0]
     x = block.norm1(jax.random.normal(jax.random.key(1), (2, 17, 48)))
-    fast, none = block.attn(x)  # the CPU attention
+    fast, none = block.attn(x)  # the fast path (the CPU attention where enabled)
     slow, weights = block.attn(x, return_weights=True)  # the explicit einsum + softmax path
     assert none is None and weights.shape == (2, 3, 17, 17)
     np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)

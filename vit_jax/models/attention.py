@@ -1,5 +1,6 @@
-"""Softmax attention, chosen per backend: jax.nn.dot_product_attention (cuDNN on GPU), and on CPU a
-formulation with its own backward that XLA:CPU runs ~1.5-2x faster than the autodiff of the former.
+"""Softmax attention, chosen per backend: jax.nn.dot_product_attention (cuDNN on GPU), and on CPU
+(opt-in, see CPU_ATTENTION) a formulation with its own backward whose forward + backward XLA:CPU
+runs ~1.3-2x faster than the autodiff of the former.
 
 Why the CPU version is faster (see docs/cpu-performance.md): autodiff of the (B, N, H, D) einsums
 leaves XLA:CPU batched dots over non-leading batch axes plus a materialised transpose of the
@@ -16,9 +17,16 @@ rounding (tests/test_jax_attention.py).
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+# Opt-in until an idle-machine measurement shows the whole train step faster: on a loaded 2-core
+# Xeon (2026-12-07) the attention alone ran 1.3-2x faster, but the step 0.89x (ViT-Ti/16) and 0.93x
+# (Fashion-MNIST ViT) of the fused op's, within that machine's noise (docs/cpu-performance.md).
+CPU_ATTENTION = os.environ.get("VIT_JAX_CPU_ATTENTION", "0") == "1"
 
 # dot_general dimension numbers on head-major (B, H, N, D) operands; batch axes (B, H) lead.
 _QK = (((3,), (3,)), ((0, 1), (0, 1)))  # (B,H,Nq,D) x (B,H,Nk,D) -> (B,H,Nq,Nk)
@@ -66,9 +74,9 @@ cpu_attention.defvjp(_forward, _cpu_attention_bwd)
 
 
 def use_cpu_attention(dtype) -> bool:
-    """The CPU formulation for float32 on the CPU backend; everything else keeps the fused op
-    (cuDNN on GPU; bf16 keeps its float32 logits there)."""
-    return jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32
+    """The CPU formulation (when enabled: VIT_JAX_CPU_ATTENTION=1) for float32 on the CPU backend;
+    everything else keeps the fused op (cuDNN on GPU; bf16 keeps its float32 logits there)."""
+    return CPU_ATTENTION and jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
