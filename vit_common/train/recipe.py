@@ -25,6 +25,7 @@ class TrainConfig:
     data_dir: str | None = None
     train_split: str = "train"
     test_split: str = "test"
+    skip_bad_images: bool = False  # folder: datasets: train without the files that cannot be read (else: an error)
     # Augmentation and regularisation.
     random_resized_crop: bool = False
     pad_crop: int = 0
@@ -176,12 +177,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _parse_bool(text: str) -> bool:
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
+
+
 def _field_parser(field: dataclasses.Field):
     kind = typing.get_type_hints(TrainConfig)[field.name]
     args = typing.get_args(kind)
     base = next((a for a in args if a is not type(None)), kind) if args else kind
     if base is bool:
-        return lambda s: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[s.lower()]
+        return _parse_bool
     if base is dict:
         return json.loads
     if type(None) in args:
@@ -193,7 +198,9 @@ _WEIGHTS = ("any checkpoint vit-convert reads, a run folder, or pretrained weigh
             "(e.g. timm:vit_small_patch16_224.augreg_in21k_ft_in1k) or hf-hub:ORG/REPO, through the Hugging Face "
             "cache (HF_HUB_OFFLINE=1: the cache only)")
 FIELD_HELP = {"init": f"start from these weights: {_WEIGHTS}; image / patch size and class count are adapted",
-              "teacher": f"DeiT hard distillation: the teacher's weights, {_WEIGHTS}"}
+              "teacher": f"DeiT hard distillation: the teacher's weights, {_WEIGHTS}",
+              "skip_bad_images": "folder: datasets: leave out the files that cannot be read, and say how many "
+                                 "(default: list them and stop before training)"}
 
 
 def parse_train_args(argv=None) -> TrainConfig:
@@ -204,8 +211,9 @@ def parse_train_args(argv=None) -> TrainConfig:
                "preset's model_args; a different --model starts from its own architecture).")
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
     for field in dataclasses.fields(TrainConfig):
+        flag = {"nargs": "?", "const": True} if _field_parser(field) is _parse_bool else {}  # --hflip = --hflip true
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
-                            default=None, metavar=field.name.upper(), help=FIELD_HELP.get(field.name))
+                            default=None, metavar=field.name.upper(), help=FIELD_HELP.get(field.name), **flag)
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
     overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
