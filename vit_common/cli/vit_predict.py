@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from ..config.vit import ACT_LAYERS
-from ..errors import CheckpointError, ConfigError, WeightsMismatchError
+from ..errors import ArchitectureUnknown, CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
 from ..formats.hub import checkpoint_argument, is_pretrained_name, name_hint
 from ..atomic import atomic_write
@@ -153,7 +153,7 @@ def run(args) -> None:
     try:
         overrides = {k: v for k, v in (("num_heads", args.num_heads), ("act_layer", args.act_layer)) if v}
         ckpt = read_checkpoint(args.checkpoint, args.model, **overrides)
-    except CheckpointError as e:
+    except ArchitectureUnknown as e:  # readable weights whose shapes leave the architecture open
         if args.model is not None or is_pretrained_name(args.checkpoint):  # a name's repository says its architecture
             raise
         raise UsageError(f"{e}\n  if the file carries no config, pass --model NAME to pin the architecture "

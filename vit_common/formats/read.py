@@ -93,7 +93,10 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
         if (family is SwinConfig) != swin:
             raise CheckpointError(f"{path} holds a {'Swin Transformer' if swin else 'ViT'}, but --model {model} "
                                   f"is a {'Swin Transformer' if family is SwinConfig else 'ViT'}")
-        inferred = infer(dict(summary), **({} if swin else {"num_heads": overrides.get("num_heads")}))
+        # The heads the weights cannot say come from --num-heads, else the preset (the weights' other
+        # shapes are checked against it below), never an inference the preset makes needless.
+        heads = overrides.get("num_heads") or get_config(model).num_heads
+        inferred = infer(dict(summary), **({} if swin else {"num_heads": heads}))
         source = get_config(model, **{**{k: getattr(inferred, k) for k in from_weights}, **structural})
     else:
         fields = implied(set(structural)) if implied is not None else {}
