@@ -46,7 +46,8 @@ def test_corrupt_file_is_named_when_the_dataset_opens(two_hundred):
 
 def run_train(workdir, dataset, *extra):
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "--epochs", "1", "--framework", "torch",
-                           "--dataset", f"folder:{dataset}", "--workdir", str(workdir), *extra],
+                           "--dataset", f"folder:{dataset}", "--workdir", str(workdir),
+                           "--model-args", '{"num_classes": 2}', *extra],
                           cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=300)
 
 

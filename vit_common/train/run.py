@@ -96,8 +96,8 @@ def check_data_fits(config: TrainConfig, train_source) -> None:
                           f"(at most {n}) or add images")
     if config.epochs * (n // batch) < 2:  # warmup and cosine decay need an update each at least
         raise ConfigError(f"{where} gives {n // batch} step(s) per epoch of --batch-size {batch}, {config.epochs} "
-                          f"epoch(s): fewer than the 2 steps warmup + cosine decay need; raise --epochs or lower "
-                          f"--batch-size (at most {n // 2})")
+                          f"epoch(s): fewer than the 2 steps warmup + cosine decay need; raise --epochs"
+                          + (f" or lower --batch-size (at most {n // 2})" if n >= 2 else ""))
     labels = getattr(train_source.records, "labels", None)
     if labels is not None:
         present = np.unique(np.asarray(labels))
