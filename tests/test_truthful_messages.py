@@ -14,12 +14,12 @@ from vit_common.weights import TIMM
 
 @pytest.fixture
 def unreachable_hub(monkeypatch, tmp_path):
-    """An empty cache and an endpoint nothing answers (a blackhole address: a connect would hang)."""
+    """An empty cache and an endpoint where nothing listens (a closed local port)."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", "http://10.255.255.1:81")
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     hub._probed.clear()
@@ -33,10 +33,21 @@ def test_offline_pretrained_name_fails_fast_with_the_fill_command(unreachable_hu
         read_checkpoint("timm:vit_tiny_patch16_224")
     assert time.monotonic() - started < 2.0
     message = str(e.value)
-    assert "could not be reached within 1.5 s" in message
+    assert "the Hub at http://127.0.0.1:9 could not be reached" in message
     assert "`hf download timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k`" in message
     assert "huggingface-cli download timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k" in message
     assert "HF_HUB_OFFLINE=1" in message and "\n" not in message
+
+
+def test_a_hub_that_never_answers_is_given_up_in_the_probe_timeout(unreachable_hub, monkeypatch):
+    """A blackholed network (no refusal, no answer): the connect, name lookup included, is abandoned."""
+    import socket
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    started = time.monotonic()
+    why = hub.hub_unreachable()
+    assert time.monotonic() - started < 2.0
+    assert why == "the Hub at http://127.0.0.1:9 could not be reached within 1.5 s"
 
 
 def test_hf_hub_offline_is_said_and_fails_fast(unreachable_hub, monkeypatch):
