@@ -42,11 +42,21 @@ def test_offline_pretrained_name_fails_fast_with_the_fill_command(unreachable_hu
 def test_a_hub_that_never_answers_is_given_up_in_the_probe_timeout(unreachable_hub, monkeypatch):
     """A blackholed network (no refusal, no answer): the connect, name lookup included, is abandoned."""
     import socket
+    import threading
 
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    released = threading.Event()
+
+    def never_answers(*args, **kwargs):
+        released.wait(30)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
     started = time.monotonic()
-    why = hub.hub_unreachable()
-    assert time.monotonic() - started < 2.0
+    try:
+        why = hub.hub_unreachable()
+        assert time.monotonic() - started < 2.0
+    finally:
+        released.set()  # let the abandoned probe thread end
     assert why == "the Hub at http://127.0.0.1:9 could not be reached within 1.5 s"
 
 
