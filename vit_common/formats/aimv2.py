@@ -26,9 +26,8 @@ import numpy as np
 from ..config import ViTConfig
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights
-from .base import Layout
-from .containers import save_msgpack, save_safetensors
-from .released import require
+from .base import Implied, Layout, require
+from .containers import save_msgpack, save_state_dict
 
 AIMV2_SIZES = {1024: "large", 1536: "huge", 2048: "1b", 3072: "3b"}
 # Apple's module paths -> timm's, inside a block and at the top.
@@ -96,12 +95,14 @@ def flax_to_timm(raw: Weights) -> Weights:
     return out
 
 
-def implied_aimv2(sd: Weights) -> str:
+def implied_aimv2(sd: Weights, keys: set[str]) -> Implied:
+    """The files do not say the heads: the width names the released size."""
     width = sd["patch_embed.proj.weight"].shape[0]
     if width not in AIMV2_SIZES:
-        raise CheckpointError(f"an AIMv2 checkpoint of width {width}, which no AIMv2 preset has: its file does not "
-                              "record the heads; pass --num-heads (the rest is read off the shapes)")
-    return f"aimv2_{AIMV2_SIZES[width]}_patch14_224"  # the image size comes from the position embedding
+        return Implied(needs={"num_heads": f"an AIMv2 checkpoint of width {width}, which no AIMv2 preset has: its file "
+                                           "does not record the heads; pass --num-heads (the rest is read off the "
+                                           "shapes)"})
+    return Implied(model=f"aimv2_{AIMV2_SIZES[width]}_patch14_224")  # the image size comes from the position embedding
 
 
 def _apple_names(weights: Weights, cfg, fmt: str) -> Weights:
@@ -126,15 +127,10 @@ def _apple_names(weights: Weights, cfg, fmt: str) -> Weights:
 
 
 def write_apple(weights: Weights, cfg, meta: dict, dst: Path) -> None:
-    if Path(dst).suffix != ".safetensors":
-        raise CheckpointError(f"--to aimv2 writes .safetensors (the Hub's model.safetensors), not {Path(dst).suffix or 'a folder'}")
-    save_safetensors(dst, _apple_names(weights, cfg, "aimv2"))  # no metadata: as Apple's file
+    save_state_dict(dst, _apple_names(weights, cfg, "aimv2"))  # no metadata: as Apple's file
 
 
 def write_flax(weights: Weights, cfg, meta: dict, dst: Path) -> None:
-    if Path(dst).suffix != ".msgpack":
-        raise CheckpointError(f"--to aimv2_flax writes .msgpack (the Hub's flax_model.msgpack), not "
-                              f"{Path(dst).suffix or 'a folder'}")
     flat: Weights = {}
     for k, v in _apple_names(weights, cfg, "aimv2_flax").items():
         if k == "preprocessor.pos_embed":
@@ -152,8 +148,8 @@ def write_flax(weights: Weights, cfg, meta: dict, dst: Path) -> None:
 
 APPLE = Layout("aimv2", "AIMv2 state dict (Apple's names)", "preprocessor.patchifier.proj.weight, trunk.blocks.N...",
                lambda keys: "preprocessor.patchifier.proj.weight" in keys, apple_to_timm, names="timm",
-               write=write_apple, implied_model=implied_aimv2)
+               family="vit", implies=implied_aimv2, write=write_apple, suffixes=(".safetensors",))
 FLAX = Layout("aimv2_flax", "AIMv2 Flax msgpack (ml-aim)", "preprocessor/patchifier/proj/kernel, trunk/layers_N/...",
               lambda keys: "preprocessor/patchifier/proj/kernel" in keys, flax_to_timm, names="timm",
-              write=write_flax, implied_model=implied_aimv2)
+              family="vit", implies=implied_aimv2, write=write_flax, suffixes=(".msgpack",))
 LAYOUTS = (APPLE, FLAX)

@@ -6,4 +6,4 @@ from __future__ import annotations
 from .base import Layout
 
 LAYOUT = Layout("swin_canonical", "canonical Swin layout", "patch_embed/proj/kernel, layers_N/...",
-                lambda keys: "patch_embed/proj/kernel" in keys)
+                lambda keys: "patch_embed/proj/kernel" in keys, family="swin")

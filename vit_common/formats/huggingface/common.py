@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CheckpointError
+from ..base import refuse
 
 # Ours -> transformers' hidden_act (ACT2FN), and back (with the other spellings of the same function).
 HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "silu": "silu"}
@@ -28,11 +29,9 @@ def refuse_unless(cfg: Any, what: str, **wanted: Any) -> None:
     for field, want in wanted.items():
         value = getattr(cfg, field)
         ok, has = (want[0](value), want[1]) if isinstance(want, tuple) else (value == want, repr(want))
-        if not ok:
-            problems.append(f"{field}={value!r} (it has {has})")
-    if problems:
-        raise CheckpointError(f"transformers' {what} cannot hold this model: {'; '.join(problems)}. "
-                              "Write another format (--to timm, canonical .npz)")
+        problems.append((f"{field}={value!r} (it has {has})", not ok))
+    refuse(f"transformers' {what}", problems, lead="this model: ",
+           fix=". Write another format (--to timm, canonical .npz)")
 
 
 def exact_ratio(width: int, dim: int) -> float:

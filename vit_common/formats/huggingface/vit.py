@@ -121,5 +121,5 @@ def _is_vit(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf", "HuggingFace transformers ViT/DeiT state dict", "vit.embeddings...", _is_vit, to_timm,
-                names="timm")
+                names="timm", family="vit")
 FAMILY = Family(("vit", "deit"), LAYOUT, hints, lambda cfg: isinstance(cfg, ViTConfig), write)
