@@ -30,6 +30,11 @@ class EvaConfig:
     """
 
     arch: ClassVar[str] = "eva"
+    kind: ClassVar[str] = "an Eva model"  # in messages
+    # What a preset (--model) takes from the weights it is read with. Without an absolute position
+    # embedding the image size is free (the rotary tables follow it); a 16x16 grid then stands in
+    # until an img_size override replaces it, as timm's 256 px at patch 16.
+    FROM_WEIGHTS: ClassVar[tuple[str, ...]] = ("patch_size", "num_classes", "img_size")
 
     img_size: int = 224
     patch_size: int = 16

@@ -27,6 +27,9 @@ class SwinConfig:
     """
 
     arch: ClassVar[str] = "swin"
+    kind: ClassVar[str] = "a Swin Transformer"  # in messages
+    # What a preset (--model) takes from the weights it is read with.
+    FROM_WEIGHTS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "num_classes", "window_size")
 
     img_size: int = 224
     patch_size: int = 4

@@ -20,6 +20,9 @@ class ViTConfig:
     """Every architectural choice of a ViT / DeiT, with timm's keyword names."""
 
     arch: ClassVar[str] = "vit"
+    kind: ClassVar[str] = "a ViT"  # in messages
+    # What a preset (--model) takes from the weights it is read with.
+    FROM_WEIGHTS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "num_classes", "no_embed_class")
 
     img_size: int = 224
     patch_size: int = 16

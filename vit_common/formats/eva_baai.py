@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ..config import EvaConfig
 from ..config.rope import rope_tables
 from ..weights import TIMM, Weights
@@ -92,3 +90,4 @@ def _is_baai(keys: set[str]) -> bool:
 
 LAYOUT = Layout("eva_baai", "EVA-02 state dict (BAAI's names)", "blocks.N.mlp.w12 / w1 / w3, rope.freqs_cos",
                 _is_baai, baai_to_timm, names="timm", family="eva", write=write_eva_baai, suffixes=STATE_DICT_FILES)
+LAYOUTS = (LAYOUT,)

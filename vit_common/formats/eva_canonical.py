@@ -8,3 +8,4 @@ from .base import Layout
 LAYOUT = Layout("eva_canonical", "canonical Eva layout", "patch_embed/proj/kernel, blocks_N/...",
                 lambda keys: "patch_embed/proj/kernel" in keys and any(k.startswith("blocks_") for k in keys),
                 family="eva")
+LAYOUTS = (LAYOUT,)

@@ -36,3 +36,4 @@ def microsoft_swin_to_timm(raw: Weights) -> Weights:
 LAYOUT = Layout("swin_ms", "Microsoft Swin-Transformer state dict (or timm before 0.9)", "layers.N.downsample...",
                 lambda keys: "patch_embed.proj.weight" in keys and is_swin(keys) and _microsoft_swin(keys),
                 microsoft_swin_to_timm, names="timm", family="swin", implies=swin_implies)
+LAYOUTS = (LAYOUT,)

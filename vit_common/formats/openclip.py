@@ -180,3 +180,4 @@ LAYOUT = Layout("openclip", "OpenAI CLIP / OpenCLIP state dict, image tower", "v
                 "visual.transformer.resblocks.N...", lambda keys: any(k.startswith(VISUAL) for k in keys),
                 openclip_to_timm, names="timm", family="vit", implies=_implies, write=write_openclip,
                 suffixes=(".safetensors", ".pt", ".pth", ".bin"))
+LAYOUTS = (LAYOUT,)

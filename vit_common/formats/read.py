@@ -1,33 +1,19 @@
-"""Read any supported checkpoint (a file in any layout, or a train.py run) into canonical weights, a config and metadata.
+"""Read any supported checkpoint (source.py finds and opens it) into canonical weights, a config and metadata.
 
 What a format says beyond its weights comes from its Layout (`Layout.facts`); this module only
 dispatches: find the layout, settle the config (stored, else a preset, else the shapes), adapt."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ModelConfig, config_class, get_config
+from ..config import CONFIG_CLASSES, ConfigError, ModelConfig, config_class, get_config
 from ..errors import CheckpointError, WeightsMismatchError
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
 from ..weights.canonical import check_values
-from ..weights.infer import summarize
-from ..weights.infer_eva import eva_from_weights
-from .base import Implied, Layout
-from .containers import existing, read_file
-from .detect import LAYOUTS, detect_layout
-from .hub import fetch_pretrained, is_pretrained_name, name_hint
-from .hub_configs import repo_config, repo_meta
-from .huggingface import is_hf_folder, model_config, read_folder
-from .run_folder import read_training_run
-
-# The fields a preset (--model) takes from the weights, per family (Eva's: see eva_from_weights).
-FROM_WEIGHTS = {"vit": ("img_size", "patch_size", "num_classes", "no_embed_class"),
-                "swin": ("img_size", "patch_size", "num_classes", "window_size")}
+from .source import Source, open_checkpoint
 
 
 @dataclasses.dataclass
@@ -35,23 +21,6 @@ class Checkpoint:
     weights: Weights  # canonical names and shapes
     config: ModelConfig
     meta: dict[str, Any]  # e.g. class_names, preprocess, source layout, notes, what was adapted
-
-
-@dataclasses.dataclass
-class Source:
-    """A checkpoint as found, before its config is settled."""
-    weights: Weights  # in the names its layout reads to (canonical, or timm's)
-    keys: set[str]  # the names as the file holds them
-    layout: Layout
-    config: ModelConfig | None  # the config it carries (a Hub repository's config.json says it for pretrained names)
-    meta: dict[str, Any]
-
-    @functools.cached_property
-    def implied(self) -> Implied:
-        return self.layout.facts(self.weights, self.keys)
-
-    def summary(self, family: str):
-        return summarize(self.weights, family, self.layout.names == "timm")
 
 
 def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb_method: str = "zoom",
@@ -68,32 +37,29 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     PI-resized, a new zero head); others must fit. Non-finite or non-float weights raise
     WeightsMismatchError; float16 / bfloat16 ones are widened to float32, noted in meta['adapted'].
     """
-    src = _read(path)
+    src = open_checkpoint(path)
     implied, meta = src.implied, {**src.meta, "source_layout": src.layout.name}
     if implied.notes:
         meta["notes"] = list(implied.notes)
     if model is None and src.config is None:
         model = implied.model
-    family = implied.family  # a stored config or a preset says first (Eva's names are timm's ViT names plus a few)
-    named = src.config if src.config is not None and model is None else (config_class(model) if model else None)
-    if named is not None and "swin" not in (family, named.arch):
-        family = named.arch
-    summary, infer = src.summary(family)
-    if family != "swin" and "window_size" in overrides:
-        raise ConfigError("window_size applies to Swin Transformers only; this checkpoint holds "
-                          f"{'an Eva model' if family == 'eva' else 'a ViT'}")
+    # The family: a stored config or a preset says first, but no config turns windowed weights into
+    # plain ones or back (Eva's names are timm's ViT names plus a few, which not every Eva has).
+    family = CONFIG_CLASSES[implied.family]
+    named = type(src.config) if src.config is not None and model is None else config_class(model) if model else None
+    if named is not None and _windowed(named) == _windowed(family):
+        family = named
+    summary, infer = src.summary(family.arch)
+    if "window_size" in overrides and not _windowed(family):
+        raise ConfigError(f"window_size applies to Swin Transformers only; this checkpoint holds {family.kind}")
     structural = {k: v for k, v in overrides.items() if k not in ADAPTABLE}
     if src.config is not None and model is None:
         source = src.config.replace(**structural) if structural else src.config
     elif model is not None:
-        preset = config_class(model).arch
-        if (preset == "swin") != (family == "swin"):
-            what = {True: "Swin Transformer", False: "ViT"}
-            raise CheckpointError(f"{path} holds a {what[family == 'swin']}, but --model {model} is a "
-                                  f"{what[preset == 'swin']}")
-        inferred = infer(dict(summary), **({} if family == "swin" else {"num_heads": overrides.get("num_heads")}))
-        from_weights = eva_from_weights(summary) if family == "eva" else FROM_WEIGHTS[family]
-        source = get_config(model, **{**{k: getattr(inferred, k) for k in from_weights}, **structural})
+        if _windowed(named) != _windowed(family):
+            raise CheckpointError(f"{path} holds {family.kind}, but --model {model} is {named.kind}")
+        inferred = infer(dict(summary), **({} if _windowed(family) else {"num_heads": overrides.get("num_heads")}))
+        source = get_config(model, **{**{k: getattr(inferred, k) for k in named.FROM_WEIGHTS}, **structural})
     else:
         for field, error in implied.needs.items():
             if field not in structural:
@@ -120,7 +86,12 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
 def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
     """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand;
     checked as read_checkpoint checks them (half precision widened to float32 without a note)."""
-    return check_values(_to_canonical(_read(path), config, path), what=str(path))[0]
+    return check_values(_to_canonical(open_checkpoint(path), config, path), what=str(path))[0]
+
+
+def _windowed(cls) -> bool:
+    """Whether a config family computes attention in windows (Swin's): its weights say so, whatever the config."""
+    return "window_size" in {f.name for f in dataclasses.fields(cls)}
 
 
 def _to_canonical(src: Source, config: ModelConfig, path) -> Weights:
@@ -130,25 +101,3 @@ def _to_canonical(src: Source, config: ModelConfig, path) -> Weights:
         raise WeightsMismatchError(f"{path}: {e}") from None
     check_weights(weights, config, what=str(path))
     return weights
-
-
-def _read(path: str | os.PathLike) -> Source:
-    if is_pretrained_name(path):
-        files = fetch_pretrained(path)
-        src = _read(files.weights)
-        config = repo_config(files, *src.summary(src.implied.family))
-        return Source(src.weights, src.keys, src.layout, config, {**src.meta, **repo_meta(files)})
-    path = Path(path)
-    if not path.exists() and (hint := name_hint(path)):
-        raise CheckpointError(f"checkpoint {path} does not exist{hint}")
-    if path.is_dir() and is_hf_folder(path):  # transformers' save_pretrained folder
-        weights, keys, layout, hf_config, meta = read_folder(path)
-        src = Source(weights, keys, layout, None, meta)
-        src.config = model_config(hf_config, *src.summary(src.implied.family), str(path))
-        return src
-    if path.is_dir():
-        weights, stored, meta = read_training_run(path)  # already canonical
-        return Source(weights, set(weights), LAYOUTS[meta.pop("layout")], stored, meta)
-    raw, stored, meta = read_file(existing(path))
-    layout = LAYOUTS[detect_layout(raw)]
-    return Source(layout.read(raw), set(raw), layout, stored, meta)

@@ -7,3 +7,4 @@ from .base import Layout
 
 LAYOUT = Layout("swin_canonical", "canonical Swin layout", "patch_embed/proj/kernel, layers_N/...",
                 lambda keys: "patch_embed/proj/kernel" in keys, family="swin")
+LAYOUTS = (LAYOUT,)

@@ -40,3 +40,4 @@ def write_timm(weights: Weights, cfg, meta: dict, dst) -> None:
 LAYOUT = Layout("timm", "timm state dict", "patch_embed.proj.weight, blocks.N... or layers.N...",
                 lambda keys: "patch_embed.proj.weight" in keys, _read, names="timm", implies=_implies,
                 write=write_timm, suffixes=(".safetensors", ".pt", ".pth"))
+LAYOUTS = (LAYOUT,)

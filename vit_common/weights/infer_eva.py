@@ -120,9 +120,3 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
     fields.update(overrides)
     return EvaConfig(**fields)
 
-
-def eva_from_weights(summary: dict[str, Any]) -> tuple[str, ...]:
-    """The fields the weights fix when a preset names the architecture. Without an absolute
-    position embedding the image size is free (the rotary tables follow it); a 16x16 grid then
-    stands in until an img_size override replaces it, as timm's 256 px at patch 16."""
-    return ("patch_size", "num_classes", "img_size")
