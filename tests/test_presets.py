@@ -1,6 +1,6 @@
 """Every ViT / DeiT preset against timm: the same names, the same parameter counts.
 
-The counts are those of `timm.create_model(name)`, which takes num_classes from the name's default
+The counts (recorded on each preset's card) are those of `timm.create_model(name)`, which takes num_classes from the name's default
 pretrained config: vit_small_patch8_224 (DINO), vit_large_patch32_224 and vit_huge_patch14_224
 (ImageNet-21k features) and vit_base_patch16_siglip_224 (WebLI) have no classifier there.
 """
@@ -9,39 +9,12 @@ import re
 import pytest
 
 from vit_common.config.eva import EVA_PRESETS  # counted in parity_tests/test_eva_presets.py
-from vit_common.config.presets import PRESETS, get_config, list_models
+from vit_common.config.presets import CARDS, PRESETS, get_config, list_models
 from vit_common.errors import ConfigError
 from vit_common.weights.canonical import count_params
 
-TIMM_PARAMS = {
-    "vit_tiny_patch16_224": 5_717_416,
-    "vit_tiny_patch16_384": 5_790_376,
-    "vit_small_patch8_224": 21_670_272,
-    "vit_small_patch16_224": 22_050_664,
-    "vit_small_patch16_384": 22_196_584,
-    "vit_small_patch32_224": 22_878_952,
-    "vit_small_patch32_384": 22_915_432,
-    "vit_base_patch8_224": 86_576_872,
-    "vit_base_patch16_224": 86_567_656,
-    "vit_base_patch16_384": 86_859_496,
-    "vit_base_patch32_224": 88_224_232,
-    "vit_base_patch32_384": 88_297_192,
-    "vit_large_patch16_224": 304_326_632,
-    "vit_large_patch16_384": 304_715_752,
-    "vit_large_patch32_224": 305_510_400,
-    "vit_large_patch32_384": 306_632_680,
-    "vit_huge_patch14_224": 630_764_800,
-    "vit_base_patch16_gap_224": 86_566_120,
-    "vit_base_patch16_siglip_224": 92_884_224,
-    "deit_tiny_patch16_224": 5_717_416,
-    "deit_tiny_distilled_patch16_224": 5_910_800,
-    "deit_small_patch16_224": 22_050_664,
-    "deit_small_distilled_patch16_224": 22_436_432,
-    "deit_base_patch16_224": 86_567_656,
-    "deit_base_distilled_patch16_224": 87_338_192,
-    "deit_base_patch16_384": 86_859_496,
-    "deit_base_distilled_patch16_384": 87_630_032,
-}
+# The counts live on the presets' cards (config/cards.py PARAMS, or a whole card's params).
+TIMM_PARAMS = {name: card.params for name, card in CARDS.items() if card.params is not None}
 HEADLESS = {"vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224", "vit_base_patch16_siglip_224"}
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..config.cards import preprocess_family
+from ..config.presets import CARDS
 from ..formats.google import GOOGLE_LAYOUTS
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -27,8 +29,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # code resizes to 256 and crops 224, 0.875).
     "deit": ("timm DeiT", dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic",
                                mean=IMAGENET_MEAN, std=IMAGENET_STD)),
-    # The families after 2021, as timm's pretrained_cfg of each name's default tag (hub.DEFAULT_TAGS)
-    # gives them; NAME_EXCEPTIONS lists the names whose default tag departs from its family's row.
+    # The families after 2021, as timm's pretrained_cfg of each name's default tag gives them; a
+    # preset's card (config/cards.py) names its row and where its default tag departs from it.
     # DINOv2 (lvd142m): ImageNet mean/std, no crop.
     "dinov2": ("timm DINOv2", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
                                    mean=IMAGENET_MEAN, std=IMAGENET_STD)),
@@ -62,18 +64,6 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("vit-predict's default", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
                                               mean=0.5, std=0.5)),
 }
-# timm's pretrained_cfg of these names' default tags, where it departs from the family's row.
-NAME_EXCEPTIONS: dict[str, dict[str, Any]] = {
-    "vit_base_patch32_clip_224": dict(crop_pct=0.9),  # laion2b_ft_in12k_in1k
-    "vit_base_patch32_clip_quickgelu_224": dict(crop_pct=0.9),  # laion400m_e32
-    "vit_base_patch16_clip_224": dict(crop_pct=0.95),  # laion2b_ft_in12k_in1k
-    "vit_base_patch16_clip_384": dict(resize="squash"),
-    "vit_huge_patch14_clip_336": dict(resize="squash"),
-    "vit_large_patch14_clip_224": dict(mean=0.5, std=0.5),  # the L/14 fine-tunes: [-1, 1]
-    "vit_large_patch14_clip_336": dict(resize="squash", mean=0.5, std=0.5),
-    "vit_so400m_patch14_siglip_gap_448": dict(crop_pct=1.0),  # PaliGemma's towers
-    "vit_so400m_patch14_siglip_gap_896": dict(crop_pct=1.0),
-}
 RUN_LAYOUTS = ("flax", "torch_run")
 # transformers folders of the later families: their image processors' transforms (DINOv2's:
 # resize 256, crop 224, ImageNet; CLIP's and AIMv2's: OpenAI mean/std, no crop; SigLIP's: [-1, 1]).
@@ -84,10 +74,9 @@ RELEASED_FAMILIES = {"dinov2": "dinov2_hub", "aimv2": "aimv2", "aimv2_flax": "ai
 def later_family(name: str, cfg) -> str | None:
     """dinov2 / clip / siglip / aimv2 / deit (DeiT III) from a preset name, else from the options
     only these families use; None for the ViT / DeiT of 2020-2021."""
-    for family, match in (("deit", name.startswith("deit")), ("dinov2", "_dinov2" in name),
-                          ("clip", "_clip_" in name), ("siglip", "_siglip_" in name), ("aimv2", name.startswith("aimv2"))):
-        if match:
-            return family
+    family = CARDS[name].preprocess if name in CARDS else preprocess_family(name)  # a timm name no card has
+    if family:
+        return family
     if name or getattr(cfg, "arch", "") != "vit":
         return None
     if cfg.norm_layer == "rmsnorm" or cfg.embed_norm_layer:
@@ -153,7 +142,7 @@ def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -
     if family == "eva02" and cfg.img_size >= 336:
         options.update(crop_pct=1.0, resize="squash" if cfg.img_size >= 448 else "shorter_side")
     name = model or meta.get("architecture")
-    if family != "google" and name in NAME_EXCEPTIONS:
-        options.update(NAME_EXCEPTIONS[name])
+    if family != "google" and name in CARDS and CARDS[name].preprocess_changes:
+        options.update(CARDS[name].preprocess_changes)
         what += f" ({name}'s default tag)"
     return options, f"family default: {what}"
