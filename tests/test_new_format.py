@@ -1,7 +1,8 @@
 """Adding a format takes what docs/architecture.md says: one module with its LAYOUTS, one line in
 detect.DETECTION_ORDER. A toy format, written to a temporary module, is then detected, read
 (with what its hook implies), written by write_checkpoint and by vit-convert --to, and read back."""
-import textwrap
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,34 +13,11 @@ from vit_common.formats import Checkpoint, detect, write_checkpoint
 from vit_common.formats.containers import read_safetensors
 from tests.checkpoint_factories import random_canonical
 
-# The module a contributor writes (as docs/architecture.md shows it): timm's names under "toy.",
-# a file that does not say its heads (the format implies 2) and runs the tanh GELU.
-TOY_MODULE = textwrap.dedent('''
-    """A toy format: timm's names under 'toy.', no config inside."""
-    from vit_common.formats.base import Implied, Layout
-    from vit_common.formats.containers import save_state_dict
-    from vit_common.weights import TIMM
-
-
-    def matches(keys):
-        return any(k.startswith("toy.") for k in keys)
-
-
-    def to_timm(raw):
-        return {k.removeprefix("toy."): v for k, v in raw.items()}
-
-
-    def implies(weights, keys):
-        return Implied(fields={"num_heads": 2, "act_layer": "gelu_tanh"}, notes=("a toy file",))
-
-
-    def write(weights, cfg, meta, dst):
-        save_state_dict(dst, {"toy." + k: v for k, v in TIMM.export(weights, cfg).items()}, wrapper=None)
-
-
-    LAYOUTS = (Layout("toy", "toy state dict", "toy.*", matches, to_timm, names="timm", family="vit",
-                      implies=implies, write=write, suffixes=(".safetensors",)),)
-''')
+# The module a contributor writes, as docs/architecture.md shows it (its first python block):
+# timm's names under "toy.", a file that does not say its heads (the format implies 2) and runs
+# the tanh GELU.
+DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+TOY_MODULE = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
 CFG = get_config("vit_base_patch16_224", img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2,
                  num_classes=3, act_layer="gelu_tanh")
 
