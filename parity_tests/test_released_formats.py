@@ -27,7 +27,7 @@ from vit_common.cli.vit_convert import main as convert
 from vit_common.cli.vit_convert import write_checkpoint
 from vit_common.errors import CheckpointError
 from vit_common.formats.aimv2 import implied_aimv2
-from vit_common.formats.containers import read_msgpack
+from vit_common.formats.flax_msgpack import read_msgpack
 from vit_common.formats.meta_dino import implied_dinov2
 from vit_common.predict.defaults import resolve_preprocess
 

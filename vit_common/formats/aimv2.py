@@ -27,7 +27,8 @@ from ..config import ViTConfig
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights
 from .base import Implied, Layout, require
-from .containers import save_msgpack, save_state_dict
+from .containers import save_state_dict
+from .flax_msgpack import save_msgpack
 
 AIMV2_SIZES = {1024: "large", 1536: "huge", 2048: "1b", 3072: "3b"}
 # Apple's module paths -> timm's, inside a block and at the top.

@@ -1,6 +1,6 @@
 """Canonical Eva files (EVA-02, DINOv3: vit-convert's .npz, an Eva run's final.npz): read as they are.
 
-The layout itself is defined by vit_common.weights.tables.eva_links."""
+The layout itself is defined by vit_common.weights.module_tables.eva_links."""
 from __future__ import annotations
 
 from .base import Layout

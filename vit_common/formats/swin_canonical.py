@@ -1,6 +1,6 @@
 """Canonical Swin files (vit-convert's .npz, a Swin run's final.npz): read as they are.
 
-The layout itself is defined by vit_common.weights.tables."""
+The layout itself is defined by vit_common.weights.module_tables."""
 from __future__ import annotations
 
 from .base import Layout

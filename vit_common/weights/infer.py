@@ -154,7 +154,7 @@ def summarize_swin_timm(sd: Weights) -> dict[str, Any]:
 
 
 def summarize_swin_canonical(w: Weights) -> dict[str, Any]:
-    """Shapes of canonical Swin weights (vit_common.weights.tables)."""
+    """Shapes of canonical Swin weights (vit_common.weights.module_tables)."""
     proj = w["patch_embed/proj/kernel"]  # (p, p, in, C)
     return _swin_summary(
         w, r"^layers_(\d+)/blocks_(\d+)/", "layers_{i}/blocks_0/attn/relative_position_bias_table",
