@@ -46,7 +46,7 @@ def test_a_head_on_a_headless_preset_adds_exactly_the_classifier(name):
 
 def test_architectures_that_counts_cannot_see():
     gap = get_config("vit_base_patch16_gap_224")
-    assert (gap.num_heads, gap.class_token, gap.global_pool, gap.use_fc_norm) == (16, False, "avg", False)
+    assert (gap.num_heads, gap.class_token, gap.global_pool, gap.has_fc_norm) == (16, False, "avg", False)
     siglip = get_config("vit_base_patch16_siglip_224")
     assert (siglip.num_heads, siglip.class_token, siglip.global_pool) == (12, False, "map")
     assert get_config("deit_small_distilled_patch16_224").distilled

@@ -70,7 +70,8 @@ class ViTConfig(TokenConfig):
         return self.mlp_dim // 2 if self.mlp_layer == "swiglu_packed" else self.mlp_dim
 
     @property
-    def use_fc_norm(self) -> bool:
+    def has_fc_norm(self) -> bool:
+        """Whether the LayerNorm after pooling (fc_norm) exists; `norm` exists iff it does not (Eva's name too)."""
         return self.global_pool == "avg" if self.fc_norm is None else bool(self.fc_norm)
 
     @property

@@ -115,7 +115,7 @@ def _apple_names(weights: Weights, cfg, fmt: str) -> Weights:
         vit and cfg.norm_layer == "rmsnorm" and cfg.embed_norm_layer == "rmsnorm" and cfg.mlp_layer == "swiglu"
         and cfg.act_layer == "silu" and not cfg.class_token and not cfg.reg_tokens and not cfg.distilled
         and not cfg.qkv_bias and not cfg.proj_bias and cfg.pos_embed == "learn" and not cfg.pre_norm
-        and not cfg.use_fc_norm and cfg.global_pool != "map" and cfg.num_classes == 0,
+        and not cfg.has_fc_norm and cfg.global_pool != "map" and cfg.num_classes == 0,
     })
     out: Weights = {}
     for k, v in TIMM.export(weights, cfg).items():

@@ -198,7 +198,7 @@ def check_big_vision(cfg) -> None:
         (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
         (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
         ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
-        ("a norm after pooling (fc_norm)", cfg.use_fc_norm),
+        ("a norm after pooling (fc_norm)", cfg.has_fc_norm),
         (f"norm_eps={cfg.norm_eps} (Flax: 1e-6)", cfg.norm_eps != 1e-6),
         (f"act_layer={cfg.act_layer!r} (big_vision: GELU)", cfg.act_layer not in ("gelu", "gelu_tanh")),
         (f"pos_embed={cfg.pos_embed!r}", cfg.pos_embed == "sincos1d"),

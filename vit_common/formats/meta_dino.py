@@ -74,7 +74,7 @@ def write_dinov2(weights: Weights, cfg, meta: dict, dst: Path) -> None:
             ("mlp", "gelu"), ("swiglu_packed", "silu")),
         "q/k/v, projection and MLP biases": vit and cfg.qkv_bias and cfg.proj_bias,
         "a learned position embedding, no fc_norm or MAP head": vit and cfg.pos_embed == "learn"
-        and not cfg.use_fc_norm and cfg.global_pool != "map" and not cfg.representation_size,
+        and not cfg.has_fc_norm and cfg.global_pool != "map" and not cfg.representation_size,
         "no classifier (the hub's backbones have none): --num-classes 0": vit and cfg.num_classes == 0,
         "registers without position entries (no_embed_class)": vit and (cfg.no_embed_class or not cfg.reg_tokens),
     })

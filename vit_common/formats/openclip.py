@@ -139,7 +139,7 @@ def check_openclip(cfg, weights: Weights) -> None:
         (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
         (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
         ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
-        ("a norm after pooling (fc_norm)", cfg.use_fc_norm), ("a representation layer", cfg.representation_size),
+        ("a norm after pooling (fc_norm)", cfg.has_fc_norm), ("a representation layer", cfg.representation_size),
     ), fix="; write --to timm")
     bias = weights.get("head/bias")
     if bias is not None and np.any(bias != 0):

@@ -102,7 +102,7 @@ def eva_links(cfg) -> list[Link]:
         blocks_{i}/mlp/fc1_g|fc1_x/kernel (C, H)              split SwiGLU
         blocks_{i}/mlp/norm/scale|bias (H,)                   scale_mlp
         blocks_{i}/mlp/fc2/kernel      (H, C)
-        norm/scale|bias, fc_norm/scale|bias (C,)              one of the two (use_fc_norm)
+        norm/scale|bias, fc_norm/scale|bias (C,)              one of the two (has_fc_norm)
         head/kernel                    (C, classes)
     The rotary tables are fixed (vit_common.config.rope) and stored nowhere, as in timm.
     """

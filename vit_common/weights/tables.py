@@ -128,7 +128,7 @@ def vit_links(cfg: ViTConfig) -> list[Link]:
         out += _mlp_links(f"blocks.{i}.mlp", f"{block}/MlpBlock_3", cfg, cfg.mlp_layer, cfg.proj_bias)
         if cfg.init_values is not None:
             out.append(Link(f"blocks.{i}.ls2.gamma", "array", (f"{block}/LayerScale_2/scale",), (c,)))
-    if not cfg.use_fc_norm:
+    if not cfg.has_fc_norm:
         out.append(_norm("norm", "Transformer/encoder_norm", cfg))
     if cfg.global_pool == "map":
         head = "MAPHead_0"
@@ -142,7 +142,7 @@ def vit_links(cfg: ViTConfig) -> list[Link]:
             _norm("attn_pool.norm", f"{head}/LayerNorm_0", cfg),
         ]
         out += _mlp_links("attn_pool.mlp", f"{head}/MlpBlock_0", cfg)
-    if cfg.use_fc_norm:
+    if cfg.has_fc_norm:
         out.append(_norm("fc_norm", "fc_norm", cfg))
     if cfg.representation_size:
         out.append(Link("pre_logits.fc", "dense", ("pre_logits",), (c, cfg.representation_size)))
