@@ -149,8 +149,8 @@ def write_flax(weights: Weights, cfg, meta: dict, dst: Path) -> None:
 
 APPLE = Layout("aimv2", "AIMv2 state dict (Apple's names)", "preprocessor.patchifier.proj.weight, trunk.blocks.N...",
                lambda keys: "preprocessor.patchifier.proj.weight" in keys, apple_to_timm, names="timm",
-               family="vit", implies=implied_aimv2, write=write_apple, suffixes=(".safetensors",))
+               family="vit", implies=implied_aimv2, write=write_apple, suffixes=(".safetensors",), preprocess="aimv2")
 FLAX = Layout("aimv2_flax", "AIMv2 Flax msgpack (ml-aim)", "preprocessor/patchifier/proj/kernel, trunk/layers_N/...",
               lambda keys: "preprocessor/patchifier/proj/kernel" in keys, flax_to_timm, names="timm",
-              family="vit", implies=implied_aimv2, write=write_flax, suffixes=(".msgpack",))
+              family="vit", implies=implied_aimv2, write=write_flax, suffixes=(".msgpack",), preprocess="aimv2")
 LAYOUTS = (APPLE, FLAX)

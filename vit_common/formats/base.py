@@ -24,8 +24,9 @@ class Implied:
     notes: tuple[str, ...] = ()  # lines for the report, whatever the config
     fields_notes: tuple[str, ...] = ()  # lines for the report when `fields` set the config
     # The preprocessing the weights expect (the config read -> preprocess.py's entries), where the
-    # file records none and carries no config of this project's.
+    # file records none and carries no config of this project's; `preprocess_source` names it.
     preprocess: Callable[[Any], dict[str, Any]] | None = None
+    preprocess_source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Layout:
     write: Callable[[Weights, Any, dict, Path], None] | None = None
     to: str | None = None  # the --to name, e.g. 'hf' (default: the layout's name)
     suffixes: tuple[str, ...] = ()
+    # The preprocessing of files in this layout that record none: a row of predict/defaults.py's
+    # FAMILIES; with model_first, a named model's family (or the later families' options) comes first.
+    preprocess: str | None = None
+    model_first: bool = False
 
     @property
     def output_name(self) -> str:

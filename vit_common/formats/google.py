@@ -153,20 +153,19 @@ NPZ = (".npz",)
 BIG_VISION_IMG = Layout("big_vision_img", "Google big_vision image-text model, image tower (SigLIP, LiT)",
                         "params/img/...", lambda keys: any(k.startswith(IMG) for k in keys), big_vision_image_tower,
                         family="vit", implies=_image_tower_implies, write=_npz_writer(_to_big_vision_img),
-                        suffixes=NPZ)
+                        suffixes=NPZ, preprocess="google")
 BIG_VISION = Layout("big_vision", "Google big_vision", "params/...",
                     lambda keys: any(k.startswith("params/") for k in keys), big_vision_to_canonical,
-                    family="vit", implies=google_implies, write=_npz_writer(_to_big_vision), suffixes=NPZ)
+                    family="vit", implies=google_implies, write=_npz_writer(_to_big_vision), suffixes=NPZ, preprocess="google")
 LINEN = Layout("linen", "Google vision_transformer, Linen names", "Transformer/encoderblock_N/MlpBlock_0/...",
                _is_linen, linen_to_canonical, family="vit", implies=google_implies, write=_npz_writer(_to_linen),
-               suffixes=NPZ)
+               suffixes=NPZ, preprocess="google")
 # This project's canonical .npz: Google's pre-Linen names for a ViT (and the canonical names of any
 # family when written: Swin's and Eva's read back through their own layouts).
 CANONICAL = Layout("canonical", "Google vision_transformer, pre-Linen names (canonical)",
                    "embedding/kernel, Transformer/...", lambda keys: "embedding/kernel" in keys, family="vit",
-                   implies=google_implies, write=_npz_writer(lambda weights, cfg: weights), suffixes=NPZ)
+                   implies=google_implies, write=_npz_writer(lambda weights, cfg: weights), suffixes=NPZ, preprocess="google")
 LAYOUTS = (BIG_VISION_IMG, BIG_VISION, LINEN, CANONICAL)  # in the order they must be tried
-GOOGLE_LAYOUTS = tuple(layout.name for layout in LAYOUTS)  # (this project's canonical .npz is one of them)
 
 
 # Writers: canonical -> the other Google layouts (the inverse of the readers above).

@@ -79,7 +79,7 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     check_weights(weights, target, what=str(path))
     # The format's preprocessing, for weights that record none and carry no config of this project's.
     if implied.preprocess and "preprocess" not in meta and (src.config is None or "architecture" in meta):
-        meta["preprocess"] = implied.preprocess(target)
+        meta["preprocess"], meta["preprocess_source"] = implied.preprocess(target), implied.preprocess_source
     return Checkpoint(weights, target, meta)
 
 

@@ -27,8 +27,8 @@ def _write_run(weights: Weights, config: ModelConfig, meta: dict, dst: Path) -> 
 
 # A run's family is its config's; the names say it too (canonical or timm names).
 FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)", write=_write_run, to="run",
-                  suffixes=("",))
-TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)")
+                  suffixes=("",), preprocess="train.py")
+TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)", preprocess="train.py")
 LAYOUTS = (FLAX_RUN, TORCH_RUN)
 
 _TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")

@@ -24,7 +24,8 @@ def swin_imagenet_preprocess(cfg) -> dict:
 
 
 def swin_implies(weights: Weights, keys: set[str]) -> Implied:
-    return Implied(family="swin", preprocess=swin_imagenet_preprocess)
+    return Implied(family="swin", preprocess=swin_imagenet_preprocess,
+                   preprocess_source="timm / Microsoft Swin (ImageNet)")
 
 
 def _implies(weights: Weights, keys: set[str]) -> Implied:
@@ -39,5 +40,5 @@ def write_timm(weights: Weights, cfg, meta: dict, dst) -> None:
 
 LAYOUT = Layout("timm", "timm state dict", "patch_embed.proj.weight, blocks.N... or layers.N...",
                 lambda keys: "patch_embed.proj.weight" in keys, _read, names="timm", implies=_implies,
-                write=write_timm, suffixes=(".safetensors", ".pt", ".pth"))
+                write=write_timm, suffixes=(".safetensors", ".pt", ".pth"), preprocess="timm_vit", model_first=True)
 LAYOUTS = (LAYOUT,)

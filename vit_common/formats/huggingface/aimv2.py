@@ -70,6 +70,6 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
 
 LAYOUT = Layout("hf_aimv2", "HuggingFace transformers AIMv2 vision state dict",
                 "embeddings.patch_embed, embeddings.rms_norm...",
-                lambda keys: any(k.endswith("embeddings.rms_norm.weight") for k in keys), to_timm, names="timm", family="vit")
+                lambda keys: any(k.endswith("embeddings.rms_norm.weight") for k in keys), to_timm, names="timm", preprocess="aimv2", family="vit")
 FAMILY = Family(("aimv2_vision_model",), LAYOUT, hints,
                 lambda cfg: isinstance(cfg, ViTConfig) and cfg.norm_layer == "rmsnorm", write)
