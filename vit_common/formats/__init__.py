@@ -2,7 +2,8 @@
 eva_canonical, meta_dino, eva_baai, aimv2, openclip, huggingface/, run_folder), each a tuple
 LAYOUTS of Layouts (base.py) that recognise, read, say what the file implies and write back.
 detect.py tries them in DETECTION_ORDER; source.py opens any checkpoint, read.py settles its
-config, write.py writes any writable format; the containers they come in (containers.py).
+config, write.py writes any writable format; the containers they come in (containers.py,
+flax_msgpack.py).
 Pretrained names resolve through the Hugging Face Hub (hub, hub_configs). Adding a format:
 docs/architecture.md."""
 from ..errors import CheckpointError
