@@ -92,7 +92,7 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
     swiglu = cfg.mlp_layer == "swiglu_packed"
     refuse_unless(cfg, what, class_token=True, global_pool="token", distilled=False, pre_norm=False,
                   norm_layer="layernorm", mlp_layer=(lambda v: v in ("mlp", "swiglu_packed"), "mlp or swiglu_packed"),
-                  proj_bias=True, embed_norm_layer=None, pos_embed="learn", use_fc_norm=False,
+                  proj_bias=True, embed_norm_layer=None, pos_embed="learn", has_fc_norm=False,
                   representation_size=None, num_classes=(lambda v: v == 0, "no classifier the twins have: 0"),
                   no_embed_class=(lambda v: v or not registers, "registers without position entries: True"),
                   act_layer=(lambda v: v == "silu" or not swiglu, "SiLU in its SwiGLU"))
