@@ -55,3 +55,24 @@ def test_architectures_that_counts_cannot_see():
 def test_the_invented_map_name_is_gone():
     with pytest.raises(ConfigError, match="vit_base_patch16_siglip_224"):
         get_config("vit_base_patch16_map_224")
+
+
+def test_a_card_is_the_one_place_a_preset_lives(monkeypatch):
+    """One PresetCard (as docs/architecture.md adds one) gives the name to get_config and
+    list_models, its default tag to the hub and its preprocessing to vit-predict's defaults."""
+    from vit_common import ViTConfig
+    from vit_common.config.cards import PresetCard
+    from vit_common.formats.hub import parse_pretrained
+    from vit_common.predict.defaults import FAMILIES, resolve_preprocess
+
+    fields = dict(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=3)
+    monkeypatch.setitem(CARDS, "vit_toy_patch16_32", PresetCard(
+        "vit_toy_patch16_32", ViTConfig, fields, tag="toy_in1k", preprocess="deit",
+        preprocess_changes={"crop_pct": 1.0}))
+    assert list_models("vit_toy*") == ["vit_toy_patch16_32"]
+    cfg = get_config("vit_toy_patch16_32", num_classes=5)
+    assert (cfg.embed_dim, cfg.num_heads, cfg.num_classes) == (32, 2, 5)
+    assert parse_pretrained("timm:vit_toy_patch16_32").repo_id == "timm/vit_toy_patch16_32.toy_in1k"
+    options, origin = resolve_preprocess({"source_layout": "timm"}, cfg, "vit_toy_patch16_32")
+    assert options == {**FAMILIES["deit"][1], "crop_pct": 1.0}
+    assert origin == "family default: timm DeiT (vit_toy_patch16_32's default tag)"
