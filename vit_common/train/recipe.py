@@ -146,12 +146,12 @@ class TrainConfig:
                 if value is not None and not (ok and math.isfinite(value))]
 
 
-# Recipes documented in the README. `python train.py` with no arguments runs "digits".
+# Recipes documented in docs/training.md. `python train.py` with no arguments runs "digits".
 PRESETS: dict[str, dict[str, Any]] = {
     # Average pooling, label smoothing 0.1, weight decay 0.3, 1-pixel shifts, 40 epochs. `python train.py
     # --seed S`, S = 0..4: 98.89 / 98.89 / 97.49 / 97.49 / 98.05% test accuracy (mean 98.2%; without the
     # label smoothing 97.77 / 96.66 / 97.21 / 98.33 / 96.94%). Tried, no better over the 5 seeds: 2-pixel
-    # shifts, drop path 0.1, label smoothing 0.2, 50 epochs, lr 3e-3, mlp_ratio 4 (README).
+    # shifts, drop path 0.1, label smoothing 0.2, 50 epochs, lr 3e-3, mlp_ratio 4 (docs/training.md).
     "digits": dict(
         model="vit_tiny_patch16_224",
         model_args=dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0, num_classes=10, global_pool="avg"),
