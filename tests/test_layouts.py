@@ -21,7 +21,7 @@ def _same(a: dict, b: dict):
 
 def _check_arch(got, want):
     for field in ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "num_classes", "class_token",
-                  "distilled", "no_embed_class", "global_pool", "use_fc_norm", "representation_size", "qkv_bias",
+                  "distilled", "no_embed_class", "global_pool", "has_fc_norm", "representation_size", "qkv_bias",
                   "mlp_ratio", "in_chans", "pos_embed"):
         assert getattr(got, field) == getattr(want, field), field
 

@@ -292,7 +292,7 @@ def test_swin_modules_import_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys, vit_common.config.windows, vit_common.weights.tables, vit_common.cli.vit_convert, "
+    code = ("import sys, vit_common.config.windows, vit_common.weights.tables, vit_common.weights.module_tables, vit_common.cli.vit_convert, "
             "vit_common.predict.attention_maps; "
             "assert not {'jax', 'torch'} & set(sys.modules), sorted({'jax', 'torch'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)

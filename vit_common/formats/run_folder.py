@@ -21,8 +21,14 @@ from ..errors import CheckpointError, ConfigError
 from ..weights import FLAX, TIMM, Weights, flatten_params, nest_params
 from .base import Layout
 
-FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)")
-TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)")
+def _write_run(weights: Weights, config: ModelConfig, meta: dict, dst: Path) -> None:
+    save_training_dir(dst, weights, config, meta)
+
+
+# A run's family is its config's; the names say it too (canonical or timm names).
+FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)", write=_write_run, to="run",
+                  suffixes=("",), preprocess="train.py")
+TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)", preprocess="train.py")
 LAYOUTS = (FLAX_RUN, TORCH_RUN)
 
 _TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")

@@ -154,7 +154,7 @@ def summarize_swin_timm(sd: Weights) -> dict[str, Any]:
 
 
 def summarize_swin_canonical(w: Weights) -> dict[str, Any]:
-    """Shapes of canonical Swin weights (vit_common.weights.tables)."""
+    """Shapes of canonical Swin weights (vit_common.weights.module_tables)."""
     proj = w["patch_embed/proj/kernel"]  # (p, p, in, C)
     return _swin_summary(
         w, r"^layers_(\d+)/blocks_(\d+)/", "layers_{i}/blocks_0/attn/relative_position_bias_table",
@@ -198,3 +198,15 @@ def swin_config_from_summary(s: dict[str, Any], **overrides: Any) -> SwinConfig:
     )
     fields.update(overrides)
     return SwinConfig(**fields)
+
+
+# A family's summary of the weights' shapes and the function that infers its config from one.
+def summarize(weights: Weights, family: str, timm_names: bool) -> tuple[dict[str, Any], Any]:
+    """(the shapes of `weights` of a family, in timm's or canonical names; the config inference for them)."""
+    from .infer_eva import eva_config_from_summary, summarize_eva
+
+    if family == "eva":
+        return summarize_eva(weights, timm=timm_names), eva_config_from_summary
+    if family == "swin":
+        return (summarize_swin_timm if timm_names else summarize_swin_canonical)(weights), swin_config_from_summary
+    return (summarize_timm if timm_names else summarize_canonical)(weights), config_from_summary

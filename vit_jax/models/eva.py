@@ -3,7 +3,7 @@ attribute names are timm's, so the canonical layout maps both twins the same way
 
 A pre-norm ViT with rotary position embeddings on the patch tokens' queries and keys (tables
 from vit_common.config.rope), optional SwiGLU MLPs, inner LayerNorms and LayerScale; see
-vit_common.config.eva.EvaConfig for the options and vit_common.weights.tables.eva_links for
+vit_common.config.eva.EvaConfig for the options and vit_common.weights.module_tables.eva_links for
 every parameter.
 """
 from __future__ import annotations

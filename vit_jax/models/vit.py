@@ -41,11 +41,11 @@ class VisionTransformer(nnx.Module):
         self.pos_drop = nnx.Dropout(cfg.pos_drop_rate, rngs=rngs)
         self.norm_pre = norm() if cfg.pre_norm else None
         self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in cfg.drop_path_rates()])
-        self.norm = None if cfg.use_fc_norm else norm()
+        self.norm = None if cfg.has_fc_norm else norm()
         self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
                                               act=cfg.act_layer, dtype=dtype, rngs=rngs)
                           if cfg.global_pool == "map" else None)
-        self.fc_norm = norm() if cfg.use_fc_norm else None
+        self.fc_norm = norm() if cfg.has_fc_norm else None
         self.pre_logits = (PreLogits(c, cfg.representation_size, dtype=dtype, rngs=rngs)
                            if cfg.representation_size else None)
         self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)  # timm's drop_rate: the head's only

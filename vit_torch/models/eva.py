@@ -3,7 +3,7 @@ parameter names are timm's, so a state dict loads strictly into timm's Eva of th
 
 A pre-norm ViT with rotary position embeddings on the patch tokens' queries and keys (tables
 from vit_common.config.rope), optional SwiGLU MLPs, inner LayerNorms and LayerScale; see
-vit_common.config.eva.EvaConfig for the options and vit_common.weights.tables.eva_links for
+vit_common.config.eva.EvaConfig for the options and vit_common.weights.module_tables.eva_links for
 every parameter.
 """
 from __future__ import annotations

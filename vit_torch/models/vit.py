@@ -37,10 +37,10 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
         self.norm_pre = norm() if cfg.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(Block(cfg, rate) for rate in cfg.drop_path_rates())
-        self.norm = nn.Identity() if cfg.use_fc_norm else norm()
+        self.norm = nn.Identity() if cfg.has_fc_norm else norm()
         self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
                                               act=cfg.act_layer) if cfg.global_pool == "map" else None)
-        self.fc_norm = norm() if cfg.use_fc_norm else nn.Identity()
+        self.fc_norm = norm() if cfg.has_fc_norm else nn.Identity()
         self.pre_logits = PreLogits(c, cfg.representation_size) if cfg.representation_size else nn.Identity()
         self.head_drop = nn.Dropout(cfg.drop_rate)  # timm's drop_rate: the head's only
         self.head = self._zero_linear(cfg.num_features, cfg.num_classes)
