@@ -22,7 +22,7 @@ from tests.checkpoint_factories import random_canonical
 from vit_common.config import get_config
 from vit_common.errors import CheckpointError, ConfigError, WeightsMismatchError
 from vit_common.formats import read_checkpoint, save_npz, save_safetensors, save_torch
-from vit_common.formats.containers import save_msgpack
+from vit_common.formats.flax_msgpack import save_msgpack
 from vit_common.weights import TIMM
 
 CASES_PER_FILE = 40  # x 9 files: ~30 s on 2 loaded cores
