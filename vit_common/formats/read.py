@@ -68,7 +68,12 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
         if set(implied.fields) - set(structural):
             meta["notes"] = [*meta.get("notes", []), *implied.fields_notes]
 
-    weights = _to_canonical(src, source, path)
+    try:
+        weights = _to_canonical(src, source, path)
+    except WeightsMismatchError:
+        if model is not None and src.config is not None:  # the name fights the config the file stores
+            raise CheckpointError(_named_differs(path, model, src.config, source)) from None
+        raise
     weights, casts = check_values(weights, what=str(path))
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
@@ -87,6 +92,14 @@ def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
     """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand;
     checked as read_checkpoint checks them (half precision widened to float32 without a note)."""
     return check_values(_to_canonical(open_checkpoint(path), config, path), what=str(path))[0]
+
+
+def _named_differs(path, model: str, stored: ModelConfig, named: ModelConfig) -> str:
+    ours, theirs = stored.to_dict(), named.to_dict()
+    diffs = [f"{k}={ours[k]!r} (the preset's {theirs.get(k)!r})" for k in ours
+             if ours[k] != theirs.get(k) and not k.endswith("drop_rate")]
+    return (f"{path} stores a model that differs from {model}: {', '.join(diffs)}; leave the name out to build "
+            "what the file stores (create_model(checkpoint=...); vit-predict / vit-convert without --model)")
 
 
 def _windowed(cls) -> bool:
