@@ -6,6 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from .dynamic import POS_EMBED_INTERPS
 from .fields import positive_int
 
 EVA_GLOBAL_POOLS = ("avg", "token")
@@ -64,6 +65,10 @@ class EvaConfig:
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    # Any image size at call time (timm's keywords; vit_common/config/dynamic.py):
+    dynamic_img_size: bool = False  # any H x W: the position table resized to the grid at each call
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
+    pos_embed_interp: str = "timm"  # how the table is resized: the checkpoint source's rule
 
     def __post_init__(self):
         if isinstance(self.ref_feat_shape, (list, tuple)):  # timm accepts (h, w); only squares here
@@ -136,6 +141,8 @@ class EvaConfig:
             problems.append(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads:
             problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            problems.append(f"pos_embed_interp must be one of {sorted(POS_EMBED_INTERPS)}, got {self.pos_embed_interp!r}")
         if self.num_classes < 0:
             problems.append(f"num_classes must be >= 0, got {self.num_classes}")
         if self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:

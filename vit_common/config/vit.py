@@ -6,6 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from .dynamic import POS_EMBED_INTERPS
 from .fields import check_fields
 
 GLOBAL_POOLS = ("token", "avg", "map")
@@ -53,6 +54,10 @@ class ViTConfig:
     proj_drop_rate: float = 0.0  # dropout after the attention projection and after each MLP layer
     attn_drop_rate: float = 0.0  # dropout on the attention probabilities
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    # Any image size at call time (timm's keywords; vit_common/config/dynamic.py):
+    dynamic_img_size: bool = False  # any H x W: the position table resized to the grid at each call
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
+    pos_embed_interp: str = "timm"  # how the table is resized: the checkpoint source's rule
 
     def __post_init__(self):
         self.validate()
@@ -157,6 +162,8 @@ class ViTConfig:
             problems.append(f"init_values (LayerScale) must be positive or None, got {self.init_values}")
         if not self.norm_eps > 0:
             problems.append(f"norm_eps must be positive, got {self.norm_eps}")
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            problems.append(f"pos_embed_interp must be one of {sorted(POS_EMBED_INTERPS)}, got {self.pos_embed_interp!r}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
