@@ -188,3 +188,12 @@ def test_jax_traces_each_shape_once():
     for shape in [(1, 32, 48, 3), (1, 32, 48, 3), (1, 48, 32, 3), (1, 32, 48, 3)]:
         forward(model, jax.numpy.ones(shape))
     assert traces == [(1, 32, 48, 3), (1, 48, 32, 3)]
+
+
+def test_the_reader_records_the_source_rule():
+    from vit_common.config.dynamic import pos_embed_interp_for
+
+    assert [pos_embed_interp_for("dinov2", r) for r in (0, 4)] == ["dinov2", "dinov2_reg"]
+    assert [pos_embed_interp_for("hf_dinov2", r) for r in (0, 4)] == ["transformers", "transformers_reg"]
+    assert pos_embed_interp_for("hf", 0) == pos_embed_interp_for("hf_clip", 0) == "transformers"
+    assert pos_embed_interp_for("timm", 4) == pos_embed_interp_for("canonical", 0) == "timm"
