@@ -197,3 +197,40 @@ def test_the_reader_records_the_source_rule():
     assert [pos_embed_interp_for("hf_dinov2", r) for r in (0, 4)] == ["transformers", "transformers_reg"]
     assert pos_embed_interp_for("hf", 0) == pos_embed_interp_for("hf_clip", 0) == "transformers"
     assert pos_embed_interp_for("timm", 4) == pos_embed_interp_for("canonical", 0) == "timm"
+
+
+SWIN_TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
+                 num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def swin_pair():
+    from parity_tests.harness import build_pair
+
+    return build_pair("swin_tiny_patch4_window7_224", "torch", **SWIN_TINY, dynamic_img_size=True)
+
+
+def test_swin_at_another_whole_window_size_is_the_model_built_for_it(swin_pair):
+    """At 48 x 48 (grids 24 and 12: whole windows, nothing padded) the dynamic model computes
+    what a model built for 48 px computes with its own masks."""
+    tm, _, weights = swin_pair
+    built = vit_torch.load_canonical_(vit_torch.create_model("swin_tiny_patch4_window7_224",
+                                                             **{**SWIN_TINY, "img_size": 48}), weights)
+    x = torch.from_numpy(np.random.default_rng(4).uniform(-1, 1, (2, 3, 48, 48)).astype(np.float32))
+    with torch.no_grad():
+        assert rel_error(tm(x).numpy(), built(x).numpy()) <= FLOAT32_TOL
+
+
+@pytest.mark.parametrize("size", [(36, 54), (20, 44)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_swin_twins_agree_when_padded_to_whole_windows(swin_pair, size, record):
+    """Grids 18 x 27 and 10 x 22: every block pads its shifted grid to whole windows, patch
+    merging pads the odd side (timm's rules); both twins compute the same."""
+    tm, jm, _ = swin_pair
+    images = np.random.default_rng(5).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()
+    with full_precision():
+        got = np.asarray(jm(jax.numpy.asarray(images)))
+    error = rel_error(got, want)
+    record(f"any size Swin {size[0]}x{size[1]}", "torch -> jax", {"logits": error})
+    assert error <= FLOAT32_TOL
