@@ -148,16 +148,25 @@ def test_timm_vit_at_160x224_matches_timms_dynamic_img_size(twin, record):
     assert error <= FLOAT32_TOL
 
 
+EVA_CASES = {"eva02": ("eva02_tiny_patch14_224", dict(ref_feat_shape=7)), "dinov3": ("vit_base_patch16_dinov3", {})}
+
+
+@pytest.mark.parametrize("case", sorted(EVA_CASES))
 @pytest.mark.parametrize("twin", ["torch", "jax"])
-def test_eva02_at_a_non_square_size_matches_timms(twin, record):
-    """EVA-02 (abs table + 'cat' rope with ref_feat_shape) at 96 x 160: rope built for the 6 x 10
-    grid, each axis scaled by ref / its own length; the table resized by timm's rule."""
-    cfg = get_config("eva02_tiny_patch14_224", embed_dim=64, depth=1, num_heads=2, img_size=112, patch_size=16,
-                     num_classes=5, ref_feat_shape=7, dynamic_img_size=True)
+def test_eva_at_a_non_square_size_matches_timms(case, twin, record):
+    """EVA-02 (abs table + 'cat' rope with ref_feat_shape) and DINOv3 (rope on coordinates
+    normalised per axis, no table) at 96 x 160: rope built for the 6 x 10 grid; EVA-02's table
+    resized by timm's rule."""
+    preset, extra = EVA_CASES[case]
+    cfg = get_config(preset, embed_dim=64, depth=1, num_heads=2, img_size=112, patch_size=16, num_classes=5,
+                     dynamic_img_size=True, **extra)
     model = vit_jax.models.build_model(cfg, rngs=nnx.Rngs(0))
     weights = perturb(vit_jax.to_canonical(model), 0)
     images = np.random.default_rng(3).uniform(-1, 1, (2, 96, 160, 3)).astype(np.float32)
-    w = dict(weights, pos_embed=_timm_table(weights["pos_embed"], cfg.num_prefix_tokens, (6, 10)))
+    w = dict(weights)
+    if "pos_embed" in w:
+        prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
+        w["pos_embed"] = _timm_table(weights["pos_embed"], prefix, (6, 10))
     want = reference_eva.forward(w, cfg, images, grid=(6, 10))[0]
     if twin == "torch":
         tm = vit_torch.load_canonical_(vit_torch.models.build_model(cfg).eval(), weights)
@@ -169,8 +178,38 @@ def test_eva02_at_a_non_square_size_matches_timms(twin, record):
         with full_precision():
             got = np.asarray(jm(jax.numpy.asarray(images)))
     error = rel_error(got, want)
-    record("any size EVA-02 96x160", f"numpy -> {twin}", {"logits": error})
+    record(f"any size {case} 96x160", f"numpy -> {twin}", {"logits": error})
     assert error <= FLOAT32_TOL
+
+
+VIT_FAMILIES = ["deit_small_distilled_patch16_224", "deit3_small_patch16_224", "vit_base_patch16_clip_224",
+                "vit_base_patch16_siglip_224", "aimv2_large_patch14_224"]
+
+
+@pytest.mark.parametrize("size", [(24, 40), (48, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("preset", VIT_FAMILIES)
+def test_each_vit_family_at_another_size_matches_the_numpy_reference(preset, size, record):
+    """DeiT (distilled), DeiT III, CLIP, SigLIP (MAP head) and AIMv2, built for 32 px (a 4 x 4
+    table), at a non-square size and at a larger square one: both twins against the float64
+    reference fed timm's table (torch's antialiased bicubic)."""
+    cfg = get_config(preset, embed_dim=32, depth=1, num_heads=2, img_size=32, patch_size=8, num_classes=5,
+                     dynamic_img_size=True)
+    model = vit_jax.models.build_model(cfg, rngs=nnx.Rngs(0))
+    weights = perturb(vit_jax.to_canonical(model), 0)
+    images = np.random.default_rng(6).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
+    prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
+    table = _timm_table(weights["Transformer/posembed_input/pos_embedding"], prefix, (size[0] // 8, size[1] // 8))
+    want = reference.forward(weights, cfg, images, posemb=table)[0]
+    tm = vit_torch.load_canonical_(vit_torch.models.build_model(cfg).eval(), weights)
+    with torch.no_grad():
+        got_torch = tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()
+    jm = vit_jax.load_canonical_(model, weights)
+    jm.eval()
+    with full_precision():
+        got_jax = np.asarray(jm(jax.numpy.asarray(images)))
+    errors = {"torch": rel_error(got_torch, want), "jax": rel_error(got_jax, want)}
+    record(f"any size {preset} {size[0]}x{size[1]}", "numpy -> twins", {"logits": max(errors.values())})
+    assert max(errors.values()) <= FLOAT32_TOL, errors
 
 
 def test_jax_traces_each_shape_once():
