@@ -5,7 +5,8 @@
   antialiasing; with registers, antialiased to the size) through transformers' Dinov2 models,
   whose interpolate_pos_encoding is replaced by the hub's call for the plain model (transformers
   itself omits the 0.1 offset: its own rule, `transformers`, is checked unpatched) and used as it
-  is for Dinov2WithRegistersModel (which computes the hub's register rule).
+  is for Dinov2WithRegistersModel (which computes the hub's register rule, so `dinov2_reg` and
+  `transformers_reg` are one computation, checked once).
 - A timm-named ViT at 160 x 224 and an EVA-02 (rope + absolute table) at 96 x 160: the float64
   numpy references of parity_tests/reference*.py, fed the table torch.nn.functional.interpolate
   gives under timm's resample_abs_pos_embed call (bicubic, antialias=True).
@@ -53,7 +54,6 @@ CASES = {
     "dinov2-hub": ("dinov2", 0, "vit_small_patch14_dinov2", "dinov2", True),
     "dinov2-transformers": ("dinov2", 0, "vit_small_patch14_dinov2", "transformers", False),
     "dinov2-reg-hub": ("dinov2_reg", 4, "vit_small_patch14_reg4_dinov2", "dinov2_reg", False),
-    "dinov2-reg-transformers": ("dinov2_reg", 4, "vit_small_patch14_reg4_dinov2", "transformers_reg", False),
 }
 
 
@@ -273,3 +273,31 @@ def test_swin_twins_agree_when_padded_to_whole_windows(swin_pair, size, record):
     error = rel_error(got, want)
     record(f"any size Swin {size[0]}x{size[1]}", "torch -> jax", {"logits": error})
     assert error <= FLOAT32_TOL
+
+
+def test_dense_features_are_the_hidden_states_on_the_grid_in_both_twins():
+    """forward_intermediates(indices=...) against the hidden states the old call returns: the
+    chosen blocks' patch tokens reshaped to the 3 x 5 grid (NCHW in torch, NHWC in JAX), prefix
+    tokens apart, normed with the final norm only when asked; stop_early ends at the last block taken."""
+    from parity_tests.harness import build_pair
+
+    tm, jm, _ = build_pair("vit_small_patch14_reg4_dinov2", "torch", embed_dim=32, depth=3, num_heads=2, img_size=28,
+                           num_classes=0, dynamic_img_size=True)
+    images = np.random.default_rng(7).uniform(-1, 1, (2, 42, 70, 3)).astype(np.float32)
+    x = torch.from_numpy(nhwc_to_nchw(images))
+    with torch.no_grad():
+        hidden = tm.forward_intermediates(x, attention=False).hidden_states
+        final, maps = tm.forward_intermediates(x, indices=[0, -1], return_prefix_tokens=True)
+        (normed,) = tm.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+        early, _ = tm.forward_intermediates(x, indices=[1], stop_early=True)
+    with full_precision():
+        jmaps = jm.forward_intermediates(jax.numpy.asarray(images), indices=[0, -1], intermediates_only=True)
+    for (patches, prefix), block in zip(maps, (0, 2)):
+        assert patches.shape == (2, 32, 3, 5) and prefix.shape == (2, 5, 32)
+        np.testing.assert_array_equal(patches.permute(0, 2, 3, 1).reshape(2, 15, 32).numpy(),
+                                      hidden[block][:, 5:].numpy())
+        np.testing.assert_array_equal(prefix.numpy(), hidden[block][:, :5].numpy())
+    np.testing.assert_array_equal(normed.permute(0, 2, 3, 1).reshape(2, 15, 32).numpy(), final[:, 5:].numpy())
+    np.testing.assert_array_equal(early.numpy(), tm.norm(hidden[1]).detach().numpy())
+    for (patches, _), ours in zip(maps, jmaps):
+        assert rel_error(np.asarray(ours), patches.permute(0, 2, 3, 1).numpy()) <= FLOAT32_TOL
