@@ -260,10 +260,10 @@ def test_swin_at_another_whole_window_size_is_the_model_built_for_it(swin_pair):
         assert rel_error(tm(x).numpy(), built(x).numpy()) <= FLOAT32_TOL
 
 
-@pytest.mark.parametrize("size", [(36, 54), (20, 44)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", [(36, 54)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_swin_twins_agree_when_padded_to_whole_windows(swin_pair, size, record):
-    """Grids 18 x 27 and 10 x 22: every block pads its shifted grid to whole windows, patch
-    merging pads the odd side (timm's rules); both twins compute the same."""
+    """Grid 18 x 27 (9 x 14 after merging): every block pads its shifted grid to whole windows,
+    patch merging pads the odd side (timm's rules); both twins compute the same."""
     tm, jm, _ = swin_pair
     images = np.random.default_rng(5).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
     with torch.no_grad():
