@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import CONFIG_CLASSES, ConfigError, ModelConfig, config_class, get_config
 from ..errors import CheckpointError, WeightsMismatchError
+from ..config.dynamic import pos_embed_interp_for
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
 from ..weights.canonical import check_values
@@ -76,6 +77,9 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
         raise
     weights, casts = check_values(weights, what=str(path))
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
+    if src.config is None and "pos_embed_interp" not in overrides and hasattr(target, "pos_embed_interp"):
+        # Any size at call time as the file's source computes it (a stored config says it itself).
+        target = target.replace(pos_embed_interp=pos_embed_interp_for(src.layout.name, getattr(target, "reg_tokens", 0)))
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
     if casts or changes:
         meta["adapted"] = casts + changes

@@ -24,15 +24,18 @@ WEIGHTS_FILE = WEIGHT_FILES[0]
 TIMM_KWARGS = {
     "vit": {"img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "mlp_ratio",
             "qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "pos_embed", "init_values",
-            "reg_tokens", "pre_norm", "act_layer", "norm_layer", "proj_bias", "embed_norm_layer"},
+            "reg_tokens", "pre_norm", "act_layer", "norm_layer", "proj_bias", "embed_norm_layer", "dynamic_img_size",
+            "dynamic_img_pad"},
     "swin": {"img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depths", "num_heads", "window_size",
-             "mlp_ratio", "qkv_bias", "global_pool"},
+             "mlp_ratio", "qkv_bias", "global_pool", "dynamic_img_size"},
     "eva": {"img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
             "qkv_bias", "qkv_fused", "mlp_ratio", "swiglu_mlp", "swiglu_align_to", "scale_mlp", "scale_attn_inner",
             "init_values", "class_token", "num_reg_tokens", "no_embed_class", "use_abs_pos_emb", "use_rot_pos_emb",
-            "rope_type", "rope_temperature", "rope_grid_offset", "rope_rotate_half", "ref_feat_shape", "use_fc_norm"},
+            "rope_type", "rope_temperature", "rope_grid_offset", "rope_rotate_half", "ref_feat_shape", "use_fc_norm",
+            "dynamic_img_size", "dynamic_img_pad"},
 }
-TRAINING_ONLY = ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
+# Not written: dropout is training-only, and timm resizes position tables by its own rule.
+NOT_WRITTEN = ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "pos_embed_interp")
 CROP_MODES = {"shorter_side": "center", "center_square": "center", "squash": "squash"}  # ours -> timm's crop_mode
 
 
@@ -56,7 +59,7 @@ def folder_files(path: Path) -> PretrainedFiles:
 def timm_arguments(cfg) -> tuple[str, dict[str, Any]]:
     """(timm architecture, model_args) that build `cfg`: the preset needing the fewest overrides,
     each a timm keyword; a model no preset and keywords can state is refused, naming the fields."""
-    ours = {k: v for k, v in cfg.to_dict().items() if k not in TRAINING_ONLY}
+    ours = {k: v for k, v in cfg.to_dict().items() if k not in NOT_WRITTEN}
     best, unstated = None, None
     for name in list_models():
         base = get_config(name)
