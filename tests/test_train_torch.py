@@ -112,7 +112,22 @@ def test_deit_hard_distillation_from_a_teacher(reference_run, tmp_path):
 
 
 def test_bfloat16_autocast_trains(tmp_path):
-    run_train(tmp_path, *TORCH, "--dtype", "bfloat16", "--epochs", "1")
+    # In this process, with a hook on every module: the Linear layers' outputs show bf16 was used.
+    import torch
+
+    linear_out = {True: set(), False: set()}  # training / evaluation mode -> dtypes seen
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            linear_out[module.training].add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        assert train_cli.main(TINY + [*TORCH, "--dtype", "bfloat16", "--epochs", "1", "--workdir", str(tmp_path)]) == 0
+    finally:
+        hook.remove()
+    assert linear_out[True] == {torch.bfloat16}, linear_out  # every training step under autocast
+    assert linear_out[False] == {torch.bfloat16}, linear_out  # and the evaluation
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["dtype"] == "bfloat16" and np.isfinite(summary["test_loss"])
     assert all(v.dtype == np.float32 for v in final_weights(tmp_path).values())  # float32 parameters

@@ -205,10 +205,12 @@ def parse_train_args(argv=None) -> TrainConfig:
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
-                            default=None, metavar=field.name.upper(), help=FIELD_HELP.get(field.name))
+                            default=argparse.SUPPRESS, metavar=field.name.upper(), help=FIELD_HELP.get(field.name))
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
-    overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
+    # Only the flags given (SUPPRESS leaves the others out): an explicit "none" (--clip-grad-norm none)
+    # overrides a default that is not None.
+    overrides = {k: v for k, v in vars(args).items() if k != "preset"}
     if overrides.get("model", values.get("model")) != values.get("model"):
         values.pop("model_args", None)  # the preset's architecture overrides belong to the preset's model
     if "model_args" in overrides:  # merged into the preset's, not replacing them
