@@ -223,6 +223,22 @@ def test_resume_with_a_recipe_that_changes_the_saved_state(reference_run, tmp_pa
     assert (run / "final.npz").exists()
 
 
+def test_resume_with_changed_optimizer_settings_follows_the_new_recipe(reference_run, tmp_path, capsys):
+    """README: optimizer settings follow the new recipe on resume, and switching --layer-decay on
+    keeps the Adam moments in JAX (the scaling holds no state)."""
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "88")  # resume at 80: 8 steps to go
+    new = ["--weight-decay", "0.1", "--beta2", "0.99", "--layer-decay", "0.75"]
+    assert train_cli.main(TINY + ["--workdir", str(run), *new]) == 0
+    captured = capsys.readouterr()
+    assert "resumed from step 80" in captured.out and "cannot resume" not in captured.err
+    saved = json.loads((run / "config.json").read_text())["train"]
+    assert (saved["weight_decay"], saved["beta2"], saved["layer_decay"]) == (0.1, 0.99, 0.75)
+    want, got = _final(reference_run), _final(run)
+    assert want.keys() == got.keys()  # the same steps with other settings: other weights
+    assert any(not np.array_equal(got[k], want[k]) for k in want)
+
+
 def test_bad_steps_that_end_between_two_log_steps_still_stop_the_run(tmp_path, monkeypatch):
     import vit_jax.train as loop
     from vit_common.train.recipe import parse_train_args
