@@ -34,10 +34,11 @@ def train_env(devices=1):
     return env
 
 
-def interrupt_launcher(step, signal_name):
+def interrupt_launcher(step, signal_name, wait=True):
     """A launcher for train_cmd whose run sends itself signal_name ("SIGKILL", "SIGTERM") right after
-    training step `step`, its checkpoints so far on disk (tests/interrupt_at.py): a known stop."""
-    return (sys.executable, str(ROOT / "tests" / "interrupt_at.py"), str(step), signal_name)
+    training step `step`, its checkpoints so far on disk unless not `wait` (tests/interrupt_at.py)."""
+    return (sys.executable, str(ROOT / "tests" / "interrupt_at.py"), str(step), signal_name,
+            *(() if wait else ("--no-wait",)))
 
 
 def run_train(workdir, *extra, devices=1, launcher=(sys.executable,)):
