@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
+import jax
 import onnxruntime
 import pytest
 import torch
@@ -19,6 +19,8 @@ from vit_common.cli.vit_export import main as vit_export
 from vit_common.export import check_images
 
 VIT = ("vit_base_patch16_224", dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=4))
+SWIN = ("swin_tiny_patch4_window7_224", dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2),
+                                            num_heads=(2, 4), num_classes=3))
 EVA = ("eva02_tiny_patch14_224", dict(img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2))  # features
 RECORDED = {"mean": [0.1, 0.2, 0.3], "std": [0.9, 0.8, 0.7], "crop_pct": 0.95, "interpolation": "bilinear",
             "resize": "shorter_side"}
@@ -79,7 +81,8 @@ def test_onnx_runs_in_onnxruntime_at_any_batch(onnx_export, vit_src):
 def test_check_prints_error_and_feature_model_exports_features(tmp_path, capsys):
     src = _checkpoint(tmp_path / "eva.npz", *EVA)
     out = tmp_path / "eva.jax"
-    assert vit_export([str(src), str(out)]) == 0
+    assert vit_export([str(src), str(out), "--platforms", "cpu,cuda"]) == 0  # lowered for a GPU server too
+    assert jax.export.deserialize(bytearray(out.read_bytes())).platforms == ("cpu", "cuda")
     printed = capsys.readouterr().out
     assert "check   jax.export.deserialize" in printed and "max|a-b| / max(1, max|b|) = " in printed
     side = json.loads((tmp_path / "eva.jax.json").read_text())
@@ -87,6 +90,15 @@ def test_check_prints_error_and_feature_model_exports_features(tmp_path, capsys)
     assert side["output"]["name"] == "features" and side["output"]["shape"] == ["batch", 32]
     assert side["class_names"] is None
     assert side["preprocess"]["source"].startswith("family default")
+    assert side["exported_with"]["platforms"] == "cpu,cuda"
+
+
+def test_swin_onnx(tmp_path, capsys):
+    """Shifted windows: attention under a mask, which the ONNX exporter traces with the math kernel."""
+    src = _checkpoint(tmp_path / "swin.npz", *SWIN)
+    assert vit_export([str(src), str(tmp_path / "swin.onnx")]) == 0
+    side = json.loads((tmp_path / "swin.onnx.json").read_text())
+    assert side["check"]["max_relative_error"] <= FLOAT32_TOL and side["output"]["shape"] == ["batch", 3]
 
 
 def test_torch_export_from_a_run_folder(vit_src, tmp_path):

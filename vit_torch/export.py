@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vit_common.export import FORMATS, INPUT_NAME, TRACE_BATCH, check_images, output_name
 
@@ -53,9 +54,14 @@ def _onnx(model: Model, opset: int) -> bytes:
     level = registration.level
     registration.setLevel(logging.ERROR)
     try:
-        program = torch.onnx.export(model.eval(), (_example(model),), dynamo=True, opset_version=opset,
-                                    input_names=[INPUT_NAME], output_names=[output_name(model.cfg)],
-                                    dynamic_shapes=_dynamic_batch(), external_data=False, verbose=False)
+        # The math attention kernel while tracing: with the fused CPU kernel, the traced graph views
+        # attention's output with strides that the exporter's decomposition of it does not keep
+        # ("Cannot view a tensor ... as a tensor with shape", Swin's masked windows). ONNX opset 18
+        # has no fused attention op, so the graph is the same arithmetic either way.
+        with sdpa_kernel(SDPBackend.MATH):
+            program = torch.onnx.export(model.eval(), (_example(model),), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[output_name(model.cfg)],
+                                        dynamic_shapes=_dynamic_batch(), external_data=False, verbose=False)
     finally:
         registration.setLevel(level)
     return program.model_proto.SerializeToString()
