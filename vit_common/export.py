@@ -4,6 +4,7 @@ a server how to feed it. Framework-free: the twins' export.py modules write the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -32,7 +33,7 @@ FORMATS = {f.name: f for f in (
 ONNX_MAX_BYTES = 2 ** 31 - 1  # one protobuf message; larger models need external data files
 
 
-def sidecar_path(artifact) -> Any:
+def sidecar_path(artifact: Path) -> Path:
     """The JSON beside an artifact: its file name with .json added (model.onnx -> model.onnx.json)."""
     return artifact.with_name(artifact.name + ".json")
 
