@@ -1,6 +1,6 @@
 """The accelerator check, one command: ViT-S/16 and ViT-B/16 at 224 px in bf16, both twins (JAX jit,
 PyTorch eager and torch.compile), train-step images/s, model FLOP/s and MFU against the chip's dense
-bf16 peak, peak device memory, and the input pipeline's rate; prints a markdown table for the README.
+bf16 peak, peak device memory, and the input pipeline's rate; prints a markdown table for docs/benchmarks.md.
 
     python bench/gpu.py                 # on a GPU or TPU host (about 5 minutes)
     python bench/gpu.py --dry-run       # anywhere: a tiny model, two steps (CI runs this)

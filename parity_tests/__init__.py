@@ -1,1 +1,1 @@
-"""The cross-framework parity suite: both twins side by side (see README.md here)."""
+"""The cross-framework parity suite: both twins side by side (the contract: docs/parity.md)."""

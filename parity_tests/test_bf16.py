@@ -9,7 +9,7 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from parity_tests.grid import EVA_GRID, sharpen, small
-from parity_tests.harness import BF16_TOL, build_pair, random_images, rel_error, run_jax, run_torch
+from parity_tests.harness import BF16_TOL, bf16_tolerance, build_pair, decided, random_images, rel_error, run_jax, run_torch
 
 # Small configs only: at depth 12 (DeiT-S, ViT-B) each twin's bf16 logits are themselves ~1e-2
 # from float32 (bf16 keeps 8 significant bits; half an ulp is 2e-3 of each of 24 rounded residual
@@ -47,15 +47,15 @@ def test_bf16_twins_agree(record, name):
     out_j = run_jax(jm, images, attention=False)
     err = rel_error(out_j.logits, out_t.logits)
     record(name, "torch->jax", {"bf16 logits": err})
-    assert err <= BF16_TOL
-    # Identical top-1 wherever float32 decides it by more than bf16 can resolve: a random head
-    # gives some near-ties (margins ~1e-3) that no bf16 computation can order reliably.
+    # The contract's 1e-2 on these small configs; vit-parity's depth-scaled bound is never tighter.
+    assert err <= BF16_TOL <= bf16_tolerance(len(out_t.hidden_states))
+    # Identical top-1 wherever float32 decides it by more than bf16 can resolve (vit-parity
+    # --dtype bfloat16 judges the same way).
     ref = run_torch(tm, images, attention=False).logits
-    top2 = np.sort(ref, axis=-1)[:, -2:]
-    decided = (top2[:, 1] - top2[:, 0]) > 2 * BF16_TOL * max(1.0, np.abs(ref).max())
-    assert decided.mean() >= 0.5, "too few clear predictions to judge top-1 agreement"
-    np.testing.assert_array_equal(out_j.logits.argmax(-1)[decided], out_t.logits.argmax(-1)[decided])
-    np.testing.assert_array_equal(out_j.logits.argmax(-1)[decided], ref.argmax(-1)[decided])
+    clear = decided(ref, BF16_TOL)
+    assert clear.mean() >= 0.5, "too few clear predictions to judge top-1 agreement"
+    np.testing.assert_array_equal(out_j.logits.argmax(-1)[clear], out_t.logits.argmax(-1)[clear])
+    np.testing.assert_array_equal(out_j.logits.argmax(-1)[clear], ref.argmax(-1)[clear])
     # bf16 really was used: the float32 result differs by more than float32 rounding.
     assert rel_error(ref, out_t.logits) > 1e-4
     assert rel_error(ref, out_j.logits) > 1e-4

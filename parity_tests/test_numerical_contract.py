@@ -1,4 +1,4 @@
-"""Every pitfall of the numerical contract (parity_tests/README.md), pinned against the independent reference.
+"""Every pitfall of the numerical contract (docs/parity.md), pinned against the independent reference.
 
 For each one: both twins match the float64 reference, and the broken variant (tanh GELU,
 eps 1e-5, a missing NHWC/NCHW transpose, the other position-embedding convention) is caught

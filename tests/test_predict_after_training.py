@@ -114,3 +114,60 @@ def test_vit_predict_reproduces_the_run_image_for_image(trained, capsys):
                                    f"{'grayscale (L)' if mode == 'L' else 'RGB'}; central square")
             top1 = predicted_top1(text)
             assert [top1[str(p)] for p in paths] == [str(c) for c in run_top1], (checkpoint, predictor)
+
+
+def square_crops(paths, out: Path) -> list[Path]:
+    """The central 24x24 of each 24x30 test PNG: on square images transformers' resize-then-crop
+    and the run's crop-then-resize (center_square) give the same pixels."""
+    from PIL import Image
+
+    out.mkdir()
+    crops = []
+    for p in paths:
+        with Image.open(p) as image:
+            crops.append(out / f"{p.parent.name}_{p.name}")
+            image.crop((0, 3, 24, 27)).save(crops[-1])
+    return crops
+
+
+def test_a_run_converted_to_hf_opens_in_transformers(trained, tmp_path, capsys):
+    """vit-convert RUN --to hf writes preprocessor_config.json: AutoImageProcessor + the model
+    (and, for an RGB model, pipeline("image-classification")) give the twins' probabilities, and
+    vit-predict on the folder reads its preprocessing back."""
+    import torch
+    import transformers
+    from vit_common.cli.vit_convert import main as vit_convert
+
+    framework, mode, root, workdir = trained
+    folder = tmp_path / "hf"
+    assert vit_convert([str(workdir), str(folder), "--to", "hf"]) == 0
+    processor_note = capsys.readouterr().err
+    paths = square_crops(load_source(f"folder:{root}", "test").records.paths, tmp_path / "square")
+    images = [load_image(p, mode) for p in paths]
+
+    ckpt = read_checkpoint(workdir)
+    twin = __import__(f"vit_{framework}.predict", fromlist=["predict"])
+    x = preprocess(images, 8, in_chans=len(mode), **ckpt.meta["preprocess"])
+    ours = np.asarray(twin.predict(twin.load_model(ckpt), x, attention=False)[0], np.float64)  # probabilities
+
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    model = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        theirs = model(**processor(images, return_tensors="pt")).logits.softmax(-1).double().numpy()
+    # float32 on both sides; the processor scales x * (1/255) then normalises where the twins
+    # compute x / 127.5 - 1: the same pixels within a float32 rounding.
+    assert np.abs(theirs - ours).max() <= 1e-5, np.abs(theirs - ours).max()
+    names = model.config.id2label
+    if mode == "RGB":
+        pipe = transformers.pipeline("image-classification", model=str(folder), top_k=10)
+        for image, row in zip(images, ours):
+            scores = {r["label"]: r["score"] for r in pipe(image)}
+            assert max(abs(scores[names[i]] - p) for i, p in enumerate(row)) <= 1e-5
+    else:
+        assert "pipeline() converts every image to RGB" in processor_note
+
+    assert vit_predict(["--checkpoint", str(folder), "--framework", "torch", "--top-k", "1", *map(str, paths)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("preprocessing (recorded in the checkpoint): ")
+    top1 = predicted_top1(text)
+    assert [top1[str(p)] for p in paths] == [names[i] for i in ours.argmax(-1)]

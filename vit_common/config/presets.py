@@ -92,7 +92,7 @@ _SIGLIP_VARIANTS = [  # (size, patch, image sizes of the MAP models, of the GAP 
     ("so400m", 16, (256, 384, 512), (256, 384, 512)),
 ]
 # timm builds these (SigLIP 2 only) with the tanh GELU, act_layer='gelu_tanh'; the other SigLIP names with
-# exact GELU, although big_vision computes tanh for all (see README).
+# exact GELU, although big_vision computes tanh for all (see docs/parity.md).
 _SIGLIP_TANH = tuple(f"vit_{arch}_siglip_{gap}{img}" for arch, imgs in (
     ("base_patch32", (256,)), ("large_patch16", (512,)), ("so400m_patch16", (256, 384, 512)))
     for img in imgs for gap in ("", "gap_"))

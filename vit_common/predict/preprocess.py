@@ -118,10 +118,11 @@ def resize_and_crop(image: Image.Image, img_size: int, *, crop_pct: float = 0.87
         left, top = (w - side) // 2, (h - side) // 2
         return image.resize((img_size, img_size), INTERPOLATIONS[interpolation], box=(left, top, left + side, top + side))
     scale_size = math.floor(img_size / crop_pct)  # timm's rule: 224 / 0.875 = 256
+    # The longer side truncated, as torchvision's Resize (timm's eval transform) and transformers' do.
     if w <= h:
-        size = (scale_size, max(scale_size, round(h * scale_size / w)))
+        size = (scale_size, max(scale_size, int(h * scale_size / w)))
     else:
-        size = (max(scale_size, round(w * scale_size / h)), scale_size)
+        size = (max(scale_size, int(w * scale_size / h)), scale_size)
     image = image.resize(size, INTERPOLATIONS[interpolation])
     left, top = (size[0] - img_size) // 2, (size[1] - img_size) // 2
     return image.crop((left, top, left + img_size, top + img_size))

@@ -12,60 +12,76 @@ from typing import Any
 from ..config import ConfigError, get_config
 
 
+def _field(default, help: str, choices: tuple | None = None):
+    """A recipe field with its --help text (every field has one: tests/test_recipe_help.py)."""
+    kind = {"default_factory": default} if callable(default) else {"default": default}
+    return dataclasses.field(**kind, metadata=dict(help=help, choices=choices))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # What to train.
-    model: str = "vit_tiny_patch16_224"
-    model_args: dict = dataclasses.field(default_factory=dict)  # timm-style overrides: depth, embed_dim...
-    img_size: int = 224
-    patch_size: int | None = None  # None: the preset's
-    framework: str = "jax"
+    model: str = _field("vit_tiny_patch16_224", "model preset, by timm's name (vit_small_patch16_224, deit_tiny_distilled_patch16_224, "
+                        "swin_tiny_patch4_window7_224...; vit_common.list_models() lists them)")
+    model_args: dict = _field(dict, "timm-style overrides of the preset as JSON, merged into the recipe's: "
+                              "embed_dim, depth, num_heads, mlp_ratio, global_pool, num_classes (default: the "
+                              "dataset's class count)...")
+    img_size: int = _field(224, "input size in pixels; every image is resized to img_size x img_size")
+    patch_size: int | None = _field(None, "patch size in pixels (none: the preset's)")
+    framework: str = _field("jax", "which twin trains", ("jax", "torch"))
     # Data.
-    dataset: str = "digits"  # digits | idx:DIR | folder:DIR | a tfds name (mnist, cifar10, imagenet2012...)
-    data_dir: str | None = None
-    train_split: str = "train"
-    test_split: str = "test"
+    dataset: str = _field("digits", "digits | idx:DIR (MNIST-format files) | folder:DIR (DIR/train|test/<class>/*.png) "
+                          "| a tensorflow-datasets name (mnist, cifar10, imagenet2012...)")
+    data_dir: str | None = _field(None, "tensorflow-datasets data_dir (none: tfds's default)")
+    train_split: str = _field("train", "split to train on; tfds-style slices work: train[:90%%]")
+    test_split: str = _field("test", "split evaluated after every epoch")
     # Augmentation and regularisation.
-    random_resized_crop: bool = False
-    pad_crop: int = 0
-    hflip: bool = False
-    randaugment: str | None = None  # "n,m": n ops at magnitude m (timm's rand-m9-n2 is "2,9")
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    label_smoothing: float = 0.0
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    random_resized_crop: bool = _field(False, "random resized crop (scale 0.08-1, Inception-style) instead of a resize")
+    pad_crop: int = _field(0, "pad by this many pixels and crop back at random (CIFAR-style shifts); 0: off")
+    hflip: bool = _field(False, "random horizontal flips")
+    randaugment: str | None = _field(None, "RandAugment 'n,m': n ops at magnitude m (timm's rand-m9-n2 is '2,9')")
+    mixup_alpha: float = _field(0.0, "MixUp Beta(alpha, alpha); 0: off")
+    cutmix_alpha: float = _field(0.0, "CutMix Beta(alpha, alpha); 0: off (with mixup: one of the two per batch)")
+    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy targets, in [0, 1)")
+    drop_rate: float = _field(0.0, "dropout on the pooled features before the classifier (timm's drop_rate)")
+    drop_path_rate: float = _field(0.0, "stochastic depth: the last block's drop rate (linear from 0 at the first)")
     # Optimisation: AdamW, linear warmup then cosine decay.
-    epochs: int = 10
-    batch_size: int = 128  # global, across devices and hosts
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05  # decoupled, on kernels only
-    layer_decay: float | None = None  # layer-wise lr decay (BEiT, MAE fine-tuning): the head at lr, each block
-    # below it at layer_decay times the one above, the embeddings lowest (vit_common/train/layer_decay.py)
-    beta2: float = 0.999
-    clip_grad_norm: float | None = 1.0
-    grad_accum_steps: int = 1
-    ema_decay: float | None = None
-    dtype: str = "float32"  # float32 | bfloat16 (bf16 compute, float32 parameters and optimizer state)
-    teacher: str | None = None  # DeiT hard distillation: a checkpoint of the teacher (see FIELD_HELP)
-    init: str | None = None  # start from these weights: a checkpoint, a run folder or a pretrained name (FIELD_HELP)
+    epochs: int = _field(10, "epochs to train (a resumed run may raise it)")
+    batch_size: int = _field(128, "global batch size, across devices and hosts")
+    lr: float = _field(1e-3, "peak learning rate, reached after the warmup")
+    min_lr: float = _field(1e-5, "learning rate at the end of the cosine decay")
+    warmup_epochs: float = _field(1.0, "linear warmup from 0 to lr, in epochs (fractions allowed)")
+    weight_decay: float = _field(0.05, "AdamW's decoupled weight decay, on kernels only")
+    # Layer-wise lr decay (BEiT, MAE fine-tuning): vit_common/train/layer_decay.py.
+    layer_decay: float | None = _field(None, "layer-wise lr decay: the head at lr, each block below it at layer_decay "
+                                       "times the one above, the embeddings lowest (none: off)")
+    beta2: float = _field(0.999, "AdamW's second-moment decay")
+    clip_grad_norm: float | None = _field(1.0, "clip the global gradient norm to this (none: no clipping)")
+    grad_accum_steps: int = _field(1, "accumulate gradients over this many micro-batches per step")
+    ema_decay: float | None = _field(None, "keep an exponential moving average of the weights with this decay and "
+                                     "evaluate / save it (none: off)")
+    dtype: str = _field("float32", "bfloat16: bf16 compute with float32 parameters and optimizer state",
+                        ("float32", "bfloat16"))
+    teacher: str | None = _field(None, "DeiT hard distillation: the teacher's weights (see below)")
+    init: str | None = _field(None, "start from these weights (see below); image / patch size and class count are "
+                              "adapted")
     # Scale.
-    sharding: str = "data"  # data (replicated parameters) | fsdp (parameters sharded over the devices)
+    sharding: str = _field("data", "data: parameters replicated on every device; fsdp: parameters and optimizer "
+                           "state sharded over the devices", ("data", "fsdp"))
     # Multi-host JAX (as torchrun's variables; the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    # JAX_PROCESS_ID environment variables do the same): host:port of process 0, process count, this one's index.
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
-    heartbeat_timeout: int = 100  # s: a process silent this long counts as dead and the others stop
+    # JAX_PROCESS_ID environment variables do the same).
+    coordinator_address: str | None = _field(None, "JAX, several hosts: host:port of process 0")
+    num_processes: int | None = _field(None, "JAX, several hosts: how many processes")
+    process_id: int | None = _field(None, "JAX, several hosts: this process's index")
+    heartbeat_timeout: int = _field(100, "seconds: a process silent this long counts as dead and the others stop")
     # Bookkeeping.
-    seed: int = 0
-    workdir: str = "runs/default"
-    log_every: int = 10
-    checkpoint_every: int = 200  # steps; also at every epoch end and on SIGTERM
-    keep_checkpoints: int = 3
-    max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
+    seed: int = _field(0, "seed of the initialisation, data order and augmentation")
+    workdir: str = _field("runs/default", "where checkpoints, logs, final.npz and the curves go; a workdir holding a "
+                          "checkpoint resumes")
+    log_every: int = _field(10, "steps between logged metrics")
+    checkpoint_every: int = _field(200, "steps between checkpoints (also at every epoch end and on SIGTERM)")
+    keep_checkpoints: int = _field(3, "how many checkpoints to keep")
+    max_bad_steps: int = _field(20, "consecutive non-finite steps before the run stops")
 
     def model_config(self):
         """The ViTConfig this recipe trains (validated, nothing allocated)."""
@@ -146,20 +162,20 @@ class TrainConfig:
                 if value is not None and not (ok and math.isfinite(value))]
 
 
-# Recipes documented in the README. `python train.py` with no arguments runs "digits".
+# Recipes documented in docs/training.md. `python train.py` with no arguments runs "digits".
 PRESETS: dict[str, dict[str, Any]] = {
     # Average pooling, label smoothing 0.1, weight decay 0.3, 1-pixel shifts, 40 epochs. `python train.py
     # --seed S`, S = 0..4: 98.89 / 98.89 / 97.49 / 97.49 / 98.05% test accuracy (mean 98.2%; without the
     # label smoothing 97.77 / 96.66 / 97.21 / 98.33 / 96.94%). Tried, no better over the 5 seeds: 2-pixel
-    # shifts, drop path 0.1, label smoothing 0.2, 50 epochs, lr 3e-3, mlp_ratio 4 (README).
+    # shifts, drop path 0.1, label smoothing 0.2, 50 epochs, lr 3e-3, mlp_ratio 4 (docs/training.md).
     "digits": dict(
         model="vit_tiny_patch16_224",
-        model_args=dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0, num_classes=10, global_pool="avg"),
+        model_args=dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0, global_pool="avg"),
         img_size=16, patch_size=4, dataset="digits", pad_crop=1, label_smoothing=0.1, epochs=40, batch_size=32,
         lr=2e-3, warmup_epochs=2, weight_decay=0.3, workdir="runs/digits", checkpoint_every=500,
     ),
     "fashion_mnist": dict(
-        model="vit_tiny_patch16_224", model_args=dict(embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10),
+        model="vit_tiny_patch16_224", model_args=dict(embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0),
         img_size=28, patch_size=4, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, pad_crop=1,
         drop_path_rate=0.1, label_smoothing=0.1, epochs=30, batch_size=128, lr=2e-3, warmup_epochs=1,
         weight_decay=0.05, workdir="runs/fashion_mnist", checkpoint_every=500,
@@ -168,7 +184,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # one window on the 7x7 grid after the patch merging.
     "fashion_mnist_swin": dict(
         model="swin_tiny_patch4_window7_224",
-        model_args=dict(embed_dim=32, depths=(2, 4), num_heads=(2, 4), window_size=7, mlp_ratio=2.0, num_classes=10),
+        model_args=dict(embed_dim=32, depths=(2, 4), num_heads=(2, 4), window_size=7, mlp_ratio=2.0),
         img_size=28, patch_size=2, dataset="idx:/usr/share/datasets/fashion-mnist", hflip=True, label_smoothing=0.1,
         epochs=4, batch_size=128, lr=2e-3, warmup_epochs=1, weight_decay=0.05, workdir="runs/fashion_mnist_swin",
         checkpoint_every=500,
@@ -192,20 +208,35 @@ def _field_parser(field: dataclasses.Field):
 _WEIGHTS = ("any checkpoint vit-convert reads, a run folder, or pretrained weights by name: timm:NAME[.TAG] "
             "(e.g. timm:vit_small_patch16_224.augreg_in21k_ft_in1k) or hf-hub:ORG/REPO, through the Hugging Face "
             "cache (HF_HUB_OFFLINE=1: the cache only)")
-FIELD_HELP = {"init": f"start from these weights: {_WEIGHTS}; image / patch size and class count are adapted",
-              "teacher": f"DeiT hard distillation: the teacher's weights, {_WEIGHTS}"}
+
+
+def _help(field: dataclasses.Field) -> str:
+    """A field's --help line: its meaning, then the default the digits preset (train.py's default) gives it."""
+    text = field.metadata["help"].replace("(see below)", f"({_WEIGHTS})")
+    default = PRESETS["digits"].get(field.name, field.default if field.default is not dataclasses.MISSING else {})
+    shown = (json.dumps(default) if isinstance(default, (dict, bool)) else "none" if default is None else default)
+    return f"{text} (default: {shown})"
+
+
+def _metavar(field: dataclasses.Field) -> str:
+    if field.metadata["choices"]:
+        return "{" + ",".join(field.metadata["choices"]) + "}"
+    return "{true,false}" if field.type in (bool, "bool") else field.name.upper()
 
 
 def parse_train_args(argv=None) -> TrainConfig:
     """--preset NAME, then --FIELD VALUE for any TrainConfig field (dicts as JSON)."""
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train a ViT, DeiT or Swin Transformer in JAX (or --framework torch).",
-        epilog="Any field can be overridden, e.g. --epochs 5 --lr 3e-4 --model-args '{\"depth\": 6}' (merged into the "
-               "preset's model_args; a different --model starts from its own architecture).")
+        prog="train.py", description="Train a ViT, DeiT or Swin Transformer in JAX (or --framework torch). The "
+        "defaults are the digits preset's; --preset picks another recipe, and any option overrides it.",
+        epilog="Example: --epochs 5 --lr 3e-4 --model-args '{\"depth\": 6}' (merged into the preset's model_args; a "
+               "different --model starts from its own architecture). Presets: " + "; ".join(
+                   f"{name}: {recipe['dataset']}, {recipe['epochs']} epochs" for name, recipe in PRESETS.items()))
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
-                            default=None, metavar=field.name.upper(), help=FIELD_HELP.get(field.name))
+                            default=None, metavar=_metavar(field), choices=field.metadata["choices"],
+                            help=_help(field))
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
     overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}

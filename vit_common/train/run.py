@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import ConfigError, get_config
 from ..formats.containers import save_npz
 from ..formats.run_folder import run_checkpoint_steps
 from ..weights import Weights, count_params
@@ -78,11 +78,46 @@ def resolve_run(config: TrainConfig, *, shard_index: int, shard_count: int, repl
                           f"{replicas * config.grad_accum_steps}")
     train_source = load_source(config.dataset, config.train_split, config.data_dir)
     test_source = load_source(config.dataset, config.test_split, config.data_dir)
-    num_classes = config.model_args.get("num_classes", train_source.num_classes)
+    num_classes = config.model_args.get("num_classes", train_source.num_classes)  # unpinned: the dataset's
     if num_classes != train_source.num_classes:
-        raise ConfigError(f"model_args num_classes={num_classes} but {config.dataset} has {train_source.num_classes} classes")
+        raise ConfigError(f"--model-args num_classes={num_classes} but {config.dataset} has {train_source.num_classes} "
+                          f"classes {_names(train_source.class_names)}; leave num_classes out of --model-args (it "
+                          "defaults to the dataset's class count) or pin it to that count")
     cfg = config.model_config().replace(num_classes=num_classes, in_chans=train_source.in_chans)
     return RunData(config, cfg, train_source, test_source, config.batch_size // shard_count, shard_index, shard_count)
+
+
+def _names(names: list[str] | None, shown: int = 6) -> str:
+    if not names:
+        return ""
+    return "(" + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "") + ")"
+
+
+def describe_model(config: TrainConfig, cfg) -> str:
+    """The model a run trains: the preset's name and what the recipe changed in it."""
+    base = get_config(config.model).to_dict()
+    changed = [f"{k}={v}" for k, v in cfg.to_dict().items() if k in base and base[k] != v and not k.endswith("drop_rate")]
+    return f"{config.model}" + (f" ({', '.join(changed)})" if changed else "")
+
+
+def startup_lines(run: RunData, *, devices: str, steps_per_epoch: int) -> list[str]:
+    """What a run prints before it compiles: what it found and what it will do, in one block."""
+    config, cfg, train, test = run.config, run.cfg, run.train_source, run.test_source
+    first = np.asarray(train[0]["image"])
+    height, width = first.shape[:2]
+    size = (f"images {height}x{width}x{first.shape[2] if first.ndim == 3 else 1}"
+            + (f", resized to {cfg.img_size}x{cfg.img_size} (--img-size)" if (height, width) != (cfg.img_size,) * 2
+               else ""))
+    return [
+        f"framework: {config.framework} on {devices}",
+        f"data: {config.dataset}: {train.num_classes} classes {_names(train.class_names)}; {config.train_split} "
+        f"{len(train):,} images, {config.test_split} {len(test):,}; {size}",
+        f"model: {describe_model(config, cfg)}: {count_params(cfg):,} parameters",
+        f"schedule: {config.epochs} epoch{'s' if config.epochs > 1 else ''} x {steps_per_epoch:,} steps of {config.batch_size} images = "
+        f"{config.epochs * steps_per_epoch:,} steps; lr {config.lr:g} after {config.warmup_epochs:g} warmup epochs, "
+        f"cosine to {config.min_lr:g}",
+        f"workdir: {config.workdir}",
+    ]
 
 
 def initial_weights(path: str, cfg) -> Weights:
@@ -181,13 +216,13 @@ def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[s
         # the first step of a session compiles (jit) or warms up, and is billed to "compile"
         step_images_per_s=(images - config.batch_size) / times["step"] if times["step"] else None,
         time_s={k: round(v, 3) for k, v in times.items()},
-        devices=devices, dtype=config.dtype, model=config.model)
+        devices=devices, dtype=config.dtype, model=config.model, architecture=describe_model(config, cfg))
     if progress.log:
         workdir = Path(config.workdir)
         save_npz(workdir / "final.npz", weights, cfg,
                  meta=dict(run.checkpoint_meta(), source=f"train.py {config.dataset} ({config.framework})"))
         write_json(workdir / "summary.json", summary)
-        progress.log.plot(f"{config.model} on {config.dataset} ({config.framework})")
+        progress.log.plot(f"{describe_model(config, cfg)} on {config.dataset} ({config.framework})")
     return summary
 
 

@@ -1,6 +1,6 @@
 """Faster-to-differentiate formulations of two layers, with the numbers of the originals.
 
-XLA:CPU trains these slowly in their textbook form (see README, Benchmarks):
+XLA:CPU trains these slowly in their textbook form (see docs/benchmarks.md):
 - LayerNorm: autodiff of the two-pass variance lets XLA fuse the residual-gradient chain into
   every weight gradient, so the backward's work grows with depth squared. FastLayerNorm keeps
   nnx.LayerNorm's forward op for op and gives it the closed-form backward.

@@ -14,7 +14,7 @@ from vit_common import ConfigError
 from vit_common.weights import FLAX, flatten_params
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
-                                  save_run_config)
+                                  save_run_config, startup_lines)
 
 from ..models import build_model
 from ..weights import load_canonical_
@@ -61,6 +61,10 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     train_loader = run.train_loader()
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
+    if host == 0 and show_progress:
+        where = (f"{devices} {jax.default_backend()} device{'s' if devices > 1 else ''}"
+                 + (f", {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+        print("\n".join(startup_lines(run, devices=where, steps_per_epoch=steps_per_epoch)), flush=True)
 
     # Model, optimizer and the train state, sharded over the mesh.
     model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))

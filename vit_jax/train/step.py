@@ -93,7 +93,7 @@ class Steps:
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return jnp.mean(loss), (correct, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))))
 
-    # Both are speed choices on XLA:CPU with the same numbers within rounding (README, Benchmarks);
+    # Both are speed choices on XLA:CPU with the same numbers within rounding (docs/benchmarks.md);
     # tests flip them to compare against the plain formulation.
     scan_single_batch = False  # lax.scan over micro-batches even when there is one
     softmax_custom_jvp = True  # differentiate softmax by its custom JVP rule, not through its ops

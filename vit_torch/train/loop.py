@@ -12,7 +12,7 @@ import torch.distributed as dist
 from vit_common import TIMM, ConfigError
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
-                                  save_run_config)
+                                  save_run_config, startup_lines)
 
 from ..factory import create_model
 from ..models import build_model
@@ -73,6 +73,9 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     train_loader = run.train_loader()
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
+    if rank == 0 and show_progress:
+        where = f"{world} process{'es' if world > 1 else ''} ({device.type})"
+        print("\n".join(startup_lines(run, devices=where, steps_per_epoch=steps_per_epoch)), flush=True)
 
     # Model (the same initial weights in every process), optimizer, EMA.
     torch.manual_seed(config.seed)

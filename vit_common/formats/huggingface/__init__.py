@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from ..base import Layout
 from . import aimv2, clip, dinov2, dinov3, siglip, swin, vit
 from .common import class_names
 from .family import Family
+from .processor import PROCESSOR_FILE, image_processor_config, preprocess_record
 
 CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE = "config.json", "model.safetensors", "model.safetensors.index.json"
 # Writing: the first family that accepts a config writes it (ViT takes the ViTs no other one does).
@@ -52,6 +54,19 @@ def write_folder(weights: Weights, cfg: Any, meta: dict[str, Any], dst: Path) ->
     dst.mkdir(parents=True, exist_ok=True)
     atomic_write(dst / WEIGHTS_FILE, lambda f: f.write(blob))
     atomic_write(dst / CONFIG_FILE, lambda f: f.write((json.dumps(config, indent=2, sort_keys=True) + "\n").encode()))
+    write_processor_config(dst, meta.get("preprocess") or {}, cfg)
+
+
+def write_processor_config(dst: Path, preprocess: dict[str, Any], cfg: Any) -> None:
+    """preprocessor_config.json, so AutoImageProcessor / pipeline() prepare images as the twins do."""
+    processor, note = image_processor_config(preprocess, cfg.img_size, cfg.in_chans)
+    atomic_write(dst / PROCESSOR_FILE, lambda f: f.write((json.dumps(processor, indent=2, sort_keys=True) + "\n").encode()))
+    if cfg.in_chans == 1:
+        note = ((note + "; ") if note else "") + (
+            "a 1-channel model: transformers' pipeline() converts every image to RGB, so feed grayscale images "
+            "through AutoImageProcessor and the model instead")
+    if note:
+        print(f"note: {PROCESSOR_FILE}: {note}", file=sys.stderr)
 
 
 def is_hf_folder(path: str | os.PathLike) -> bool:
@@ -76,6 +91,10 @@ def read_folder(path: str | os.PathLike) -> tuple[Weights, str, dict[str, Any], 
     meta: dict[str, Any] = {}
     if names := class_names(config.get("id2label")):
         meta["class_names"] = names
+    if (path / PROCESSOR_FILE).is_file():  # how transformers prepares this model's images
+        in_chans = config.get("num_channels", (config.get("vision_config") or {}).get("num_channels", 3))
+        if record := preprocess_record(read_config(path / PROCESSOR_FILE), in_chans):
+            meta["preprocess"] = record
     return family.layout.read(raw), family.layout.name, config, meta
 
 

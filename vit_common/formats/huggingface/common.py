@@ -1,6 +1,8 @@
 """What the transformers families share: activations, labels, refusing what a class cannot hold."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from typing import Any
 
@@ -24,15 +26,28 @@ def our_act(config: dict[str, Any], default: str) -> str:
 def refuse_unless(cfg: Any, what: str, **wanted: Any) -> None:
     """CheckpointError naming every field of `cfg` that transformers' class `what` cannot hold.
     A wanted value is either the value itself or (predicate, what it has)."""
+    problems = _unheld(cfg, wanted)
+    if problems:
+        # The config fields (not derived properties) whose wanted values would make it fit, as train.py's option.
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        fix = {f: want for f, want in wanted.items() if f in fields and not isinstance(want, tuple) and getattr(cfg, f) != want}
+        train = ""
+        if fix and not _unheld(cfg.replace(**fix), wanted):
+            train = f"; train.py makes models it holds with --model-args '{json.dumps(fix)}'"
+        raise CheckpointError(f"transformers' {what} cannot hold this model: "
+                              f"{'; '.join(f'{f}={v!r} (it has {has})' for f, v, has in problems)}. "
+                              f"Write another format (--to timm, canonical .npz){train}")
+
+
+def _unheld(cfg: Any, wanted: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(field, value, what the class has) for each wanted field `cfg` misses."""
     problems = []
     for field, want in wanted.items():
         value = getattr(cfg, field)
         ok, has = (want[0](value), want[1]) if isinstance(want, tuple) else (value == want, repr(want))
         if not ok:
-            problems.append(f"{field}={value!r} (it has {has})")
-    if problems:
-        raise CheckpointError(f"transformers' {what} cannot hold this model: {'; '.join(problems)}. "
-                              "Write another format (--to timm, canonical .npz)")
+            problems.append((field, value, has))
+    return problems
 
 
 def exact_ratio(width: int, dim: int) -> float:
