@@ -110,7 +110,7 @@ def model_flops_per_image(cfg) -> int:
     return 6 * macs
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_tiny_patch16_224")
     parser.add_argument("--model-args", type=json.loads, default={})
@@ -119,7 +119,11 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--dry-run", action="store_true", help="a tiny model, batch 2, one step: checks the script")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.img_size, args.batch, args.steps = 16, 2, 1
+        args.model_args = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10)
     cfg = get_config(args.model, img_size=args.img_size, **args.model_args)
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     runs = {"jax (jit)": jax_step(cfg, args.batch, dtype), "torch (eager)": torch_step(cfg, args.batch, dtype, False)}
@@ -130,7 +134,7 @@ def main(argv=None) -> None:
           f"on {jax.devices()[0].platform}")
     results = {}
     for name, step in runs.items():
-        time_steps(step, 3)  # compile and warm up
+        time_steps(step, 1 if args.dry_run else 3)  # compile and warm up
         median = statistics.median(time_steps(step, args.steps))
         results[name] = args.batch / median
         print(f"  {name:16s} {results[name]:10,.1f} images/s  ({median * 1e3:.1f} ms/step, "
@@ -138,6 +142,7 @@ def main(argv=None) -> None:
     base = results["torch (eager)"]
     for name, rate in results.items():
         print(f"  {name:16s} {rate / base:5.2f}x torch eager")
+    return results
 
 
 if __name__ == "__main__":

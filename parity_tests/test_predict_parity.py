@@ -228,3 +228,22 @@ def test_cli_rejects_a_record_it_cannot_apply(tiny_checkpoint, two_images, tmp_p
         assert main(["--checkpoint", str(path), str(two_images[0])]) == 2
         err = capsys.readouterr().err
         assert "its preprocessing (recorded in the checkpoint) cannot be applied" in err and message in err
+
+
+def test_cli_saves_patch_features_on_the_grid(tiny_checkpoint, two_images, tmp_path, capsys):
+    """--features patch: (N, H', W', C) last-block tokens after the final norm, the same from both twins."""
+    from vit_common.formats import read_checkpoint
+
+    saved = {}
+    for framework in ("torch", "jax"):
+        saved[framework] = tmp_path / f"{framework}-patches.npy"
+        assert main(["--checkpoint", str(tiny_checkpoint), "--framework", framework, "--features", "patch",
+                     "--save-features", str(saved[framework]), *map(str, two_images)]) == 0
+        assert "patch features (N, H', W', C)" in capsys.readouterr().out
+    cfg = read_checkpoint(tiny_checkpoint).config
+    patches = np.load(saved["torch"])
+    assert patches.shape == (2, cfg.grid_size, cfg.grid_size, cfg.embed_dim)
+    assert rel_error(np.load(saved["jax"]), patches) <= FLOAT32_TOL
+    with pytest.raises(SystemExit):  # --features without --save-features: argparse names the fix
+        main(["--checkpoint", str(tiny_checkpoint), "--features", "patch", str(two_images[0])])
+    assert "give --save-features OUT.npy too" in capsys.readouterr().err

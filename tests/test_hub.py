@@ -316,3 +316,20 @@ def test_train_init_takes_a_pretrained_name(hub, capsys):
     with pytest.raises(SystemExit):
         parse_train_args(["--help"])
     assert "timm:NAME[.TAG]" in capsys.readouterr().out
+
+
+def test_hf_hub_revision_picks_that_snapshot(hub):
+    """`hf-hub:ORG/REPO@REV`: a branch or tag name, or a commit, reads that snapshot; no revision,
+    the default branch."""
+    main_w, main_files = timm_repo("test_vit_tiny", "test_in1k", seed=0)
+    v2_w, v2_files = timm_repo("test_vit_tiny", "test_in1k", seed=1)
+    v2_commit = "fedcba9876543210fedcba9876543210fedcba98"
+    cache_repo(hub, "someone/tiny", main_files)
+    cache_repo(hub, "someone/tiny", v2_files, commit=v2_commit, revision="v2")
+    assert_same(read_checkpoint("hf-hub:someone/tiny").weights, main_w)
+    for name in ("hf-hub:someone/tiny@v2", f"hf-hub:someone/tiny@{v2_commit}"):
+        ckpt = read_checkpoint(name)
+        assert_same(ckpt.weights, v2_w)
+        assert "@" in ckpt.meta["source"], ckpt.meta["source"]
+    with pytest.raises(CheckpointError):
+        read_checkpoint("hf-hub:someone/tiny@no-such-branch")

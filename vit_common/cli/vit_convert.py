@@ -92,7 +92,9 @@ def parse_args(argv):
                         help="Swin: resample the relative position bias tables to this window (bicubic)")
     parser.add_argument("--to", metavar="FORMAT",
                         help=f"output format: {', '.join(output_formats())} (default: from DST's suffix: "
-                             ".npz canonical, .safetensors/.pt/.pth timm, no suffix a train.py run folder)")
+                             ".npz canonical, .safetensors/.pt/.pth timm, no suffix a train.py run folder); --to timm "
+                             "with a folder writes timm's Hub layout (timm.create_model('local-dir:DST')), --to hf "
+                             "a transformers folder")
     parser.add_argument("--layout", default="canonical", choices=NPZ_LAYOUTS,
                         help="for .npz output: Google's pre-Linen names (canonical, default), Linen names, or big_vision")
     parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),

@@ -81,8 +81,12 @@ def parse_args(argv):
                              "its attention rollout and the last layer's per-head maps (<stem>-<position>.png where "
                              "two images share a stem)")
     parser.add_argument("--save-features", type=Path, metavar="OUT.npy",
-                        help="write the pooled features (embeddings) of all images, in the order given, as one "
-                             "(N, F) float32 .npy")
+                        help="write the features of all images, in the order given, as one float32 .npy: "
+                             "(N, F) pooled embeddings, or (N, H', W', C) patch features with --features patch")
+    parser.add_argument("--features", choices=("pooled", "patch"), default="pooled",
+                        help="what --save-features writes: the pooled features that feed the head (default), or "
+                             "the last block's patch tokens after the final norm, on the patch grid (ViT and Eva; "
+                             "dense prediction, retrieval on patches)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (never an input)")
     args = parser.parse_args(argv)
@@ -93,6 +97,8 @@ def parse_args(argv):
                      f"({str(args.attention_map)!r}); e.g. --attention-map maps")
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
+    if args.features != "pooled" and args.save_features is None:
+        parser.error("--features chooses what --save-features writes: give --save-features OUT.npy too")
     return args
 
 
@@ -196,7 +202,12 @@ def run(args) -> None:
         paths = args.images[start:start + BATCH]
         crops = [resize_and_crop(load_image(p, mode), cfg.img_size, **crop_options) for p in paths]
         out = twin.run(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
-        features.append(out.features)
+        if args.features == "patch":
+            if swin:
+                raise UsageError("--features patch needs a ViT or Eva model; Swin merges its tokens per stage")
+            features.append(twin.patch_features(model, to_array(crops, in_chans=cfg.in_chans, **options)))
+        else:
+            features.append(out.features)
         if want_maps:
             attentions = swin_last_stage_attention(out.attentions, cfg) if swin else out.attentions
             average = query != "class token" and out.pool_attention is None
@@ -220,7 +231,8 @@ def run(args) -> None:
     if args.save_features is not None:
         stacked = np.concatenate(features).astype(np.float32)
         atomic_write(args.save_features, lambda f: np.save(f, stacked))
-        print(f"features: {' x '.join(map(str, stacked.shape))} float32 saved to {args.save_features} "
+        what = "patch features (N, H', W', C)" if args.features == "patch" else "features"
+        print(f"{what}: {' x '.join(map(str, stacked.shape))} float32 saved to {args.save_features} "
               "(one row per image, in the order given)")
 
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from .base import TokenConfig
+from .dynamic import POS_EMBED_INTERPS
 from .fields import positive_int
 
 EVA_GLOBAL_POOLS = ("avg", "token")
@@ -69,6 +70,10 @@ class EvaConfig(TokenConfig):
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    # Any image size at call time (timm's keywords; vit_common/config/dynamic.py):
+    dynamic_img_size: bool = False  # any H x W: the position table resized to the grid at each call
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
+    pos_embed_interp: str = "timm"  # how the table is resized: the checkpoint source's rule
 
     def __post_init__(self):
         if isinstance(self.ref_feat_shape, (list, tuple)):  # timm accepts (h, w); only squares here
@@ -110,6 +115,8 @@ class EvaConfig(TokenConfig):
     # Validation (the shared checks: TokenConfig.validate) -------------------------------------------
     def family_problems(self) -> list[str]:
         problems = []
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            problems.append(f"pos_embed_interp must be one of {sorted(POS_EMBED_INTERPS)}, got {self.pos_embed_interp!r}")
         if not isinstance(self.num_reg_tokens, int) or self.num_reg_tokens < 0:
             problems.append(f"num_reg_tokens must be an integer >= 0, got {self.num_reg_tokens!r}")
         if not isinstance(self.swiglu_align_to, int) or self.swiglu_align_to < 0:

@@ -46,6 +46,10 @@ class SwinConfig(ConfigBase):
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
+    # Any image size at call time (timm's keywords): each block pads its grid to whole windows
+    # (after the cyclic shift, masked for the padded grid), patch merging pads odd sides.
+    dynamic_img_size: bool = False
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
 
     def __post_init__(self):
         for name in ("depths", "num_heads"):  # JSON gives lists; keep the config hashable

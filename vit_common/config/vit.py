@@ -5,6 +5,7 @@ import dataclasses
 from typing import ClassVar
 
 from .base import TokenConfig
+from .dynamic import POS_EMBED_INTERPS
 
 GLOBAL_POOLS = ("token", "avg", "map")
 POS_EMBEDS = ("learn", "sincos2d", "sincos1d")
@@ -54,6 +55,10 @@ class ViTConfig(TokenConfig):
     proj_drop_rate: float = 0.0  # dropout after the attention projection and after each MLP layer
     attn_drop_rate: float = 0.0  # dropout on the attention probabilities
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    # Any image size at call time (timm's keywords; vit_common/config/dynamic.py):
+    dynamic_img_size: bool = False  # any H x W: the position table resized to the grid at each call
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
+    pos_embed_interp: str = "timm"  # how the table is resized: the checkpoint source's rule
 
     # Derived quantities (the geometry: TokenConfig) ---------------------------------------------
     @property
@@ -114,6 +119,8 @@ class ViTConfig(TokenConfig):
             problems.append("register tokens with a distillation token: no such model (timm has neither)")
         if self.init_values is not None and not self.init_values > 0:
             problems.append(f"init_values (LayerScale) must be positive or None, got {self.init_values}")
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            problems.append(f"pos_embed_interp must be one of {sorted(POS_EMBED_INTERPS)}, got {self.pos_embed_interp!r}")
         return problems
 
     # Serialisation: ConfigBase (to_dict, to_json, from_dict, replace). Configs written before

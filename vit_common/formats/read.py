@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import CONFIG_CLASSES, ConfigError, ModelConfig, config_class, get_config
 from ..errors import CheckpointError, WeightsMismatchError
+from ..config.dynamic import pos_embed_interp_for
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
 from ..weights.canonical import check_values
@@ -71,9 +72,17 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
         if set(implied.fields) - set(structural):
             meta["notes"] = [*meta.get("notes", []), *implied.fields_notes]
 
-    weights = _to_canonical(src, source, path)
+    try:
+        weights = _to_canonical(src, source, path)
+    except WeightsMismatchError:
+        if model is not None and src.config is not None:  # the name fights the config the file stores
+            raise CheckpointError(_named_differs(path, model, src.config, source)) from None
+        raise
     weights, casts = check_values(weights, what=str(path))
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
+    if src.config is None and "pos_embed_interp" not in overrides and hasattr(target, "pos_embed_interp"):
+        # Any size at call time as the file's source computes it (a stored config says it itself).
+        target = target.replace(pos_embed_interp=pos_embed_interp_for(src.layout.name, getattr(target, "reg_tokens", 0)))
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
     if casts or changes:
         meta["adapted"] = casts + changes
@@ -90,6 +99,14 @@ def load_canonical(path: str | os.PathLike, config: ModelConfig) -> Weights:
     """Canonical weights of any checkpoint read_checkpoint takes, for a config known beforehand;
     checked as read_checkpoint checks them (half precision widened to float32 without a note)."""
     return check_values(_to_canonical(open_checkpoint(path), config, path), what=str(path))[0]
+
+
+def _named_differs(path, model: str, stored: ModelConfig, named: ModelConfig) -> str:
+    ours, theirs = stored.to_dict(), named.to_dict()
+    diffs = [f"{k}={ours[k]!r} (the preset's {theirs.get(k)!r})" for k in ours
+             if ours[k] != theirs.get(k) and not k.endswith("drop_rate")]
+    return (f"{path} stores a model that differs from {model}: {', '.join(diffs)}; leave the name out to build "
+            "what the file stores (create_model(checkpoint=...); vit-predict / vit-convert without --model)")
 
 
 def _windowed(cls) -> bool:

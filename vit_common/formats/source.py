@@ -15,10 +15,11 @@ from ..weights.infer import summarize
 from .base import Implied, Layout
 from .containers import existing, read_file
 from .detect import detect_layout, layouts
-from .hub import fetch_pretrained, is_pretrained_name, name_hint
+from .hub import PretrainedFiles, fetch_pretrained, is_pretrained_name, name_hint
 from .hub_configs import repo_config, repo_meta
 from .huggingface import is_hf_folder, model_config, read_folder
 from .run_folder import read_training_run
+from .timm_hub import folder_files, is_timm_folder
 
 
 @dataclasses.dataclass
@@ -40,13 +41,14 @@ class Source:
 
 def open_checkpoint(path: str | os.PathLike) -> Source:
     if is_pretrained_name(path):
-        files = fetch_pretrained(path)
-        src = open_checkpoint(files.weights)
-        config = repo_config(files, *src.summary(src.implied.family))
-        return Source(src.weights, src.keys, src.layout, config, {**src.meta, **repo_meta(files)})
+        return _repository(fetch_pretrained(path))
     path = Path(path)
     if not path.exists() and (hint := name_hint(path)):
         raise CheckpointError(f"checkpoint {path} does not exist{hint}")
+    if path.is_dir() and is_timm_folder(path):  # timm's Hub layout, on disk
+        src = _repository(folder_files(path))
+        src.meta["source"] = str(path)
+        return src
     if path.is_dir() and is_hf_folder(path):  # transformers' save_pretrained folder
         weights, keys, layout, hf_config, meta = read_folder(path)
         src = Source(weights, keys, layout, None, meta)
@@ -58,3 +60,10 @@ def open_checkpoint(path: str | os.PathLike) -> Source:
     raw, stored, meta = read_file(existing(path))
     layout = layouts()[detect_layout(raw)]
     return Source(layout.read(raw), set(raw), layout, stored, meta)
+
+
+def _repository(files: PretrainedFiles) -> Source:
+    """A Hub repository's weights with what its config.json says (timm's or transformers')."""
+    src = open_checkpoint(files.weights)
+    config = repo_config(files, *src.summary(src.implied.family))
+    return Source(src.weights, src.keys, src.layout, config, {**src.meta, **repo_meta(files)})

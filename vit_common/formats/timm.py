@@ -1,6 +1,8 @@
 """timm state dicts (ViT, DeiT, Swin, Eva): the PyTorch twin's own names, read as they are, and written."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..weights import TIMM, Weights
 from .base import Implied, Layout, family_from_names, is_swin
 from .containers import save_state_dict
@@ -34,11 +36,17 @@ def _implies(weights: Weights, keys: set[str]) -> Implied:
 
 
 def write_timm(weights: Weights, cfg, meta: dict, dst) -> None:
-    """timm's names (.safetensors, or a torch pickle {'state_dict', 'config', 'meta'}), the config inside."""
-    save_state_dict(dst, TIMM.export(weights, cfg), cfg, meta)
+    """timm's names (.safetensors, or a torch pickle {'state_dict', 'config', 'meta'}), the config inside;
+    a folder (no suffix): timm's Hub layout (timm_hub.py)."""
+    if Path(dst).suffix in (".safetensors", ".pt", ".pth"):
+        save_state_dict(dst, TIMM.export(weights, cfg), cfg, meta)
+    else:
+        from .timm_hub import write_folder
+
+        write_folder(weights, cfg, meta, Path(dst))
 
 
 LAYOUT = Layout("timm", "timm state dict", "patch_embed.proj.weight, blocks.N... or layers.N...",
                 lambda keys: "patch_embed.proj.weight" in keys, _read, names="timm", implies=_implies,
-                write=write_timm, suffixes=(".safetensors", ".pt", ".pth"), preprocess="timm_vit", model_first=True)
+                write=write_timm, suffixes=(".safetensors", ".pt", ".pth", ""), preprocess="timm_vit", model_first=True)
 LAYOUTS = (LAYOUT,)

@@ -242,11 +242,13 @@ def parse_train_args(argv=None) -> TrainConfig:
     for field in dataclasses.fields(TrainConfig):
         flag = {"nargs": "?", "const": True} if _field_parser(field) is _parse_bool else {}  # --hflip = --hflip true
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
-                            default=None, metavar=_metavar(field), choices=field.metadata["choices"],
+                            default=argparse.SUPPRESS, metavar=_metavar(field), choices=field.metadata["choices"],
                             help=_help(field), **flag)
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
-    overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
+    # Only the flags given (SUPPRESS leaves the others out): an explicit "none" (--clip-grad-norm none)
+    # overrides a default that is not None.
+    overrides = {k: v for k, v in vars(args).items() if k != "preset"}
     if overrides.get("model", values.get("model")) != values.get("model"):
         values.pop("model_args", None)  # the preset's architecture overrides belong to the preset's model
     if "model_args" in overrides:  # merged into the preset's, not replacing them
