@@ -21,7 +21,8 @@ canonical Swin .npz files, and timm's Eva (EVA-02, DINOv3): timm state dicts and
 text towers left behind. The architecture is inferred from the weights unless --model pins it
 (what no weight says, such as OpenCLIP's activation, --act-layer gives);
 the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
-run folders (orbax). DST is written atomically and is never SRC.
+run folders (orbax). DST is written atomically and is never SRC; an existing DST file is
+replaced only with --overwrite (an existing folder never: remove it first).
 
 Weights holding NaN or inf, or of an integer or bool dtype, are refused (exit 2, naming them);
 float16 / bfloat16 weights are widened to float32 (exact), a cast printed with the other
@@ -99,6 +100,7 @@ def parse_args(argv):
     parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),
                         help="zoom: bilinear with corners aligned, as Google's code (default); "
                              "bilinear / bicubic: timm's (corners not aligned)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it is an existing file (never SRC)")
     return parser.parse_args(argv)
 
 
@@ -109,8 +111,12 @@ def main(argv=None) -> int:
                                    ("window_size", args.window_size), ("act_layer", args.act_layer)) if v is not None}
     try:
         output_layout(args.dst, args.to, args.layout)  # a destination it cannot write fails before the (slow) read
-        if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
-            raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
+        if isinstance(args.src, Path) and (args.dst.resolve() == args.src.resolve()
+                                           or args.src.is_dir() and args.src.resolve() in args.dst.resolve().parents):
+            raise CheckpointError(f"refusing to overwrite the source {args.src} ({args.dst} is it or lies inside it); "
+                                  "choose another DST")
+        if args.dst.is_file() and not args.overwrite:
+            raise CheckpointError(f"{args.dst} exists; pass --overwrite to replace it, or choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
         write_checkpoint(ckpt, args.dst, args.layout, args.to, args.model)
     except (CheckpointError, ConfigError, WeightsMismatchError) as e:

@@ -147,10 +147,13 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
 
 def is_torchscript(path: Path) -> bool:
     """torch.jit.save's zip holds the module's code (<archive>/code/__torch__/...); torch.save's does not."""
-    if not zipfile.is_zipfile(path):
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            return any("/code/__torch__/" in name for name in z.namelist())
+    except (zipfile.BadZipFile, ValueError, OSError):  # a damaged directory (e.g. a name not UTF-8): torch.load says
         return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/__torch__/" in name for name in z.namelist())
 
 
 def read_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:

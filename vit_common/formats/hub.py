@@ -175,6 +175,8 @@ class _Fetcher:
                                   "pip install huggingface_hub") from e
         repo, revision = self.repo.repo_id, self.repo.revision
         where = f"{repo}/{filename}" + (f" (revision {revision})" if revision else "")
+        if self.unreachable is None:  # huggingface_hub would retry an unreachable Hub for ~20 s
+            self.unreachable = hub_unreachable()
         try:
             return Path(hf_hub_download(repo, filename, revision=revision, library_name="twin-vit",
                                         local_files_only=self.unreachable is not None))
@@ -182,8 +184,11 @@ class _Fetcher:
             raise MissingFile(f"{where}: the repository has no such file") from None
         except errors.LocalEntryNotFoundError as e:
             self.unreachable = self.unreachable or _why_unreachable(e)
-            raise MissingFile(f"{where}: not in the Hugging Face cache ({_cache_dir()}), and "
-                              f"{self.unreachable}") from None
+            command = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
+            raise MissingFile(f"{where}: not in the Hugging Face cache ({_cache_dir()}), and {self.unreachable}. "
+                              f"To fill the cache, run `{command}` (older huggingface_hub: `huggingface-cli "
+                              f"download {repo}`) on a machine with network, copy its cache here (or point "
+                              "HF_HUB_CACHE at it) and run with HF_HUB_OFFLINE=1") from None
         except errors.GatedRepoError:
             raise CheckpointError(f"{repo}: the repository is gated; accept its terms on the Hub and log in "
                                   f"(hf auth login, or HF_TOKEN) to fetch {filename}") from None
@@ -214,6 +219,55 @@ def _cache_dir() -> str:
     from huggingface_hub import constants
 
     return constants.HF_HUB_CACHE
+
+
+PROBE_TIMEOUT_S = 1.5  # a reachable Hub answers a TCP connect well within this
+_probed: dict[str, tuple[float, str | None]] = {}  # endpoint -> (when, why unreachable): one probe per 60 s
+
+
+def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hub cannot be reached (HF_HUB_OFFLINE=1, or no TCP connection to it, or to the
+    HTTPS proxy, within `timeout` s, name lookup included), or None when it answers."""
+    import threading
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE=1 forbids downloading it (unset it to download)"
+    endpoint = constants.ENDPOINT
+    when, why = _probed.get(endpoint, (float("-inf"), None))
+    if time.monotonic() - when < 60:
+        return why
+    url = urllib.parse.urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    target = urllib.parse.urlsplit(proxy if "://" in (proxy or "://") else f"http://{proxy}") if proxy else url
+    port = target.port or (443 if target.scheme == "https" else 80)
+    result: list[BaseException | None] = []
+
+    def connect():
+        import socket
+
+        try:
+            socket.create_connection((target.hostname, port), timeout=timeout).close()
+            result.append(None)
+        except OSError as e:
+            result.append(e)
+
+    thread = threading.Thread(target=connect, daemon=True)  # a name lookup has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    via = f" through the proxy {target.hostname}:{port}" if proxy else ""
+    if not result:
+        why = f"the Hub at {endpoint} could not be reached{via} within {timeout:g} s"
+    elif result[0] is not None:
+        why = f"the Hub at {endpoint} could not be reached{via} ({_first_line(result[0])})"
+    else:
+        why = None
+    _probed[endpoint] = (time.monotonic(), why)
+    return why
 
 
 def _why_unreachable(error: Exception) -> str:

@@ -59,7 +59,10 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     elif model is not None:
         if _windowed(named) != _windowed(family):
             raise CheckpointError(f"{path} holds {family.kind}, but --model {model} is {named.kind}")
-        inferred = infer(dict(summary), **({} if _windowed(family) else {"num_heads": overrides.get("num_heads")}))
+        # The heads the weights cannot say come from --num-heads, else the preset (the weights' other
+        # shapes are checked against it below), never an inference the preset makes needless.
+        heads = overrides.get("num_heads") or getattr(get_config(model), "num_heads", None)
+        inferred = infer(dict(summary), **({} if _windowed(family) else {"num_heads": heads}))
         source = get_config(model, **{**{k: getattr(inferred, k) for k in named.FROM_WEIGHTS}, **structural})
     else:
         for field, error in implied.needs.items():

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ..config import SwinConfig, ViTConfig
-from ..errors import CheckpointError
+from ..errors import ArchitectureUnknown, CheckpointError
 from .canonical import Weights
 
 # Official widths -> heads; timm and HF fuse or flatten the heads, so their shapes cannot say.
@@ -92,7 +92,7 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
                                                                     _HEADS_BY_WIDTH.get(c))
     if heads is None:
         if c % 64:
-            raise CheckpointError(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
+            raise ArchitectureUnknown(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
         heads = c // 64  # the usual head width
     prefix = int(s["class_token"]) + int(s["distilled"]) + s["reg_tokens"]
     fields: dict[str, Any] = dict(
@@ -113,7 +113,7 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
     elif side := _square_side(s["pos_len"]):
         fields.update(no_embed_class=prefix > 0, img_size=side * s["patch_size"])
     else:
-        raise CheckpointError(f"position embedding of {s['pos_len']} entries fits no square grid "
+        raise ArchitectureUnknown(f"position embedding of {s['pos_len']} entries fits no square grid "
                               f"(with {prefix} class/distillation tokens)")
     fields.update(overrides)
     return ViTConfig(**fields)

@@ -15,7 +15,7 @@ import re
 from typing import Any, Iterable
 
 from ..config import EvaConfig
-from ..errors import CheckpointError
+from ..errors import ArchitectureUnknown, CheckpointError
 from .canonical import Weights
 from .module_tables import _canonical
 
@@ -89,7 +89,7 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
     c = s["embed_dim"]
     heads = overrides.pop("num_heads", None) or (32 if c == 4096 else c // 64 if c % 64 == 0 else None)
     if heads is None:
-        raise CheckpointError(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
+        raise ArchitectureUnknown(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
     if s["fc_norm"] == s["norm"]:
         raise CheckpointError("Eva weights with both or neither of norm and fc_norm are not supported")
     prefix = int(s["class_token"]) + s["num_reg_tokens"]
@@ -112,7 +112,7 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
         if side * side != s["pos_len"] - prefix:
             side, no_embed_class = math.isqrt(s["pos_len"]), True
             if side * side != s["pos_len"]:
-                raise CheckpointError(f"position embedding of {s['pos_len']} entries fits no square grid "
+                raise ArchitectureUnknown(f"position embedding of {s['pos_len']} entries fits no square grid "
                                       f"(with {prefix} class/register tokens)")
         swiglu = s["mlp"] != "gelu"
         fields.update(img_size=side * s["patch_size"], no_embed_class=no_embed_class and prefix > 0,
