@@ -64,7 +64,11 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     parser.add_argument("--base", default="before", help="the variant the others' JAX times are divided by")
+    parser.add_argument("--dry-run", action="store_true", help="a tiny model, before and after, one step: checks the script")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.img_size, args.batch, args.steps, args.rounds, args.only = 16, 2, 1, 1, "before,after"
+        args.model_args = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10)
     cfg = get_config(args.model, img_size=args.img_size, **args.model_args)
     variants = {"before": set(), "after": set(SPEEDUPS)}  # 'before' also predates the CPU attention
     variants.update({f"after - {s}": set(SPEEDUPS) - {s} for s in SPEEDUPS})

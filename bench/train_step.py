@@ -164,7 +164,8 @@ def describe_machine() -> str:
             f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
 
 
-def main(argv=None) -> dict[str, dict[str, float]]:
+def main(argv=None) -> dict:
+    """--suite: {config: {twin: JAX/PyTorch-style ratio to torch eager}}; one config: {twin: images/s}."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", action="store_true", help="issue 26's three CPU configs (ignores the model options)")
@@ -211,7 +212,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
             order = list(twins) if r % 2 == 0 else list(reversed(twins))
             for twin in order:
                 times[name][twin].append(statistics.median(time_steps(twins[twin], steps)))
-    results = {}
+    results, rates = {}, {}
     for name, (twins, batch, steps) in runs.items():
         cfg, t = configs[name], times[name]
         base = t["torch (eager)"]
@@ -221,14 +222,14 @@ def main(argv=None) -> dict[str, dict[str, float]]:
         for twin, per_round in t.items():
             ratio = statistics.median(b / s for b, s in zip(base, per_round))
             ms = statistics.median(per_round)
-            results[name][twin] = ratio
+            results[name][twin], rates[twin] = ratio, batch / ms
             flops = model_flops_per_image(cfg) * batch / ms / 1e12
             print(f"  {twin:16s} {batch / ms:10,.1f} images/s  ({ms * 1e3:7.1f} ms/step, {flops:.2f} TFLOP/s model)"
                   f"  {ratio:5.2f}x torch eager  (rounds: {' '.join(f'{b / s:.2f}' for b, s in zip(base, per_round))})")
     print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
     print("JAX/PyTorch-eager (median of per-round ratios): "
           + "; ".join(f"{name} {r['jax (jit)']:.2f}x" for name, r in results.items()))
-    return results
+    return results if args.suite else rates
 
 
 if __name__ == "__main__":
