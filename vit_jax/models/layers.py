@@ -10,6 +10,7 @@ from flax import nnx
 from vit_common.config.dynamic import grid_of, pos_embed_matrices
 from vit_common.predict.dense import check_output_fmt
 
+from .attention import dot_product_attention
 from .fast_ops import FastLayerNorm, patch_matmul
 
 LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
@@ -140,9 +141,9 @@ def _heads(x: jax.Array, num_heads: int) -> jax.Array:
 
 
 def attention(q, k, v, dropout: nnx.Dropout | None, return_weights: bool):
-    """Softmax attention over (B, N, H, D); the fused kernel unless weights or dropout are needed."""
+    """Softmax attention over (B, N, H, D); the backend's fast formulation unless weights or dropout are needed."""
     if not return_weights and (dropout is None or dropout.rate == 0.0 or dropout.deterministic):
-        return jax.nn.dot_product_attention(q, k, v), None
+        return dot_product_attention(q, k, v), None
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
     weights = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum("bhqk,bkhd->bqhd", weights if dropout is None else dropout(weights), v), weights
