@@ -1,11 +1,31 @@
-"""Under pytest-xdist (`-n auto`), each worker computes on one thread (XLA and torch), so the
-workers share the cores instead of each spreading over all of them."""
+"""Suite-wide settings, made before any test module imports jax or torch.
+
+- Its own JAX compilation cache: a temporary folder for this run, shared by the pytest-xdist
+  workers and every `train.py` child they start (they inherit the environment), removed at the end.
+  In-process train() runs and the children then neither read nor fill the user's ~/.cache/twin-vit.
+- Under pytest-xdist (`-n auto`) each worker computes on one thread, so the workers share the cores
+  instead of each spreading over all of them: PJRT_NPROC sizes XLA's CPU thread pool (XLA reads
+  it when the CPU client starts), --xla_cpu_multi_thread_eigen=false keeps Eigen's matrix products
+  on the calling thread, OMP_NUM_THREADS and set_num_threads do the same for torch.
+"""
 import os
+import shutil
+import tempfile
+
+_OWN_CACHE = None
+if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without xdist
+    _OWN_CACHE = tempfile.mkdtemp(prefix="twin-vit-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, [
-        os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]))
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))
+    os.environ["PJRT_NPROC"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

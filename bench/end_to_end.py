@@ -53,9 +53,15 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frameworks", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
     parser.add_argument("--one", nargs=2, metavar=("FRAMEWORK", "WORKDIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--dry-run", action="store_true", help="one round of a tiny run (2 steps): checks the script")
     args = parser.parse_args(ours)
     if args.one:
         return one(*args.one, train_args)
+    if args.dry_run:
+        args.rounds = 1
+        train_args = ["--preset", "digits", "--epochs", "1", "--train-split", "train[:64]", "--test-split", "test[:32]",
+                      "--img-size", "8", "--patch-size", "4", "--batch-size", "32",
+                      "--model-args", '{"embed_dim": 32, "depth": 1, "num_heads": 2}', *train_args]
     train_args = train_args or ["--preset", "fashion_mnist", "--epochs", "1"]
     results: dict[str, list[dict]] = {f: [] for f in args.frameworks}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:

@@ -44,18 +44,25 @@ def loader_images_per_s(config: TrainConfig, batches: int, *, num_threads: int =
     return statistics.median(rates)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dry-run", action="store_true", help="digits, 2 batches, no worker processes: checks the script")
     args, rest = parser.parse_known_args(argv)
+    if args.dry_run:
+        args.batches, args.rounds, rest = 2, 1, ["--preset", "digits", *rest]
     config = parse_train_args(rest or ["--preset", "fashion_mnist"])
     print(f"loader: {config.dataset} batch {config.batch_size} at {config.img_size}px, augment "
           f"hflip={config.hflip} pad_crop={config.pad_crop} randaugment={config.randaugment} "
           f"mixup={config.mixup_alpha} cutmix={config.cutmix_alpha} rrc={config.random_resized_crop}")
+    rates = {}
     for threads, workers in SETTINGS:
-        rate = loader_images_per_s(config, args.batches, num_threads=threads, num_workers=workers, rounds=args.rounds)
+        if args.dry_run and workers:
+            continue
+        rate = rates[threads, workers] = loader_images_per_s(config, args.batches, num_threads=threads, num_workers=workers, rounds=args.rounds)
         print(f"  threads {threads} workers {workers}: {rate:10,.0f} images/s")
+    return rates
 
 
 if __name__ == "__main__":

@@ -77,30 +77,36 @@ def forward(weights, cfg: ViTConfig, images_nhwc, **kwargs):
     return forward_with_pool(weights, cfg, images_nhwc, **kwargs)[:3]
 
 
-def forward_with_pool(weights, cfg: ViTConfig, images_nhwc, *, gelu_kind=None, eps=None, posemb_on_prefix=None):
+def forward_with_pool(weights, cfg: ViTConfig, images_nhwc, *, gelu_kind=None, eps=None, posemb_on_prefix=None,
+                      posemb=None):
     """(logits, hidden_states, attentions, the MAP probe's attention or None) in float64.
     gelu_kind (the activation: 'erf', 'tanh' or an act_layer name) and eps default to the
     config's; posemb_on_prefix overrides the convention (None: the config's; True:
-    vision_transformer; False: big_vision)."""
+    vision_transformer; False: big_vision). Any image size whose sides are patch multiples runs,
+    with `posemb` (1, prefix + h*w, C) given for its grid when that is not the config's."""
     gelu_kind = cfg.act_layer if gelu_kind is None else gelu_kind
     eps = cfg.norm_eps if eps is None else eps
     w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     x = np.asarray(images_nhwc, np.float64)
-    b, p, g = x.shape[0], cfg.patch_size, cfg.grid_size
-    patches = x.reshape(b, g, p, g, p, cfg.in_chans).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
+    b, p = x.shape[0], cfg.patch_size
+    gh, gw = x.shape[1] // p, x.shape[2] // p
+    patches = x.reshape(b, gh, p, gw, p, cfg.in_chans).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, -1)
     tokens = patches @ w["embedding/kernel"].reshape(-1, cfg.embed_dim) + w.get("embedding/bias", 0.0)
     if "embedding_norm/scale" in w:
         tokens = layer_norm(tokens, w, "embedding_norm", eps)
 
-    posemb = (w["Transformer/posembed_input/pos_embedding"] if cfg.pos_embed == "learn"
-              else fixed_pos_embed(cfg).astype(np.float64))
+    if posemb is not None:
+        posemb = np.asarray(posemb, np.float64)
+    else:
+        posemb = (w["Transformer/posembed_input/pos_embedding"] if cfg.pos_embed == "learn"
+                  else fixed_pos_embed(cfg).astype(np.float64))
     prefix = [np.broadcast_to(w[n], (b, *w[n].shape[1:])) for n in ("cls", "dist", "reg") if n in w]
     on_prefix = (not cfg.no_embed_class) if posemb_on_prefix is None else posemb_on_prefix
     if on_prefix:  # a table shorter than the tokens lands shifted by one: the classic port bug
         x = np.concatenate(prefix + [tokens], axis=1)
         x[:, : posemb.shape[1]] += posemb
     else:
-        x = np.concatenate(prefix + [tokens + posemb[:, -g * g:]], axis=1)
+        x = np.concatenate(prefix + [tokens + posemb[:, -gh * gw:]], axis=1)
     if "Transformer/pre_norm/scale" in w:
         x = layer_norm(x, w, "Transformer/pre_norm", eps)
 

@@ -36,14 +36,16 @@ def _silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def rotary_angles(cfg) -> np.ndarray:
-    """(num_patches, D/2): the angle of every channel pair of every patch token (row-major grid)."""
-    g, d = cfg.grid_size, cfg.head_dim
+def rotary_angles(cfg, grid=None) -> np.ndarray:
+    """(num_patches, D/2): the angle of every channel pair of every patch token (row-major grid;
+    `grid` (h, w) for a size other than the config's, each axis scaled by its own length)."""
+    gh, gw = (cfg.grid_size, cfg.grid_size) if grid is None else grid
+    d = cfg.head_dim
     quarter = d // 4
-    angles = np.zeros((g * g, d // 2))
-    for token in range(g * g):
-        row, col = divmod(token, g)
-        for axis, index in enumerate((row, col)):
+    angles = np.zeros((gh * gw, d // 2))
+    for token in range(gh * gw):
+        row, col = divmod(token, gw)
+        for axis, (index, g) in enumerate(((row, gh), (col, gw))):
             for p in range(quarter):
                 if cfg.rope_type == "cat":
                     position = index + cfg.rope_grid_offset
@@ -113,12 +115,14 @@ def _mlp(x, w, blk, cfg):
     return _dense(h, w, f"{m}/fc2")
 
 
-def forward(weights, cfg, images_nhwc):
-    """(logits or None, pooled, every block's output (B, T, C), every block's (B, H, T, T) attention)."""
+def forward(weights, cfg, images_nhwc, grid=None):
+    """(logits or None, pooled, every block's output (B, T, C), every block's (B, H, T, T) attention).
+    `grid`: the (h, w) patch grid of images of another size (with weights' pos_embed for it)."""
     w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     x = np.asarray(images_nhwc, np.float64)
-    b, p, g = x.shape[0], cfg.patch_size, cfg.grid_size
-    patches = x.reshape(b, g, p, g, p, cfg.in_chans).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
+    b, p = x.shape[0], cfg.patch_size
+    gh, gw = (cfg.grid_size, cfg.grid_size) if grid is None else grid
+    patches = x.reshape(b, gh, p, gw, p, cfg.in_chans).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, -1)
     x = patches @ w["patch_embed/proj/kernel"].reshape(-1, cfg.embed_dim) + w["patch_embed/proj/bias"]
     prefix = [np.broadcast_to(w[n], (b,) + w[n].shape[1:]) for n in ("cls_token", "reg_token") if n in w]
     if "pos_embed" in w and cfg.no_embed_class:
@@ -126,7 +130,7 @@ def forward(weights, cfg, images_nhwc):
     x = np.concatenate(prefix + [x], axis=1)
     if "pos_embed" in w and not cfg.no_embed_class:
         x = x + w["pos_embed"]
-    angles = rotary_angles(cfg) if cfg.use_rot_pos_emb else None
+    angles = rotary_angles(cfg, grid) if cfg.use_rot_pos_emb else None
 
     hidden, maps = [], []
     for i in range(cfg.depth):

@@ -112,7 +112,8 @@ def test_vit_predict_eva02_with_attention_maps(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(img := tmp_path / "a.png")
     for framework in ("torch", "jax"):
         assert predict_cli(["--checkpoint", str(ckpt), "--framework", framework, "--attention-map",
-                            str(png := tmp_path / f"maps-{framework}.png"), str(img)]) == 0
+                            str(tmp_path / f"maps-{framework}"), str(img)]) == 0
+        png = tmp_path / f"maps-{framework}" / "a.png"
         out = capsys.readouterr().out
         assert "family default: timm EVA-02" in out and f"attention map: {png}" in out
     dinov3, _, weights = build_pair("vit_small_patch16_dinov3", "torch", **TINY)

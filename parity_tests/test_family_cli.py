@@ -78,9 +78,9 @@ def test_convert_then_predict_in_both_twins(name, image, tmp_path, capsys):
     pixels = preprocess([load_image(image)], cfg.img_size, **options_from_meta(ckpt.meta))
     want = reference_features(weights, cfg, pixels)
     for framework in ("torch", "jax") if name in JAX_ROWS else ("torch",):
-        features, png = tmp_path / f"{framework}.npy", tmp_path / f"{framework}.png"
+        features, png = tmp_path / f"{framework}.npy", tmp_path / f"{framework}-maps" / f"{image.stem}.png"
         assert vit_predict(["--checkpoint", str(tmp_path / "model.npz"), "--framework", framework,
-                            "--save-features", str(features), "--attention-map", str(png), str(image)]) == 0
+                            "--save-features", str(features), "--attention-map", str(png.parent), str(image)]) == 0
         printed = capsys.readouterr().out
         assert rel_error(np.load(features), want) <= FLOAT32_TOL, framework
         assert png.is_file() and (query == "mean of all tokens") == ("pools by averaging its patch tokens" in printed)

@@ -5,7 +5,7 @@ import pytest
 
 import vit_jax
 import vit_torch
-from parity_tests.grid import FAMILY_FULL_SIZE, FULL_SIZE, SMALL_GRID, SWIN_GRID, small
+from parity_tests.grid import SMALL_GRID, SWIN_GRID, small
 from parity_tests.harness import (
     FLOAT32_TOL, build_pair, compare, failures, non_finite, random_images, rel_error, run_jax, run_torch,
 )
@@ -33,17 +33,6 @@ def _check(record, label, preset, overrides, source, batch, pair=build_pair):
 @pytest.mark.parametrize("name", [*SMALL_GRID, *SWIN_GRID])
 def test_small_config(record, name, source):
     _check(record, name, *small(name), source, batch=3)
-
-
-@pytest.mark.parametrize("source", DIRECTIONS)
-@pytest.mark.parametrize("preset", FULL_SIZE)
-def test_full_size(record, preset, source):
-    _check(record, preset, preset, {}, source, batch=2)
-
-
-@pytest.mark.parametrize("preset,overrides,source", FAMILY_FULL_SIZE)
-def test_full_size_later_families(record, preset, overrides, source):
-    _check(record, preset, preset, overrides, source, batch=2)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

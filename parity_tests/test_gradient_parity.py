@@ -15,7 +15,7 @@ GRID = [name for name in SMALL_GRID if SMALL_GRID[name][1].get("num_classes", 10
 GRID += ["swin-shrink", "swin-w7-1ch"]  # Swin: 4 stages, windows 4, 4, 4, 2; window 7, shift 3
 
 
-def _check(record, label, preset, overrides, source, batch):
+def _check(record, label, preset, overrides, source, batch, own_tol):
     tm, jm, _ = build_pair(preset, source, **overrides)
     images = random_images(tm.cfg, batch)
     labels = labels_for(tm.cfg, batch)
@@ -30,23 +30,26 @@ def _check(record, label, preset, overrides, source, batch):
     bad = {k: v for k, v in errors.items() if v > FLOAT32_TOL}
     assert not bad, f"{label}: gradients above {FLOAT32_TOL}: {bad}"
     # Gradients are mostly << 1, where the metric above is absolute; also hold each tensor to
-    # its own scale so a mis-mapped small tensor cannot hide (measured: <= 2e-6 everywhere).
+    # its own scale so a mis-mapped small tensor cannot hide.
     scale = max(np.abs(g).max() for g in grads_t.values())
     for k in grads_t:
         if k.endswith("key/bias"):  # exactly zero: a constant added to all keys leaves softmax unchanged
             assert np.abs(grads_t[k]).max() < 1e-6 * scale and np.abs(grads_j[k]).max() < 1e-6 * scale
             continue
         own = np.abs(grads_t[k] - grads_j[k]).max() / np.abs(grads_t[k]).max()
-        assert own < 1e-4, f"{label}: {k} differs by {own:.1e} of its own scale"
+        assert own < own_tol, f"{label}: {k} differs by {own:.1e} of its own scale"
 
 
 @pytest.mark.parametrize("source", ["torch", "jax"])
 @pytest.mark.parametrize("name", GRID)
 def test_small_config(record, name, source):
-    _check(record, name, *small(name), source, batch=4)
+    # Measured on the small grid, both directions: <= 2.9e-6 (2-core Xeon, 2026-12-07), float32
+    # sums in another order; 2e-5 leaves ~7x for other CPUs' orders of summation.
+    _check(record, name, *small(name), source, batch=4, own_tol=2e-5)
 
 
 # Full size once each, one direction each (the small grid covers both directions per option).
 @pytest.mark.parametrize("preset,source", [("vit_base_patch16_224", "torch"), ("deit_small_distilled_patch16_224", "jax")])
 def test_full_size(record, preset, source):
-    _check(record, preset, preset, {}, source, batch=2)
+    # 12 blocks compound the rounding, and this size was not measured per tensor here: the looser 1e-4.
+    _check(record, preset, preset, {}, source, batch=2, own_tol=1e-4)

@@ -19,7 +19,7 @@ from tests.checkpoint_factories import as_big_vision, as_big_vision_image_text, 
 from vit_common import TIMM, canonical_shapes, get_config, read_checkpoint, save_npz
 from vit_common.cli.vit_convert import main as convert
 from vit_common.formats.containers import read_npz, read_state_dict
-from vit_common.formats.google import _image_tower_implied, big_vision_image_tower
+from vit_common.formats.google import BIG_VISION_IMG, big_vision_image_tower
 from vit_common.weights.infer import config_from_summary, summarize_canonical
 
 TINY = dict(hidden=48, layers=2, heads=3, patch=8, img=32)
@@ -106,7 +106,7 @@ def test_siglip_so400m_shapes_give_the_preset_with_tanh_gelu():
     raw["params/t"] = np.zeros(1, np.float32)
     canonical = big_vision_image_tower(raw)
     assert canonical.keys() == zeros.keys()
-    got = config_from_summary(summarize_canonical(canonical), **_image_tower_implied(set(raw), set()))
+    got = config_from_summary(summarize_canonical(canonical), **BIG_VISION_IMG.facts(canonical, set(raw)).fields)
     assert got.mlp_dim == preset.mlp_dim == 4304
     assert got.replace(mlp_ratio=preset.mlp_ratio) == preset.replace(act_layer="gelu_tanh")
 

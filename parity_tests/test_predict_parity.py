@@ -122,14 +122,14 @@ def parse_predictions(text: str) -> dict[str, list[tuple[str, float]]]:
 def test_cli_end_to_end_in_both_frameworks(tiny_checkpoint, two_images, tmp_path, capsys):
     printed = {}
     for framework in ("torch", "jax"):
-        out = tmp_path / framework / "maps.png"
+        out = tmp_path / framework / "maps"
         argv = ["--checkpoint", str(tiny_checkpoint), "--framework", framework, "--top-k", "3",
                 "--attention-map", str(out), *map(str, two_images)]
         assert main(argv) == 0
         text = capsys.readouterr().out
         printed[framework] = parse_predictions(text)
-        for image in two_images:  # OUT.png -> OUT-<stem>.png per image, readable PNGs
-            png = out.with_name(f"maps-{image.stem}.png")
+        for image in two_images:  # DIR/<stem>.png per image, readable PNGs
+            png = out / f"{image.stem}.png"
             assert f"attention map: {png}" in text
             with Image.open(png) as im:
                 assert im.format == "PNG" and im.size[0] > 400
@@ -142,11 +142,11 @@ def test_cli_end_to_end_in_both_frameworks(tiny_checkpoint, two_images, tmp_path
         np.testing.assert_allclose([p for _, p in rows], [p for _, p in jax_rows[image]], atol=1.01e-4)
 
 
-def test_cli_single_image_writes_out_png_as_named(tiny_checkpoint, two_images, tmp_path, capsys):
-    out = tmp_path / "one.png"
+def test_cli_single_image_writes_its_map_into_the_folder(tiny_checkpoint, two_images, tmp_path, capsys):
+    out = tmp_path / "maps"
     assert main(["--checkpoint", str(tiny_checkpoint), "--framework", "torch", "--top-k", "20",
                  "--attention-map", str(out), str(two_images[0])]) == 0
-    assert out.is_file()
+    assert (out / f"{two_images[0].stem}.png").is_file()
     assert len(parse_predictions(capsys.readouterr().out)[str(two_images[0])]) == 10  # top-k capped at K
 
 
@@ -179,7 +179,7 @@ def test_cli_prints_and_saves_the_embeddings_of_a_feature_model(name, two_images
     for framework in ("torch", "jax"):
         saved[framework] = tmp_path / f"{framework}.npy"
         assert main(["--checkpoint", str(tmp_path / "features.npz"), "--framework", framework,
-                     "--save-features", str(saved[framework]), "--attention-map", str(tmp_path / f"{framework}.png"),
+                     "--save-features", str(saved[framework]), "--attention-map", str(tmp_path / f"{framework}-maps"),
                      *map(str, two_images)]) == 0
         text = capsys.readouterr().out
         assert "no classification head (num_classes=0): printing each image's embedding" in text
@@ -190,7 +190,7 @@ def test_cli_prints_and_saves_the_embeddings_of_a_feature_model(name, two_images
         norms = [float(m) for m in re.findall(r"features \(48,\): L2 norm (\d+\.\d+)", text)]
         np.testing.assert_allclose(norms, np.linalg.norm(features, axis=1), atol=1e-4)
         for image in two_images:
-            assert (tmp_path / f"{framework}-{image.stem}.png").is_file()
+            assert (tmp_path / f"{framework}-maps" / f"{image.stem}.png").is_file()
     assert rel_error(np.load(saved["jax"]), np.load(saved["torch"])) <= FLOAT32_TOL
 
 
@@ -228,3 +228,22 @@ def test_cli_rejects_a_record_it_cannot_apply(tiny_checkpoint, two_images, tmp_p
         assert main(["--checkpoint", str(path), str(two_images[0])]) == 2
         err = capsys.readouterr().err
         assert "its preprocessing (recorded in the checkpoint) cannot be applied" in err and message in err
+
+
+def test_cli_saves_patch_features_on_the_grid(tiny_checkpoint, two_images, tmp_path, capsys):
+    """--features patch: (N, H', W', C) last-block tokens after the final norm, the same from both twins."""
+    from vit_common.formats import read_checkpoint
+
+    saved = {}
+    for framework in ("torch", "jax"):
+        saved[framework] = tmp_path / f"{framework}-patches.npy"
+        assert main(["--checkpoint", str(tiny_checkpoint), "--framework", framework, "--features", "patch",
+                     "--save-features", str(saved[framework]), *map(str, two_images)]) == 0
+        assert "patch features (N, H', W', C)" in capsys.readouterr().out
+    cfg = read_checkpoint(tiny_checkpoint).config
+    patches = np.load(saved["torch"])
+    assert patches.shape == (2, cfg.grid_size, cfg.grid_size, cfg.embed_dim)
+    assert rel_error(np.load(saved["jax"]), patches) <= FLOAT32_TOL
+    with pytest.raises(SystemExit):  # --features without --save-features: argparse names the fix
+        main(["--checkpoint", str(tiny_checkpoint), "--features", "patch", str(two_images[0])])
+    assert "give --save-features OUT.npy too" in capsys.readouterr().err

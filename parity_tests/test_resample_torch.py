@@ -40,3 +40,22 @@ def test_relative_position_bias_matches_torch_bicubic(old, new):
     got = resample_relative_position_bias(table, new)
     assert got.shape == ((2 * new - 1) ** 2, heads)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("old,new", [(37, 16), (37, 12), (37, 18), (14, 10), (7, 12), (7, 7), (16, 40), (5, 1)])
+def test_bicubic_matrix_is_torch_interpolate(old, new, antialias):
+    """Both any-size steps: a size (timm, transformers, DINOv2 with registers) and a scale factor
+    (new + 0.1) / old (DINOv2's hub), each with and without antialiasing, in float64."""
+    from vit_common.weights.resample import bicubic_matrix
+
+    signal = torch.from_numpy(np.random.default_rng(old * new).standard_normal((1, 1, old, 3)))
+    by_size = F.interpolate(signal, size=(new, 3), mode="bicubic", align_corners=False, antialias=antialias)
+    np.testing.assert_allclose(bicubic_matrix(old, new, antialias=antialias) @ signal[0, 0].numpy(),
+                               by_size[0, 0].numpy(), rtol=0, atol=1e-12)
+    factor = (new + 0.1) / old
+    by_factor = F.interpolate(signal, scale_factor=(factor, 1.0), mode="bicubic", align_corners=False,
+                              antialias=antialias)
+    assert by_factor.shape[2] == new
+    np.testing.assert_allclose(bicubic_matrix(old, new, antialias=antialias, step=1 / factor) @ signal[0, 0].numpy(),
+                               by_factor[0, 0].numpy(), rtol=0, atol=1e-12)

@@ -8,7 +8,7 @@ import vit_jax
 import vit_torch
 from vit_common import TIMM, load_npz, save_npz, save_safetensors
 from parity_tests.grid import EVA_GRID, SMALL_GRID, small
-from parity_tests.harness import build_pair, random_images, run_jax, run_torch
+from parity_tests.harness import FLOAT32_TOL, build_pair, random_images, run_jax, run_torch
 
 
 def _bitwise_equal(a: dict, b: dict) -> None:
@@ -54,4 +54,7 @@ def test_create_model_loads_checkpoint_files(tmp_path, suffix, framework):
     images = random_images(tm.cfg, 2)
     ref = run_torch(tm, images).logits
     out = run_torch(model, images).logits if framework == "torch" else run_jax(model, images).logits
-    assert np.abs(out - ref).max() <= 1e-5
+    if framework == "torch":  # the same weights in the same model on the same images: the same bits
+        np.testing.assert_array_equal(out, ref)
+    else:  # the other twin: float32 sums in another order, the numerical contract's tolerance
+        assert np.abs(out - ref).max() <= FLOAT32_TOL

@@ -137,7 +137,8 @@ def test_predict_maps_agree_and_cli_writes_them(tmp_path, capsys, swin_weights):
     save_npz(ckpt := tmp_path / "swin.npz", weights, cfg)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(img := tmp_path / "a.png")
     assert predict_cli(["--checkpoint", str(ckpt), "--framework", "torch", "--attention-map",
-                        str(png := tmp_path / "maps.png"), str(img)]) == 0
+                        str(tmp_path / "maps"), str(img)]) == 0
+    png = tmp_path / "maps" / "a.png"
     assert f"attention map: {png}" in capsys.readouterr().out
     with Image.open(png) as im:
         assert im.format == "PNG"

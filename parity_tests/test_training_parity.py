@@ -83,7 +83,9 @@ def test_loss_curves_agree_step_by_step(runs):
     jax_losses, torch_losses = _losses(tmp / "jax"), _losses(tmp / "torch")
     assert len(jax_losses) == 22 and jax_losses.keys() == torch_losses.keys()  # 1,437 images / 64
     worst = np.max([abs(jax_losses[s] - torch_losses[s]) / abs(jax_losses[s]) for s in jax_losses])  # NaN propagates
-    assert worst <= 1e-4, worst
+    # Measured 6.8e-7 (2-core Xeon, 2026-12-07): float32 sums in another order, compounded over 22
+    # steps of AdamW. The float32 contract's 1e-5 leaves ~15x for other CPUs' orders of summation.
+    assert worst <= FLOAT32_TOL, worst
 
 
 @pytest.mark.parametrize("step", [1, 2, 3])

@@ -1,7 +1,7 @@
 """The Hugging Face Hub without the network: its cache laid out on disk as huggingface_hub lays
 it out, and a loopback HTTP server that answers as the Hub does. Numpy and vit_common only, so
 every package's tests can use it. Tiny presets with default tags are registered per test, as a
-new family registers its rows (PRESETS, DEFAULT_TAGS), so the files stay small."""
+new preset registers its card (config/cards.py), so the files stay small."""
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +15,9 @@ from typing import Iterator
 
 import numpy as np
 
-from vit_common import PRESETS
-from vit_common.formats.hub import DEFAULT_TAGS
+from vit_common import SwinConfig, ViTConfig
+from vit_common.config.cards import PresetCard
+from vit_common.config.presets import CARDS
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # a snapshot's commit: any 40 hex digits
 
@@ -31,8 +32,8 @@ TINY_PRESETS = {
 
 def register_tiny_presets(monkeypatch) -> None:
     for name, (preset, tag) in TINY_PRESETS.items():
-        monkeypatch.setitem(PRESETS, name, preset)
-        monkeypatch.setitem(DEFAULT_TAGS, name, tag)
+        family = SwinConfig if name.startswith("swin_") else ViTConfig
+        monkeypatch.setitem(CARDS, name, PresetCard(name, family, preset, tag))
 
 
 def use_hub(monkeypatch, cache: Path, *, offline: bool = True, endpoint: str | None = None) -> None:

@@ -74,8 +74,8 @@ def test_config_derived_values_and_json_roundtrip():
     with pytest.raises(ConfigError, match="unknown config fields"):
         ViTConfig.from_dict({"width": 3})
     assert get_config("vit_base_patch16_224", no_embed_class=True).num_pos_embed == 196
-    assert get_config("vit_base_patch16_224", global_pool="avg").use_fc_norm
-    assert not get_config("vit_base_patch16_gap_224").use_fc_norm
+    assert get_config("vit_base_patch16_224", global_pool="avg").has_fc_norm
+    assert not get_config("vit_base_patch16_gap_224").has_fc_norm
 
 
 def test_dropout_fields_are_timms_and_old_configs_still_load():

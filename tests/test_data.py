@@ -138,8 +138,10 @@ def test_tfds_source_through_mock_data():
         loader = make_loader(source, img_size=16, in_chans=3, batch_size=8, seed=0, train=True, augment=HEAVY)
         batch = next(loader)
         assert batch["image"].shape == (8, 16, 16, 3) and batch["target"].shape == (8, 10)
-        cifar = load_source("cifar10", "test[:50%]")  # the mock serves num_examples whatever the slice
-        assert cifar.in_chans == 3 and cifar[0]["image"].shape == (32, 32, 3)
+        # The mock serves num_examples whatever the split or slice, so it shows the metadata path only;
+        # splits and slices are read from real files in test_tfds_array_record_dataset_by_name.
+        cifar = load_source("cifar10", "test")
+        assert cifar.in_chans == 3 and cifar.num_classes == 10 and cifar[0]["image"].shape == (32, 32, 3)
 
 
 def _build_tiny_tfds(tfds, data_dir):
@@ -179,7 +181,7 @@ def test_tfds_array_record_dataset_by_name(tmp_path):
     # class is unknown there, tfds finds the prepared files, and TensorFlow is never imported.
     code = ("import json, sys; from vit_data import load_source\n"
             "out = {}\n"
-            "for split in ('train', 'test', 'train[:50%]'):\n"
+            "for split in ('train', 'test', 'train[:50%]', 'test[2:]'):\n"
             "    s = load_source('vit_data_tiny_tfds', split, sys.argv[1])\n"
             "    out[split] = dict(meta=[s.num_classes, s.class_names, s.in_chans],\n"
             "                      images=[s[i]['image'].tolist() for i in range(len(s))],\n"
@@ -190,7 +192,8 @@ def test_tfds_array_record_dataset_by_name(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     read = json.loads(result.stdout.split("RESULT", 1)[1])
     assert read["tensorflow"] is False
-    for split, keep in (("train", slice(None)), ("test", slice(None)), ("train[:50%]", slice(0, 6))):
+    for split, keep in (("train", slice(None)), ("test", slice(None)), ("train[:50%]", slice(0, 6)),
+                        ("test[2:]", slice(2, None))):
         images, labels = written[split.split("[")[0]]
         got = read[split]
         assert got["meta"] == [3, ["ant", "bee", "cat"], 1], split

@@ -13,8 +13,10 @@ from tests.checkpoint_factories import as_hf, random_canonical
 from tests.hub_cache import (
     TINY_PRESETS, cache_repo, loopback_hub, register_tiny_presets, safetensors_bytes, timm_config_json, use_hub,
 )
-from vit_common import PRESETS, TIMM, CheckpointError, ConfigError, WeightsMismatchError, get_config, list_models
+from vit_common import TIMM, CheckpointError, ConfigError, ViTConfig, WeightsMismatchError, get_config, list_models
 from vit_common import read_checkpoint
+from vit_common.config.cards import ADDED, TAGS, PresetCard
+from vit_common.config.presets import CARDS
 from vit_common.formats.hub import DEFAULT_TAGS, parse_pretrained, pretrained_source
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +54,11 @@ def assert_same(weights: dict, want: dict) -> None:
 
 
 def test_every_preset_has_a_default_tag_row():
-    """A family's presets come with their rows in DEFAULT_TAGS (None: timm publishes no weights)."""
+    """A family table's presets come with their rows in cards.TAGS (None: timm publishes no weights),
+    and no row names a preset that is gone; whole cards (ADDED) carry their own."""
     assert sorted(set(list_models()) - set(DEFAULT_TAGS)) == []
+    assert set(TAGS) == set(list_models()) - {card.name for card in ADDED}
+    assert all(DEFAULT_TAGS[name] == CARDS[name].tag for name in list_models())
 
 
 def test_names_resolve_to_timm_repositories():
@@ -90,9 +95,9 @@ def test_quickgelu_names_read_the_plain_clip_repository():
 
 def test_a_quickgelu_name_runs_the_plain_repositorys_weights_with_quickgelu(hub, monkeypatch):
     clip = dict(TINY_PRESETS["test_vit_tiny"][0], pre_norm=True, norm_eps=1e-5)
-    monkeypatch.setitem(PRESETS, "vit_test_clip_32", clip)
-    monkeypatch.setitem(PRESETS, "vit_test_clip_quickgelu_32", dict(clip, act_layer="quick_gelu"))
-    monkeypatch.setitem(DEFAULT_TAGS, "vit_test_clip_quickgelu_32", "openai")
+    monkeypatch.setitem(CARDS, "vit_test_clip_32", PresetCard("vit_test_clip_32", ViTConfig, clip))
+    monkeypatch.setitem(CARDS, "vit_test_clip_quickgelu_32", PresetCard(
+        "vit_test_clip_quickgelu_32", ViTConfig, dict(clip, act_layer="quick_gelu"), tag="openai"))
     w, files = timm_repo("vit_test_clip_32", "openai")  # config.json names the plain architecture
     cache_repo(hub, "timm/vit_test_clip_32.openai", files)
     ckpt = read_checkpoint("timm:vit_test_clip_quickgelu_32")
@@ -311,3 +316,20 @@ def test_train_init_takes_a_pretrained_name(hub, capsys):
     with pytest.raises(SystemExit):
         parse_train_args(["--help"])
     assert "timm:NAME[.TAG]" in capsys.readouterr().out
+
+
+def test_hf_hub_revision_picks_that_snapshot(hub):
+    """`hf-hub:ORG/REPO@REV`: a branch or tag name, or a commit, reads that snapshot; no revision,
+    the default branch."""
+    main_w, main_files = timm_repo("test_vit_tiny", "test_in1k", seed=0)
+    v2_w, v2_files = timm_repo("test_vit_tiny", "test_in1k", seed=1)
+    v2_commit = "fedcba9876543210fedcba9876543210fedcba98"
+    cache_repo(hub, "someone/tiny", main_files)
+    cache_repo(hub, "someone/tiny", v2_files, commit=v2_commit, revision="v2")
+    assert_same(read_checkpoint("hf-hub:someone/tiny").weights, main_w)
+    for name in ("hf-hub:someone/tiny@v2", f"hf-hub:someone/tiny@{v2_commit}"):
+        ckpt = read_checkpoint(name)
+        assert_same(ckpt.weights, v2_w)
+        assert "@" in ckpt.meta["source"], ckpt.meta["source"]
+    with pytest.raises(CheckpointError):
+        read_checkpoint("hf-hub:someone/tiny@no-such-branch")

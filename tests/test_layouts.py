@@ -21,7 +21,7 @@ def _same(a: dict, b: dict):
 
 def _check_arch(got, want):
     for field in ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "num_classes", "class_token",
-                  "distilled", "no_embed_class", "global_pool", "use_fc_norm", "representation_size", "qkv_bias",
+                  "distilled", "no_embed_class", "global_pool", "has_fc_norm", "representation_size", "qkv_bias",
                   "mlp_ratio", "in_chans", "pos_embed"):
         assert getattr(got, field) == getattr(want, field), field
 
@@ -298,3 +298,21 @@ def test_huggingface_swin_state_dict(tmp_path):
     save_safetensors(tmp_path / "ape.safetensors", ape)
     with pytest.raises(CheckpointError, match="absolute position embedding"):
         read_checkpoint(tmp_path / "ape.safetensors")
+
+
+def test_a_name_that_fights_the_stored_config_says_so_in_one_line(tmp_path):
+    """create_model(NAME, checkpoint=RUN/final.npz) of a run that changed the preset: one line naming the
+    fields and the fix, not a list of every mismatched tensor."""
+    from vit_common import save_npz
+    from vit_common.weights import canonical_shapes
+
+    cfg = get_config("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=96, num_heads=3,
+                     global_pool="avg", num_classes=10, in_chans=1)
+    save_npz(tmp_path / "final.npz", {k: np.zeros(s, np.float32) for k, s in canonical_shapes(cfg).items()}, cfg)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(tmp_path / "final.npz", "vit_tiny_patch16_224")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "in_chans=1 (the preset's 3)" in message and "depth=2 (the preset's 12)" in message
+    assert "embed_dim=96 (the preset's 192)" in message and "leave the name out" in message
+    assert read_checkpoint(tmp_path / "final.npz").config == cfg  # as the message says

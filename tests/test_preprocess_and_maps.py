@@ -51,9 +51,18 @@ def test_shorter_side_resized_then_center_cropped(size):
 
 
 def test_resize_rule_matches_timm():
-    # 224 / 0.875 = 256: the shorter side goes to 256 before the 224 crop.
-    crop = resize_and_crop(coordinate_image(512, 256), 224)
+    # 224 / 0.875 = 256: the shorter side goes to 256 before the 224 crop. Here it is 256 already,
+    # so the crop is the image's central 224 x 224 window, pixel for pixel (coordinates mod 256).
+    image = coordinate_image(512, 256)
+    crop = resize_and_crop(image, 224)
     assert crop.size == (224, 224)
+    np.testing.assert_array_equal(np.asarray(crop), np.asarray(image)[16:240, 144:368])
+    # A resize: 56 / 0.875 = 64, so 200 x 100 -> 128 x 64, then the crop at (36, 4). Nearest
+    # neighbour takes source pixel floor((i + 0.5) * 100 / 64) along each axis.
+    crop = np.asarray(resize_and_crop(coordinate_image(200, 100), 56, interpolation="nearest"))
+    source = lambda i: np.floor((i + 0.5) * 100 / 64).astype(np.uint8)
+    np.testing.assert_array_equal(crop[..., 0], np.broadcast_to(source(36 + np.arange(56)), (56, 56)))
+    np.testing.assert_array_equal(crop[..., 1], np.broadcast_to(source(4 + np.arange(56))[:, None], (56, 56)))
 
 
 def test_grayscale_and_mean_std():

@@ -1,6 +1,6 @@
 """Every ViT / DeiT preset against timm: the same names, the same parameter counts.
 
-The counts are those of `timm.create_model(name)`, which takes num_classes from the name's default
+The counts (recorded on each preset's card) are those of `timm.create_model(name)`, which takes num_classes from the name's default
 pretrained config: vit_small_patch8_224 (DINO), vit_large_patch32_224 and vit_huge_patch14_224
 (ImageNet-21k features) and vit_base_patch16_siglip_224 (WebLI) have no classifier there.
 """
@@ -9,39 +9,12 @@ import re
 import pytest
 
 from vit_common.config.eva import EVA_PRESETS  # counted in parity_tests/test_eva_presets.py
-from vit_common.config.presets import PRESETS, get_config, list_models
+from vit_common.config.presets import CARDS, PRESETS, get_config, list_models
 from vit_common.errors import ConfigError
 from vit_common.weights.canonical import count_params
 
-TIMM_PARAMS = {
-    "vit_tiny_patch16_224": 5_717_416,
-    "vit_tiny_patch16_384": 5_790_376,
-    "vit_small_patch8_224": 21_670_272,
-    "vit_small_patch16_224": 22_050_664,
-    "vit_small_patch16_384": 22_196_584,
-    "vit_small_patch32_224": 22_878_952,
-    "vit_small_patch32_384": 22_915_432,
-    "vit_base_patch8_224": 86_576_872,
-    "vit_base_patch16_224": 86_567_656,
-    "vit_base_patch16_384": 86_859_496,
-    "vit_base_patch32_224": 88_224_232,
-    "vit_base_patch32_384": 88_297_192,
-    "vit_large_patch16_224": 304_326_632,
-    "vit_large_patch16_384": 304_715_752,
-    "vit_large_patch32_224": 305_510_400,
-    "vit_large_patch32_384": 306_632_680,
-    "vit_huge_patch14_224": 630_764_800,
-    "vit_base_patch16_gap_224": 86_566_120,
-    "vit_base_patch16_siglip_224": 92_884_224,
-    "deit_tiny_patch16_224": 5_717_416,
-    "deit_tiny_distilled_patch16_224": 5_910_800,
-    "deit_small_patch16_224": 22_050_664,
-    "deit_small_distilled_patch16_224": 22_436_432,
-    "deit_base_patch16_224": 86_567_656,
-    "deit_base_distilled_patch16_224": 87_338_192,
-    "deit_base_patch16_384": 86_859_496,
-    "deit_base_distilled_patch16_384": 87_630_032,
-}
+# The counts live on the presets' cards (config/cards.py PARAMS, or a whole card's params).
+TIMM_PARAMS = {name: card.params for name, card in CARDS.items() if card.params is not None}
 HEADLESS = {"vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224", "vit_base_patch16_siglip_224"}
 
 
@@ -73,7 +46,7 @@ def test_a_head_on_a_headless_preset_adds_exactly_the_classifier(name):
 
 def test_architectures_that_counts_cannot_see():
     gap = get_config("vit_base_patch16_gap_224")
-    assert (gap.num_heads, gap.class_token, gap.global_pool, gap.use_fc_norm) == (16, False, "avg", False)
+    assert (gap.num_heads, gap.class_token, gap.global_pool, gap.has_fc_norm) == (16, False, "avg", False)
     siglip = get_config("vit_base_patch16_siglip_224")
     assert (siglip.num_heads, siglip.class_token, siglip.global_pool) == (12, False, "map")
     assert get_config("deit_small_distilled_patch16_224").distilled
@@ -82,3 +55,24 @@ def test_architectures_that_counts_cannot_see():
 def test_the_invented_map_name_is_gone():
     with pytest.raises(ConfigError, match="vit_base_patch16_siglip_224"):
         get_config("vit_base_patch16_map_224")
+
+
+def test_a_card_is_the_one_place_a_preset_lives(monkeypatch):
+    """One PresetCard (as docs/architecture.md adds one) gives the name to get_config and
+    list_models, its default tag to the hub and its preprocessing to vit-predict's defaults."""
+    from vit_common import ViTConfig
+    from vit_common.config.cards import PresetCard
+    from vit_common.formats.hub import parse_pretrained
+    from vit_common.predict.defaults import FAMILIES, resolve_preprocess
+
+    fields = dict(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=3)
+    monkeypatch.setitem(CARDS, "vit_toy_patch16_32", PresetCard(
+        "vit_toy_patch16_32", ViTConfig, fields, tag="toy_in1k", preprocess="deit",
+        preprocess_changes={"crop_pct": 1.0}))
+    assert list_models("vit_toy*") == ["vit_toy_patch16_32"]
+    cfg = get_config("vit_toy_patch16_32", num_classes=5)
+    assert (cfg.embed_dim, cfg.num_heads, cfg.num_classes) == (32, 2, 5)
+    assert parse_pretrained("timm:vit_toy_patch16_32").repo_id == "timm/vit_toy_patch16_32.toy_in1k"
+    options, origin = resolve_preprocess({"source_layout": "timm"}, cfg, "vit_toy_patch16_32")
+    assert options == {**FAMILIES["deit"][1], "crop_pct": 1.0}
+    assert origin == "family default: timm DeiT (vit_toy_patch16_32's default tag)"

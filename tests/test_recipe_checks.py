@@ -57,12 +57,14 @@ BAD = [
     ("--patch-size", "-4", "patch_size must be a positive integer"),
 ]
 
-# The edges of each range, which must still be accepted.
-GOOD = [("--lr", "1e-5"), ("--min-lr", "0"), ("--min-lr", "2e-3"), ("--warmup-epochs", "0"),
-        ("--warmup-epochs", "19.5"), ("--warmup-epochs", "40"), ("--epochs", "1"), ("--weight-decay", "0"),
-        ("--layer-decay", "1"), ("--layer-decay", "0.65"), ("--layer-decay", "none"), ("--beta2", "0"), ("--clip-grad-norm", "none"),
-        ("--ema-decay", "0.9999"), ("--ema-decay", "none"), ("--label-smoothing", "0"), ("--mixup-alpha", "0"),
-        ("--randaugment", "0,0"), ("--randaugment", "3,30"), ("--seed", "0"), ("--max-bad-steps", "1")]
+# The edges of each range, which must still be accepted, and the value each parses to.
+GOOD = [("--lr", "1e-5", 1e-5), ("--min-lr", "0", 0.0), ("--min-lr", "2e-3", 2e-3), ("--warmup-epochs", "0", 0.0),
+        ("--warmup-epochs", "19.5", 19.5), ("--warmup-epochs", "40", 40.0), ("--epochs", "1", 1),
+        ("--weight-decay", "0", 0.0), ("--layer-decay", "1", 1.0), ("--layer-decay", "0.65", 0.65),
+        ("--layer-decay", "none", None), ("--beta2", "0", 0.0), ("--clip-grad-norm", "none", None),
+        ("--ema-decay", "0.9999", 0.9999), ("--ema-decay", "none", None), ("--label-smoothing", "0", 0.0),
+        ("--mixup-alpha", "0", 0.0), ("--randaugment", "0,0", "0,0"), ("--randaugment", "3,30", "3,30"),
+        ("--seed", "0", 0), ("--max-bad-steps", "1", 1)]
 
 
 @pytest.mark.parametrize("flag,value,message", BAD, ids=[f"{f}={v}" for f, v, _ in BAD])
@@ -72,9 +74,10 @@ def test_out_of_range_values_are_refused(flag, value, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("flag,value", GOOD, ids=[f"{f}={v}" for f, v in GOOD])
-def test_range_edges_are_accepted(flag, value):
-    parse_train_args([f"{flag}={value}"])
+@pytest.mark.parametrize("flag,value,parsed", GOOD, ids=[f"{f}={v}" for f, v, _ in GOOD])
+def test_range_edges_are_accepted(flag, value, parsed):
+    got = getattr(parse_train_args([f"{flag}={value}"]), flag[2:].replace("-", "_"))
+    assert got == parsed and type(got) is type(parsed), (got, parsed)  # 1 is no 1.0: int fields stay int
 
 
 def test_every_numeric_field_has_a_range_check():

@@ -24,7 +24,7 @@ def test_every_field_has_help_with_its_default(capsys):
         entry = text.split(option + " ", 1)[1].split(" --", 1)[0]
         assert "(default: " in entry, f"{option}: no default in {entry!r}"
     assert "--framework {jax,torch}" in text and "--dtype {float32,bfloat16}" in text
-    assert "--sharding {data,fsdp}" in text and "--hflip {true,false}" in text
+    assert "--sharding {data,fsdp}" in text and "--hflip [{true,false}]" in text  # bare --hflip: true
     assert "(default: 16)" in text.split("--img-size IMG_SIZE", 1)[1][:200]  # the digits preset's, not the field's 224
 
 

@@ -292,7 +292,25 @@ def test_swin_modules_import_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys, vit_common.config.windows, vit_common.weights.tables, vit_common.cli.vit_convert, "
+    code = ("import sys, vit_common.config.windows, vit_common.weights.tables, vit_common.weights.module_tables, vit_common.cli.vit_convert, "
             "vit_common.predict.attention_maps; "
             "assert not {'jax', 'torch'} & set(sys.modules), sorted({'jax', 'torch'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("grid,window,shift", [((8, 12), 4, 2), ((12, 4), 4, 1), ((14, 21), 7, 3)])
+def test_shifted_window_mask_of_a_rectangular_grid_brute_force(grid, window, shift):
+    """As the square case: on an (H, W) grid of whole windows, two tokens of a shifted window may
+    attend iff the roll did not separate them on either axis."""
+    rh, rw = grid
+    mask = shifted_window_mask(grid, window, shift)
+    nh, nw = rh // window, rw // window
+    assert mask.shape == (nh * nw, window * window, window * window)
+    for k in range(nh * nw):
+        ty, tx = divmod(k, nw)
+        for a in range(window * window):
+            for b in range(window * window):
+                rolled = [(ty * window + p // window, tx * window + p % window) for p in (a, b)]
+                original = [((y + shift) % rh, (x + shift) % rw) for y, x in rolled]
+                same = all(rolled[0][d] - rolled[1][d] == original[0][d] - original[1][d] for d in (0, 1))
+                assert mask[k, a, b] == (0.0 if same else MASK_VALUE), (k, a, b)

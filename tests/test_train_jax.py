@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weights as _final, poison_training_batches,
-                              run_train as _run, train_cmd as _cmd, train_env as _env, train_losses as _train_losses,
-                              wait_for_checkpoint as _wait_for_checkpoint)
+from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weights as _final, interrupt_launcher,
+                              poison_training_batches, run_train as _run, saved_steps, train_cmd as _cmd, train_env as _env,
+                              train_losses as _train_losses)
 from vit_common import CheckpointError
 
 
@@ -36,13 +36,13 @@ def test_uninterrupted_run_leaves_everything_people_expect(reference_run):
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, tmp_path):
-    proc = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_checkpoint(tmp_path, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "final.npz").exists()
+    # Killed right after step 30 (of 44 per epoch), its checkpoint of step 20 on disk.
+    killed = subprocess.run(_cmd(tmp_path, launcher=interrupt_launcher(30, "SIGKILL")), cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert saved_steps(tmp_path) == [20] and not (tmp_path / "final.npz").exists()
     resumed = _run(tmp_path)
-    assert "resumed from step" in resumed.stdout and "changed recipe" not in resumed.stderr
+    assert "resumed from step 20 " in resumed.stdout and "changed recipe" not in resumed.stderr
     want, got = _final(reference_run), _final(tmp_path)
     assert want.keys() == got.keys()
     for k in want:
@@ -51,14 +51,14 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, 
 
 
 def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
-    proc = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for_checkpoint(tmp_path, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    assert "SIGTERM: saved step" in out
-    _run(tmp_path)
+    # SIGTERM right after step 30, between two checkpoints: that very step is saved, then the run exits 0.
+    stopped = subprocess.run(_cmd(tmp_path, launcher=interrupt_launcher(30, "SIGTERM")), cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "SIGTERM: saved step 30 " in stopped.stdout
+    assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
+    resumed = _run(tmp_path)
+    assert "resumed from step 30 " in resumed.stdout
     want, got = _final(reference_run), _final(tmp_path)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -221,6 +221,22 @@ def test_resume_with_a_recipe_that_changes_the_saved_state(reference_run, tmp_pa
     assert "resumed from step 80" in out and "no EMA weights; they start from the restored weights" in out
     assert "RNG streams (dropout, drop path): 4 in the checkpoint not used by this recipe, dropped" in out
     assert (run / "final.npz").exists()
+
+
+def test_resume_with_changed_optimizer_settings_follows_the_new_recipe(reference_run, tmp_path, capsys):
+    """README: optimizer settings follow the new recipe on resume, and switching --layer-decay on
+    keeps the Adam moments in JAX (the scaling holds no state)."""
+    run = copy_finished_run(reference_run, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "88")  # resume at 80: 8 steps to go
+    new = ["--weight-decay", "0.1", "--beta2", "0.99", "--layer-decay", "0.75"]
+    assert train_cli.main(TINY + ["--workdir", str(run), *new]) == 0
+    captured = capsys.readouterr()
+    assert "resumed from step 80" in captured.out and "cannot resume" not in captured.err
+    saved = json.loads((run / "config.json").read_text())["train"]
+    assert (saved["weight_decay"], saved["beta2"], saved["layer_decay"]) == (0.1, 0.99, 0.75)
+    want, got = _final(reference_run), _final(run)
+    assert want.keys() == got.keys()  # the same steps with other settings: other weights
+    assert any(not np.array_equal(got[k], want[k]) for k in want)
 
 
 def test_bad_steps_that_end_between_two_log_steps_still_stop_the_run(tmp_path, monkeypatch):

@@ -4,12 +4,13 @@ import json
 import re
 import signal
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.train_runs import (final_weights, finish_processes, run_processes, run_train, saved_steps,
-                              start_processes, train_losses, wait_for_checkpoint)
+from tests.train_runs import (final_weights, finish_processes, interrupt_launcher, run_processes, run_train,
+                              saved_steps, start_processes, train_losses)
 
 # Wide enough that FSDP really shards the MLP kernels (arrays of >= 2^14 elements); MixUp and
 # CutMix on, so the pairs must span the global batch across the two hosts.
@@ -55,16 +56,14 @@ def test_two_processes_equal_one_process_with_two_devices(sharding, two_process_
 
 def test_both_processes_sigkilled_then_restarted_resume_bit_exactly(two_process_fsdp, tmp_path):
     workdir = tmp_path / "run"
-    procs = start_processes(workdir, *WIDE, "--sharding", "fsdp")
-    try:
-        wait_for_checkpoint(workdir, procs[0], timeout=240)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        finish_processes(procs)
-    assert saved_steps(workdir) and not (workdir / "final.npz").exists()
+    # Each process kills itself right after step 30 (of 44), their checkpoint of step 20 on disk.
+    kill_at_30 = [interrupt_launcher(30, "SIGKILL")] * 2
+    procs = start_processes(workdir, *WIDE, "--sharding", "fsdp", launchers=kill_at_30)
+    outputs = finish_processes(procs)
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2, outputs[0][-3000:]
+    assert saved_steps(workdir) == [20] and not (workdir / "final.npz").exists()
     outputs = run_processes(workdir, *WIDE, "--sharding", "fsdp")
-    assert all("resumed from step" in out for out in outputs)
+    assert all("resumed from step 20 " in out for out in outputs)
     want, got = final_weights(two_process_fsdp), final_weights(workdir)
     assert want.keys() == got.keys()
     for k in want:
@@ -75,11 +74,13 @@ def test_both_processes_sigkilled_then_restarted_resume_bit_exactly(two_process_
 @pytest.mark.parametrize("dies", [0, 1])  # the coordinator, or a worker
 def test_one_process_dying_stops_the_other(dies, tmp_path):
     workdir = tmp_path / "run"
-    procs = start_processes(workdir, "--epochs", "4", "--heartbeat-timeout", "5")
+    launchers = [(sys.executable,)] * 2
+    launchers[dies] = interrupt_launcher(30, "SIGKILL", wait=False)  # dies right after step 30 of 176
+    procs = start_processes(workdir, "--epochs", "4", "--heartbeat-timeout", "5", launchers=launchers)
     survivor = procs[1 - dies]
     try:
-        wait_for_checkpoint(workdir, procs[0], timeout=240)
-        procs[dies].send_signal(signal.SIGKILL)
+        procs[dies].wait(timeout=600)  # starting two processes takes minutes on a loaded machine
+        assert procs[dies].returncode == -signal.SIGKILL, procs[dies].log.read_text()[-3000:]
         try:
             survivor.wait(timeout=60)  # a 5 s heartbeat timeout, with room for a loaded machine
         except subprocess.TimeoutExpired:

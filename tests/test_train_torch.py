@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weights, poison_training_batches, run_train,
-                              train_cmd, train_env, train_losses, wait_for_checkpoint)
+from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weights, interrupt_launcher,
+                              poison_training_batches, run_train, saved_steps, train_cmd, train_env, train_losses)
 from vit_common import CheckpointError
 
 TORCH = ("--framework", "torch")
@@ -38,14 +38,13 @@ def test_uninterrupted_run_leaves_everything_people_expect(reference_run):
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, tmp_path):
-    proc = subprocess.Popen(train_cmd(tmp_path, *TORCH), cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for_checkpoint(tmp_path, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "final.npz").exists()
+    # Killed right after step 30 (of 44 per epoch), its checkpoint of step 20 on disk.
+    killed = subprocess.run(train_cmd(tmp_path, *TORCH, launcher=interrupt_launcher(30, "SIGKILL")), cwd=ROOT,
+                            env=train_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert saved_steps(tmp_path) == [20] and not (tmp_path / "final.npz").exists()
     resumed = run_train(tmp_path, *TORCH)
-    assert "resumed from step" in resumed.stdout and "changed recipe" not in resumed.stderr
+    assert "resumed from step 20 " in resumed.stdout and "changed recipe" not in resumed.stderr
     want, got = final_weights(reference_run), final_weights(tmp_path)
     assert want.keys() == got.keys()
     for k in want:  # drop path is on: its masks are a function of the step, so they replay exactly
@@ -54,14 +53,14 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, 
 
 
 def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
-    proc = subprocess.Popen(train_cmd(tmp_path, *TORCH), cwd=ROOT, env=train_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    wait_for_checkpoint(tmp_path, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    assert "SIGTERM: saved step" in out
-    run_train(tmp_path, *TORCH)
+    # SIGTERM right after step 30, between two checkpoints: that very step is saved, then the run exits 0.
+    stopped = subprocess.run(train_cmd(tmp_path, *TORCH, launcher=interrupt_launcher(30, "SIGTERM")), cwd=ROOT,
+                             env=train_env(), capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "SIGTERM: saved step 30 " in stopped.stdout
+    assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
+    resumed = run_train(tmp_path, *TORCH)
+    assert "resumed from step 30 " in resumed.stdout
     want, got = final_weights(reference_run), final_weights(tmp_path)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -113,7 +112,22 @@ def test_deit_hard_distillation_from_a_teacher(reference_run, tmp_path):
 
 
 def test_bfloat16_autocast_trains(tmp_path):
-    run_train(tmp_path, *TORCH, "--dtype", "bfloat16", "--epochs", "1")
+    # In this process, with a hook on every module: the Linear layers' outputs show bf16 was used.
+    import torch
+
+    linear_out = {True: set(), False: set()}  # training / evaluation mode -> dtypes seen
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            linear_out[module.training].add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        assert train_cli.main(TINY + [*TORCH, "--dtype", "bfloat16", "--epochs", "1", "--workdir", str(tmp_path)]) == 0
+    finally:
+        hook.remove()
+    assert linear_out[True] == {torch.bfloat16}, linear_out  # every training step under autocast
+    assert linear_out[False] == {torch.bfloat16}, linear_out  # and the evaluation
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["dtype"] == "bfloat16" and np.isfinite(summary["test_loss"])
     assert all(v.dtype == np.float32 for v in final_weights(tmp_path).values())  # float32 parameters

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,19 @@ def train_cmd(workdir, *extra, launcher=(sys.executable,)):
 
 
 def train_env(devices=1):
+    """The child's environment: the suite's (its compilation cache, thread settings and XLA flags,
+    see conftest.py) with the device count set, replacing only a device count already there."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     return env
+
+
+def interrupt_launcher(step, signal_name, wait=True):
+    """A launcher for train_cmd whose run sends itself signal_name ("SIGKILL", "SIGTERM") right after
+    training step `step`, its checkpoints so far on disk unless not `wait` (tests/interrupt_at.py)."""
+    return (sys.executable, str(ROOT / "tests" / "interrupt_at.py"), str(step), signal_name,
+            *(() if wait else ("--no-wait",)))
 
 
 def run_train(workdir, *extra, devices=1, launcher=(sys.executable,)):
@@ -52,16 +61,6 @@ def train_losses(workdir):
 def saved_steps(workdir):
     """Finished checkpoints of either twin: orbax step folders (jax), step_N.pt files (torch)."""
     return sorted(run_checkpoint_steps(Path(workdir) / "checkpoints"))
-
-
-def wait_for_checkpoint(workdir, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if saved_steps(workdir):
-            return
-        assert proc.poll() is None, "the run ended before writing a checkpoint"
-        time.sleep(0.02)
-    raise TimeoutError("no checkpoint appeared")
 
 
 def poison_training_batches(monkeypatch, steps=None):
@@ -94,25 +93,35 @@ def poison_training_batches(monkeypatch, steps=None):
     monkeypatch.setattr(vit_data, "make_loader", poisoned)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def reserve_port() -> socket.socket:
+    """A free port held until the socket closes. Bound with SO_REUSEPORT and never listening: JAX's
+    coordinator (gRPC binds with SO_REUSEPORT too) can still take it, while no other program's bind,
+    nor the kernel's pick of a free port for another test, can (a port found free and released
+    before the coordinator binds it could be taken in between)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
-def start_processes(workdir, *extra, n=2, port=None):
-    """n `train.py` processes of one multi-host JAX run on 127.0.0.1, one CPU device each. Their
-    output goes to files beside the workdir (a full pipe would stall a process, and its peers with it)."""
-    port = port or free_port()
+def start_processes(workdir, *extra, n=2, launchers=None):
+    """n `train.py` processes of one multi-host JAX run on 127.0.0.1, one CPU device each (process i
+    started by launchers[i] if given, see interrupt_launcher). Their output goes to files beside the
+    workdir (a full pipe would stall a process, and its peers with it)."""
+    reservation = reserve_port()
+    port = reservation.getsockname()[1]
     procs = []
     for i in range(n):
         env = dict(train_env(1), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(n),
                    JAX_PROCESS_ID=str(i))
+        launcher = launchers[i] if launchers else (sys.executable,)
         log = Path(f"{workdir}.process{i}.log")
         with open(log, "w") as out:
-            proc = subprocess.Popen(train_cmd(workdir, *extra), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(train_cmd(workdir, *extra, launcher=launcher), cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
         proc.log = log
         procs.append(proc)
+    procs[0].reservation = reservation  # released by finish_processes
     return procs
 
 
@@ -126,6 +135,7 @@ def finish_processes(procs, timeout=300):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        procs[0].reservation.close()
     return [p.log.read_text() for p in procs]
 
 

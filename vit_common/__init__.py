@@ -5,7 +5,8 @@
     formats/   checkpoints in the wild, one module per family; reading any of them; pretrained names (Hub)
     train/     the training recipe, run set-up and logs shared by both twins' loops
     predict/   image preprocessing and attention maps
-    cli/       vit-convert and vit-predict
+    cli/       vit-convert, vit-predict and vit-export
+    export.py  what every deployment artifact shares: formats, the check, the JSON sidecar
 """
 from .config import (
     PRESETS, ConfigError, EvaConfig, ModelConfig, SwinConfig, ViTConfig, config_from_dict, fixed_pos_embed, get_config, list_models,

@@ -7,6 +7,9 @@
   "idx:DIR"    MNIST-format IDX files in DIR, gzipped or not: train-images-idx3-ubyte,
                train-labels-idx1-ubyte, t10k-* (or test-*) for "test".
   "folder:DIR" DIR/<split>/<class>/*.png|jpg|...; classes are the sorted class folders of all splits.
+               Every file's header is checked when the split is opened (no pixels decoded): the
+               unreadable ones are listed, one line each, in the ValueError, or left out with a
+               count printed when skip_bad_images is set.
   other        a tensorflow-datasets name read with tfds.data_source (array_record, no TensorFlow).
 Local forms also take tfds-style slices: "train[:90%]", "train[-5000:]".
 """
@@ -21,9 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vit_common.predict.preprocess import GRAYSCALE_MODES, IMAGE_SUFFIXES, ImageError, probe_image, read_image
+
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 DIGITS_TEST_FRACTION = 0.2
 
 
@@ -61,14 +65,15 @@ class ArrayRecords:
         return {"image": self.images[index], "label": int(self.labels[index])}
 
 
-def load_source(dataset: str, split: str, data_dir: str | None = None) -> Source:
-    """The records of `split` of `dataset` (see the module docstring for the forms)."""
+def load_source(dataset: str, split: str, data_dir: str | None = None, skip_bad_images: bool = False) -> Source:
+    """The records of `split` of `dataset` (see the module docstring for the forms).
+    skip_bad_images: a folder: dataset leaves out the files it cannot read (else they are an error)."""
     if dataset == "digits":
         return _digits(split)
     if dataset.startswith("idx:"):
         return _idx(dataset, split)
     if dataset.startswith("folder:"):
-        return _folder(dataset, split)
+        return _folder(dataset, split, skip_bad_images)
     return _tfds(dataset, split, data_dir)
 
 
@@ -195,8 +200,8 @@ def _has_idx(folder: Path, split: str) -> bool:
 # --- a folder of images per class ----------------------------------------------------------------
 
 class FolderRecords:
-    """Image files decoded on access, all converted to one PIL mode ("L" or "RGB"): upright by
-    EXIF, then converted, exactly as vit-predict's load_image decodes a file (keep them alike)."""
+    """Image files decoded on access, all read as one PIL mode ("L" or "RGB") by
+    vit_common.predict.preprocess.read_image, the reader vit-predict uses (same pixels)."""
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], mode: str):
         self.paths, self.labels, self.mode = list(paths), np.asarray(labels, np.int64), mode
@@ -205,24 +210,21 @@ class FolderRecords:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        from PIL import Image, ImageOps
-
-        with Image.open(self.paths[index]) as image:
-            image = ImageOps.exif_transpose(image).convert(self.mode)
-        pixels = np.asarray(image, np.uint8)
+        pixels = np.asarray(read_image(self.paths[index], self.mode), np.uint8)
         return {"image": pixels.reshape(pixels.shape[0], pixels.shape[1], -1), "label": int(self.labels[index])}
 
 
-def _folder(dataset: str, split: str) -> Source:
-    from PIL import Image
-
+def _folder(dataset: str, split: str, skip_bad_images: bool = False) -> Source:
     root = Path(dataset[len("folder:"):]).expanduser()
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist (dataset {dataset!r})")
     base, start, stop = parse_split(split)
     split_dirs = sorted(d for d in root.iterdir() if d.is_dir())
     if not (root / base).is_dir():
-        raise ValueError(f"{root / base} does not exist; {root} has splits {[d.name for d in split_dirs]}")
+        fix = (f"add {root / base}/<class>/ images, or hold some of train out: --train-split 'train[:90%]' "
+               f"--test-split 'train[90%:]'" if base == "test" and (root / "train").is_dir() else
+               f"add {root / base}/<class>/ images or name an existing split")
+        raise ValueError(f"{root / base} does not exist ({root} has splits {[d.name for d in split_dirs]}); {fix}")
     classes = sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()})
     paths, labels = [], []
     for label, name in enumerate(classes):
@@ -233,8 +235,23 @@ def _folder(dataset: str, split: str) -> Source:
     keep = slice_indices(len(paths), start, stop)
     if len(keep) == 0:
         raise ValueError(f"no images under {root / base}/<class>/ (looked for {sorted(IMAGE_SUFFIXES)})")
-    with Image.open(paths[keep[0]]) as first:  # the first image decides: grayscale folders stay 1-channel
-        mode = "L" if first.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+    modes, bad = {}, []
+    for i in keep:  # headers only: a corrupt file is found now, not as a traceback mid-run
+        try:
+            modes[i] = probe_image(paths[i])
+        except ImageError as e:
+            bad.append(str(e))
+    if bad and not skip_bad_images:
+        raise ValueError(f"{len(bad)} of {len(keep)} images in {dataset} ({split}) cannot be read:\n  "
+                         + "\n  ".join(bad) + "\nremove or replace them, or pass --skip-bad-images to train without them")
+    if bad:
+        print(f"{dataset} ({split}): skipped {len(bad)} unreadable image{'s' if len(bad) > 1 else ''} of {len(keep)} "
+              "(--skip-bad-images)")
+        keep = [i for i in keep if i in modes]
+        if not keep:
+            raise ValueError(f"no readable images under {root / base}/<class>/")
+    # The first image decides: grayscale folders stay 1-channel.
+    mode = "L" if modes[keep[0]] in GRAYSCALE_MODES else "RGB"
     records = FolderRecords([paths[i] for i in keep], [labels[i] for i in keep], mode)
     return Source(records, num_classes=len(classes), class_names=classes, in_chans=1 if mode == "L" else 3,
                   name=f"{dataset} ({split})")

@@ -45,3 +45,16 @@ def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
         raise ValueError("the model has no classification head (num_classes=0): nothing to predict")
     out = run(model, images_nhwc, attention)
     return out.probs, out.attentions
+
+
+@nnx.jit
+def _patch_features(model: Model, x: jax.Array) -> jax.Array:
+    return model.forward_intermediates(x, indices=1, norm=True, output_fmt="NHWC", intermediates_only=True)[0]
+
+
+def patch_features(model: Model, images_nhwc: np.ndarray) -> np.ndarray:
+    """(B, H', W', C) float32: the last block's patch tokens after the final norm, on the grid."""
+    if not hasattr(model, "get_intermediate_layers"):
+        raise ValueError("patch features need a ViT or Eva model (Swin's tokens are merged per stage)")
+    model.eval()
+    return np.asarray(_patch_features(model, jnp.asarray(images_nhwc, jnp.float32)), np.float32)

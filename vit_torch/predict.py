@@ -50,3 +50,16 @@ def predict(model: Model, images_nhwc: np.ndarray, attention: bool = True
         raise ValueError("the model has no classification head (num_classes=0): nothing to predict")
     out = run(model, images_nhwc, attention)
     return out.probs, out.attentions
+
+
+@torch.inference_mode()
+def patch_features(model: Model, images_nhwc: np.ndarray) -> np.ndarray:
+    """(B, H', W', C) float32: the last block's patch tokens after the final norm, on the grid
+    (NHWC like the Flax twin's, so both twins save the same array)."""
+    if not hasattr(model, "get_intermediate_layers"):
+        raise ValueError("patch features need a ViT or Eva model (Swin's tokens are merged per stage)")
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images_nhwc, np.float32).transpose(0, 3, 1, 2)))
+    out = model.forward_intermediates(x.to(device), indices=1, norm=True, output_fmt="NHWC", intermediates_only=True)
+    return _numpy(out[0])

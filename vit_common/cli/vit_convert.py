@@ -21,7 +21,8 @@ canonical Swin .npz files, and timm's Eva (EVA-02, DINOv3): timm state dicts and
 text towers left behind. The architecture is inferred from the weights unless --model pins it
 (what no weight says, such as OpenCLIP's activation, --act-layer gives);
 the config travels inside DST, so loading it needs no flags. It also reads and writes train.py
-run folders (orbax). DST is written atomically and is never SRC.
+run folders (orbax). DST is written atomically and is never SRC; an existing DST file is
+replaced only with --overwrite (an existing folder never: remove it first).
 
 Weights holding NaN or inf, or of an integer or bool dtype, are refused (exit 2, naming them);
 float16 / bfloat16 weights are widened to float32 (exact), a cast printed with the other
@@ -40,75 +41,10 @@ from pathlib import Path
 from ..config import ModelConfig, SwinConfig, ViTConfig
 from ..config.vit import ACT_LAYERS
 from ..errors import CheckpointError, ConfigError, WeightsMismatchError
-from ..formats import LAYOUT_NAMES, Checkpoint, read_checkpoint, save_npz, save_safetensors, save_torch
-from ..formats.detect import writable_layouts
-from ..formats.google import canonical_to_big_vision, canonical_to_linen, check_big_vision
+from ..formats import LAYOUT_NAMES, read_checkpoint
 from ..formats.hub import checkpoint_argument
-from ..formats.run_folder import save_training_dir
-from ..predict.defaults import resolve_preprocess
-from ..weights import TIMM, count_params
-
-OUTPUT_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", "")  # "": a folder laid out like a train.py run
-NPZ_LAYOUTS = ("canonical", "linen", "big_vision")
-# --to names written here (the rest come from the format modules' Layouts, see writable_layouts).
-BUILTIN_OUTPUTS = NPZ_LAYOUTS + ("timm", "run")
-
-
-def output_formats() -> list[str]:
-    return [*BUILTIN_OUTPUTS, *writable_layouts()]
-
-
-def check_writable(dst: Path) -> None:
-    if dst.suffix not in OUTPUT_SUFFIXES:
-        raise CheckpointError(f"{dst}: cannot write {dst.suffix!r}; choose one of .npz, .safetensors, .pt, .pth, "
-                              "or a folder (no suffix)")
-
-
-def write_checkpoint(ckpt: Checkpoint, dst: str | Path, layout: str = "canonical", to: str | None = None,
-                     model: str | None = None) -> None:
-    """.npz in a Google layout, timm-named .safetensors / .pt / .pth, or (no suffix) a folder
-    laid out like a train.py run; the config and metadata always travel inside. `to` names
-    another project's format (vit-convert --to), written by its format module. `model`: the
-    preset the weights were read as, whose family's preprocessing applies when they record none."""
-    dst = Path(dst)
-    meta = {k: v for k, v in ckpt.meta.items() if k == "class_names"}
-    meta["preprocess"] = resolve_preprocess(ckpt.meta, ckpt.config, model)[0]  # the record, else the family's default
-    if to is not None and to not in BUILTIN_OUTPUTS:
-        writers = writable_layouts()
-        if to not in writers:
-            raise CheckpointError(f"--to {to}: unknown output format; choose one of {sorted(output_formats())}")
-        writers[to].write(ckpt.weights, ckpt.config, meta, dst)
-        return
-    check_writable(dst)
-    expected = {"timm": (".safetensors", ".pt", ".pth"), "run": ("",)}.get(to, (".npz",) if to else None)
-    if expected is not None and dst.suffix not in expected:
-        raise CheckpointError(f"--to {to} writes {' or '.join(s or 'a folder (no suffix)' for s in expected)}, "
-                              f"not {dst.suffix or 'a folder'}")
-    if to in NPZ_LAYOUTS:
-        layout = to
-    if layout != "canonical" and dst.suffix != ".npz":
-        raise CheckpointError(f"--layout {layout} is for .npz files, not {dst.suffix or 'folders'}")
-    if dst.suffix == "":
-        save_training_dir(dst, ckpt.weights, ckpt.config, meta)
-    elif dst.suffix == ".npz":
-        save_npz(dst, _google_layout(ckpt, layout), ckpt.config, meta)
-    elif dst.suffix == ".safetensors":
-        save_safetensors(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
-    else:
-        save_torch(dst, TIMM.export(ckpt.weights, ckpt.config), ckpt.config, meta)
-
-
-def _google_layout(ckpt: Checkpoint, layout: str):
-    if layout == "canonical":
-        return ckpt.weights
-    if ckpt.config.arch != "vit":
-        family = "Swin" if isinstance(ckpt.config, SwinConfig) else "Eva (EVA-02, DINOv3)"
-        raise CheckpointError(f"Google never released {family} models, so there is no {layout} layout for them; "
-                              "write --layout canonical")
-    if layout == "linen":
-        return canonical_to_linen(ckpt.weights)
-    check_big_vision(ckpt.config)
-    return canonical_to_big_vision(ckpt.weights)
+from ..formats.write import NPZ_LAYOUTS, output_formats, output_layout, write_checkpoint  # noqa: F401 (API)
+from ..weights import count_params
 
 
 def describe(cfg: ModelConfig) -> str:
@@ -156,12 +92,15 @@ def parse_args(argv):
                         help="Swin: resample the relative position bias tables to this window (bicubic)")
     parser.add_argument("--to", metavar="FORMAT",
                         help=f"output format: {', '.join(output_formats())} (default: from DST's suffix: "
-                             ".npz canonical, .safetensors/.pt/.pth timm, no suffix a train.py run folder)")
+                             ".npz canonical, .safetensors/.pt/.pth timm, no suffix a train.py run folder); --to timm "
+                             "with a folder writes timm's Hub layout (timm.create_model('local-dir:DST')), --to hf "
+                             "a transformers folder")
     parser.add_argument("--layout", default="canonical", choices=NPZ_LAYOUTS,
                         help="for .npz output: Google's pre-Linen names (canonical, default), Linen names, or big_vision")
     parser.add_argument("--posemb-method", default="zoom", choices=("zoom", "bilinear", "bicubic"),
                         help="zoom: bilinear with corners aligned, as Google's code (default); "
                              "bilinear / bicubic: timm's (corners not aligned)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it is an existing file (never SRC)")
     return parser.parse_args(argv)
 
 
@@ -171,12 +110,13 @@ def main(argv=None) -> int:
                                    ("num_classes", args.num_classes), ("num_heads", args.num_heads),
                                    ("window_size", args.window_size), ("act_layer", args.act_layer)) if v is not None}
     try:
-        if args.to is None or args.to in BUILTIN_OUTPUTS:
-            check_writable(args.dst)  # before the (slow) read
-        elif args.to not in output_formats():
-            raise CheckpointError(f"--to {args.to}: unknown output format; choose one of {output_formats()}")
-        if isinstance(args.src, Path) and args.dst.resolve() == args.src.resolve():
-            raise CheckpointError(f"refusing to overwrite the source {args.src}; choose another DST")
+        output_layout(args.dst, args.to, args.layout)  # a destination it cannot write fails before the (slow) read
+        if isinstance(args.src, Path) and (args.dst.resolve() == args.src.resolve()
+                                           or args.src.is_dir() and args.src.resolve() in args.dst.resolve().parents):
+            raise CheckpointError(f"refusing to overwrite the source {args.src} ({args.dst} is it or lies inside it); "
+                                  "choose another DST")
+        if args.dst.is_file() and not args.overwrite:
+            raise CheckpointError(f"{args.dst} exists; pass --overwrite to replace it, or choose another DST")
         ckpt = read_checkpoint(args.src, args.model, posemb_method=args.posemb_method, **overrides)
         write_checkpoint(ckpt, args.dst, args.layout, args.to, args.model)
     except (CheckpointError, ConfigError, WeightsMismatchError) as e:

@@ -2,7 +2,7 @@
 (ViT, Swin or Eva).
 
     vit-predict --checkpoint PATH [--model NAME] [--num-heads H] [--framework jax|torch] [--top-k 5]
-                [--attention-map OUT.png] [--save-features OUT.npy] IMAGE...
+                [--attention-map DIR] [--save-features OUT.npy] [--overwrite] IMAGE...
 
 A feature model (num_classes=0: DINOv2, DINOv3, SigLIP, AIMv2, the CLIP towers) prints each image's
 embedding (its width, L2 norm and first values) instead of classes; --save-features writes the
@@ -22,6 +22,10 @@ Attention maps show where the model reads the image from: its class token, or it
 has neither; its maps show the mean attention of all patch queries, and vit-predict says so.
 For Swin models the attention maps cover the last stage (rollout over its blocks, each head's
 mean attention over all its tokens), upsampled from its grid (7x7 at 224 pixels) to the image.
+--attention-map takes a folder (made if missing) and writes DIR/<image stem>.png per image
+(<stem>-<position>.png where two images share a stem). Nothing given is ever written over: an
+output that is one of the inputs is refused, and an existing output file is refused unless
+--overwrite is given. Every file is written atomically (a temporary file, then a rename).
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from ..config.vit import ACT_LAYERS
-from ..errors import CheckpointError, ConfigError, WeightsMismatchError
+from ..errors import ArchitectureUnknown, CheckpointError, ConfigError, WeightsMismatchError
 from ..formats import read_checkpoint
 from ..formats.hub import checkpoint_argument, is_pretrained_name, name_hint
 from ..atomic import atomic_write
@@ -43,7 +47,9 @@ from ..predict.attention_maps import (
     attention_rollout, last_layer_cls_attention, map_query, save_attention_png, swin_last_stage_attention,
 )
 from ..predict.defaults import resolve_preprocess
-from ..predict.preprocess import ImageError, check_color_mode, describe, load_image, resize_and_crop, to_array
+from ..predict.preprocess import (
+    IMAGE_SUFFIXES, ImageError, check_color_mode, describe, load_image, resize_and_crop, to_array,
+)
 
 BATCH = 32  # images per forward pass; keeps memory flat for long image lists
 
@@ -70,29 +76,58 @@ def parse_args(argv):
                              "or --model runs gelu_tanh, as Google's code does)")
     parser.add_argument("--framework", choices=("jax", "torch"), default="jax", help="which twin runs (default: jax)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to print per image (default: 5)")
-    parser.add_argument("--attention-map", type=Path, metavar="OUT.png",
-                        help="write the input, its attention rollout and the last layer's per-head maps to this "
-                             "PNG; with several images, one file per image named OUT-<image stem>.png "
-                             "(OUT-<stem>-<position>.png where two images share a stem)")
+    parser.add_argument("--attention-map", type=Path, metavar="DIR",
+                        help="a folder (made if missing) that receives, per image, DIR/<image stem>.png: the input, "
+                             "its attention rollout and the last layer's per-head maps (<stem>-<position>.png where "
+                             "two images share a stem)")
     parser.add_argument("--save-features", type=Path, metavar="OUT.npy",
-                        help="write the pooled features (embeddings) of all images, in the order given, as one "
-                             "(N, F) float32 .npy")
+                        help="write the features of all images, in the order given, as one float32 .npy: "
+                             "(N, F) pooled embeddings, or (N, H', W', C) patch features with --features patch")
+    parser.add_argument("--features", choices=("pooled", "patch"), default="pooled",
+                        help="what --save-features writes: the pooled features that feed the head (default), or "
+                             "the last block's patch tokens after the final norm, on the patch grid (ViT and Eva; "
+                             "dense prediction, retrieval on patches)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (never an input)")
     args = parser.parse_args(argv)
     if args.save_features is not None and args.save_features.suffix != ".npy":
         parser.error(f"--save-features writes a .npy file, not {args.save_features.name!r}")
+    if args.attention_map is not None and args.attention_map.suffix.lower() in IMAGE_SUFFIXES:
+        parser.error(f"--attention-map takes a folder that receives one PNG per image, not a file name "
+                     f"({str(args.attention_map)!r}); e.g. --attention-map maps")
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
+    if args.features != "pooled" and args.save_features is None:
+        parser.error("--features chooses what --save-features writes: give --save-features OUT.npy too")
     return args
 
 
-def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
-    """OUT.png for one image; OUT-<stem>.png each for several, made unique where stems repeat."""
-    if len(images) == 1:
-        return [out]
-    suffix = out.suffix or ".png"
+def map_paths(folder: Path, images: Sequence[Path]) -> list[Path]:
+    """DIR/<stem>.png per image, made unique (<stem>-<position>.png) where stems repeat."""
     stems = [p.stem for p in images]
-    return [out.with_name(f"{out.stem}-{stem}{'' if stems.count(stem) == 1 else f'-{i + 1}'}{suffix}")
-            for i, stem in enumerate(stems)]
+    return [folder / f"{stem}{'' if stems.count(stem) == 1 else f'-{i + 1}'}.png" for i, stem in enumerate(stems)]
+
+
+def check_outputs(args) -> list[Path]:
+    """The attention-map paths; refuses, before anything is read, an output that is an input (even
+    with --overwrite), an existing output file without --overwrite, and a map folder that is a file."""
+    inputs = {p.resolve() for p in args.images}
+    if isinstance(args.checkpoint, Path):
+        inputs.add(args.checkpoint.resolve())
+    outputs = []
+    if args.attention_map is not None:
+        if args.attention_map.exists() and not args.attention_map.is_dir():
+            raise UsageError(f"--attention-map {args.attention_map} is a file; it takes a folder that receives one "
+                             "PNG per image (e.g. --attention-map maps)")
+        outputs = map_paths(args.attention_map, args.images)
+    for out in outputs + ([args.save_features] if args.save_features is not None else []):
+        if out.resolve() in inputs:
+            raise UsageError(f"{out} is one of the inputs; refusing to write over it (choose another "
+                             f"{'--attention-map folder' if out in outputs else '--save-features path'})")
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"{out} exists; pass --overwrite to replace it, or choose another "
+                             f"{'--attention-map folder' if out in outputs else '--save-features path'}")
+    return outputs
 
 
 def class_labels(meta: dict, num_classes: int) -> list[str]:
@@ -118,12 +153,13 @@ def run(args) -> None:
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:  # before the (slower) model load
         raise UsageError(f"image not found: {', '.join(missing)}")
+    map_outputs = check_outputs(args)
     if not is_pretrained_name(args.checkpoint) and not args.checkpoint.exists():  # a file, or a run folder
         raise UsageError(f"checkpoint {args.checkpoint} does not exist{name_hint(args.checkpoint)}")
     try:
         overrides = {k: v for k, v in (("num_heads", args.num_heads), ("act_layer", args.act_layer)) if v}
         ckpt = read_checkpoint(args.checkpoint, args.model, **overrides)
-    except CheckpointError as e:
+    except ArchitectureUnknown as e:  # readable weights whose shapes leave the architecture open
         if args.model is not None or is_pretrained_name(args.checkpoint):  # a name's repository says its architecture
             raise
         raise UsageError(f"{e}\n  if the file carries no config, pass --model NAME to pin the architecture "
@@ -148,7 +184,7 @@ def run(args) -> None:
     if labels is None:
         print("the model has no classification head (num_classes=0): printing each image's embedding")
     want_maps = args.attention_map is not None
-    outputs = map_paths(args.attention_map, args.images) if want_maps else [None] * len(args.images)
+    outputs = map_outputs if want_maps else [None] * len(args.images)
     swin = cfg.arch == "swin"
     query = map_query(cfg)
     if swin:  # window attention, shown for the last stage only (see vit_common.attention_maps)
@@ -166,7 +202,12 @@ def run(args) -> None:
         paths = args.images[start:start + BATCH]
         crops = [resize_and_crop(load_image(p, mode), cfg.img_size, **crop_options) for p in paths]
         out = twin.run(model, to_array(crops, in_chans=cfg.in_chans, **options), want_maps)
-        features.append(out.features)
+        if args.features == "patch":
+            if swin:
+                raise UsageError("--features patch needs a ViT or Eva model; Swin merges its tokens per stage")
+            features.append(twin.patch_features(model, to_array(crops, in_chans=cfg.in_chans, **options)))
+        else:
+            features.append(out.features)
         if want_maps:
             attentions = swin_last_stage_attention(out.attentions, cfg) if swin else out.attentions
             average = query != "class token" and out.pool_attention is None
@@ -190,7 +231,8 @@ def run(args) -> None:
     if args.save_features is not None:
         stacked = np.concatenate(features).astype(np.float32)
         atomic_write(args.save_features, lambda f: np.save(f, stacked))
-        print(f"features: {' x '.join(map(str, stacked.shape))} float32 saved to {args.save_features} "
+        what = "patch features (N, H', W', C)" if args.features == "patch" else "features"
+        print(f"{what}: {' x '.join(map(str, stacked.shape))} float32 saved to {args.save_features} "
               "(one row per image, in the order given)")
 
 

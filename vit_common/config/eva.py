@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from .base import TokenConfig
+from .dynamic import POS_EMBED_INTERPS
 from .fields import positive_int
 
 EVA_GLOBAL_POOLS = ("avg", "token")
@@ -13,7 +14,7 @@ ROPE_TYPES = ("cat", "dinov3")
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaConfig:
+class EvaConfig(TokenConfig):
     """Every architectural choice of timm's `Eva`, with timm's keyword names and defaults.
 
     A pre-norm ViT whose blocks may have: 2-D rotary position embeddings on the patch tokens'
@@ -30,6 +31,11 @@ class EvaConfig:
     """
 
     arch: ClassVar[str] = "eva"
+    kind: ClassVar[str] = "an Eva model"  # in messages
+    # What a preset (--model) takes from the weights it is read with. Without an absolute position
+    # embedding the image size is free (the rotary tables follow it); a 16x16 grid then stands in
+    # until an img_size override replaces it, as timm's 256 px at patch 16.
+    FROM_WEIGHTS: ClassVar[tuple[str, ...]] = ("patch_size", "num_classes", "img_size")
 
     img_size: int = 224
     patch_size: int = 16
@@ -64,6 +70,10 @@ class EvaConfig:
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    # Any image size at call time (timm's keywords; vit_common/config/dynamic.py):
+    dynamic_img_size: bool = False  # any H x W: the position table resized to the grid at each call
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
+    pos_embed_interp: str = "timm"  # how the table is resized: the checkpoint source's rule
 
     def __post_init__(self):
         if isinstance(self.ref_feat_shape, (list, tuple)):  # timm accepts (h, w); only squares here
@@ -73,26 +83,10 @@ class EvaConfig:
             object.__setattr__(self, "ref_feat_shape", sides.pop())
         self.validate()
 
-    # Derived quantities -------------------------------------------------------------------------
-    @property
-    def grid_size(self) -> int:
-        return self.img_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
-
+    # Derived quantities (the geometry: TokenConfig) ---------------------------------------------
     @property
     def num_prefix_tokens(self) -> int:
         return int(self.class_token) + self.num_reg_tokens
-
-    @property
-    def num_pos_embed(self) -> int:
-        return self.num_patches + (0 if self.no_embed_class else self.num_prefix_tokens)
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
 
     @property
     def mlp_kind(self) -> str:
@@ -118,28 +112,11 @@ class EvaConfig:
     def num_features(self) -> int:
         return self.embed_dim
 
-    def drop_path_rates(self) -> list[float]:
-        if self.depth == 1:
-            return [0.0]
-        return [self.drop_path_rate * i / (self.depth - 1) for i in range(self.depth)]
-
-    # Validation ---------------------------------------------------------------------------------
-    def validate(self) -> None:
+    # Validation (the shared checks: TokenConfig.validate) -------------------------------------------
+    def family_problems(self) -> list[str]:
         problems = []
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            value = getattr(self, name)
-            if not positive_int(value):
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        if self.img_size % self.patch_size:
-            problems.append(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
-        if self.embed_dim % self.num_heads:
-            problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.num_classes < 0:
-            problems.append(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:
-            problems.append(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            problems.append(f"pos_embed_interp must be one of {sorted(POS_EMBED_INTERPS)}, got {self.pos_embed_interp!r}")
         if not isinstance(self.num_reg_tokens, int) or self.num_reg_tokens < 0:
             problems.append(f"num_reg_tokens must be an integer >= 0, got {self.num_reg_tokens!r}")
         if not isinstance(self.swiglu_align_to, int) or self.swiglu_align_to < 0:
@@ -152,8 +129,6 @@ class EvaConfig:
             problems.append("global_pool='avg' needs patch tokens")
         if self.init_values is not None and not isinstance(self.init_values, (int, float)):
             problems.append(f"init_values must be a number or None, got {self.init_values!r}")
-        if not self.norm_eps > 0:
-            problems.append(f"norm_eps must be positive, got {self.norm_eps}")
         if self.rope_type not in ROPE_TYPES:
             problems.append(f"rope_type must be one of {ROPE_TYPES}, got {self.rope_type!r}")
         if self.use_rot_pos_emb:
@@ -169,31 +144,9 @@ class EvaConfig:
                 problems.append(f"ref_feat_shape must be a positive integer (the side), got {self.ref_feat_shape!r}")
             elif self.rope_type != "cat":
                 problems.append("ref_feat_shape rescales EVA-02's rope (rope_type='cat') only")
-        for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        return problems
 
-    # Serialisation ------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, **dataclasses.asdict(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EvaConfig":
-        values = dict(values)
-        arch = values.pop("arch", cls.arch)
-        if arch != cls.arch:
-            raise ConfigError(f"a config of arch {arch!r} is not an Eva config")
-        _check_fields(values)
-        return cls(**values)
-
-    def replace(self, **overrides: Any) -> "EvaConfig":
-        _check_fields(overrides)
-        return dataclasses.replace(self, **overrides)
+    # Serialisation: ConfigBase (to_dict with "arch": "eva", to_json, from_dict, replace).
 
     def describe(self) -> str:
         """The architecture in one line, for error messages and reports."""
@@ -201,12 +154,6 @@ class EvaConfig:
         return (f"eva embed_dim={self.embed_dim}, depth={self.depth}, num_heads={self.num_heads}, "
                 f"patch_size={self.patch_size}, img_size={self.img_size}, num_classes={self.num_classes}, "
                 f"mlp={self.mlp_kind}, {rope}, reg_tokens={self.num_reg_tokens}")
-
-
-def _check_fields(values: dict[str, Any]) -> None:
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(EvaConfig)})
-    if unknown:
-        raise ConfigError(f"Eva configs have no field(s) {unknown}")
 
 
 # Presets: timm's names, sizes, and the img_size / num_classes of each name's default pretrained

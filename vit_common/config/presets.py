@@ -1,4 +1,5 @@
-"""Named model presets (timm's names) read by both twins: the one place a new preset goes."""
+"""Named model presets (timm's names) read by both twins: the architecture tables of each family,
+made into one PresetCard per name (cards.py: with its tag, preprocessing and parameter count)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +8,7 @@ import fnmatch
 from typing import Any
 
 from ..errors import ConfigError
+from .cards import ADDED, PARAMS, PREPROCESS_CHANGES, TAGS, PresetCard, preprocess_family
 from .eva import EVA_PRESETS, EvaConfig
 from .families import ModelConfig
 from .swin import SwinConfig
@@ -150,11 +152,6 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     for size, patch, img_sizes in _VIT_VARIANTS:
         for img in img_sizes:
             presets[f"vit_{size}_patch{patch}_{img}"] = dict(_SIZES[size], patch_size=patch, img_size=img)
-    # Class-token-free models: global average pooling (timm's B/16 GAP has 16 heads) or a MAP head
-    # (SigLIP's image tower, timm's vit_base_patch16_siglip_224: the same architecture).
-    presets["vit_base_patch16_gap_224"] = dict(
-        _SIZES["base"], patch_size=16, num_heads=16, class_token=False, global_pool="avg", fc_norm=False
-    )
     # timm's create_model(name) takes num_classes from the name's default pretrained config (the
     # first tag with weights). For these names the only weights are features without a classifier
     # (ImageNet-21k, DINO, WebLI), whose configs say num_classes=0, so timm's model has no head.
@@ -176,39 +173,49 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     return presets
 
 
-PRESETS: dict[str, dict[str, Any]] = _build_presets()
+def _card(name: str, fields: dict[str, Any]) -> PresetCard:
+    """A family table's preset as a card: its tag row (TAGS must have one), preprocessing and count."""
+    cls = EvaConfig if name in EVA_PRESETS else SwinConfig if name.startswith("swin_") else ViTConfig
+    return PresetCard(name, cls, fields, TAGS[name], preprocess_family(name), PREPROCESS_CHANGES.get(name, {}),
+                      PARAMS.get(name))
+
+
+# The registry: every preset's card, by name.
+CARDS: dict[str, PresetCard] = {**{name: _card(name, f) for name, f in _build_presets().items()},
+                                **{card.name: card for card in ADDED}}
+PRESETS: dict[str, dict[str, Any]] = {name: dict(card.fields) for name, card in CARDS.items()}  # architectures
 
 
 def config_class(name: str) -> type:
-    """The config family of a preset: SwinConfig for swin_*, EvaConfig for EVA-02 / DINOv3, ViTConfig for the rest."""
-    if name in EVA_PRESETS:
-        return EvaConfig
-    return SwinConfig if name.startswith("swin_") else ViTConfig
+    """The config family of a preset (its card's): SwinConfig, EvaConfig or ViTConfig."""
+    if name not in CARDS:
+        get_config(name)  # raises, naming the closest presets
+    return CARDS[name].config_class
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Preset names matching a shell-style pattern, sorted."""
-    return sorted(name for name in PRESETS if fnmatch.fnmatch(name, pattern))
+    return sorted(name for name in CARDS if fnmatch.fnmatch(name, pattern))
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
     """The preset `name` with timm-style keyword overrides, validated (nothing is allocated).
 
     A ViTConfig for ViT / DeiT names, a SwinConfig for swin_* names, an EvaConfig for eva02_* and *_dinov3*."""
-    if name not in PRESETS:
-        if name.partition(".")[0] in PRESETS:
+    if name not in CARDS:
+        if name.partition(".")[0] in CARDS:
             raise ConfigError(f"{name!r} names pretrained weights (timm's NAME.TAG): load them with pretrained=True "
                               f"(or timm:{name} where a checkpoint goes), or build {name.partition('.')[0]!r}")
         if name.partition(".")[0] in _PATCH14_AT_384:
             raise ConfigError(f"{name}: timm builds it at 384 px, which 14 px patches do not divide (its convolution "
                               f"drops the last 6 px); these twins need img_size divisible by patch_size. Its weights "
                               f"(a 27x27 patch grid) run as {_PATCH14_AT_384[name.partition('.')[0]]} on 378 px images")
-        close = difflib.get_close_matches(name, PRESETS, n=4)  # 4: the family names crowd near-misses
+        close = difflib.get_close_matches(name, CARDS, n=4)  # 4: the family names crowd near-misses
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model name {name!r}{hint} (see vit_common.list_models())")
-    cls = config_class(name)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    card = CARDS[name]
+    fields = {f.name for f in dataclasses.fields(card.config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(f"unknown keyword override(s) {unknown} for {name}; known: {sorted(fields)}")
-    return cls(**{**PRESETS[name], **overrides})
+    return card.config_class(**{**card.fields, **overrides})

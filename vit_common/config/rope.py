@@ -19,29 +19,40 @@ The angles:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
-def rope_angles(cfg) -> np.ndarray:
-    """(num_patches, head_dim / 2) float64: the row frequencies' angles, then the column ones'."""
-    g, quarter = cfg.grid_size, cfg.head_dim // 4
+def rope_angles(cfg, grid: tuple[int, int] | None = None) -> np.ndarray:
+    """(h * w, head_dim / 2) float64 on the (h, w) patch grid (default: the config's square one):
+    the row frequencies' angles, then the column ones'. Each axis is scaled by its own length
+    (timm: ref_feat_shape / feat_shape per axis; DINOv3: coordinates normalised per axis,
+    its 'separate' rule)."""
+    h, w = (cfg.grid_size, cfg.grid_size) if grid is None else grid
+    quarter = cfg.head_dim // 4
     k = np.arange(quarter, dtype=np.float64)
     if cfg.rope_type == "cat":
-        t = np.arange(g, dtype=np.float64) + cfg.rope_grid_offset
-        if cfg.ref_feat_shape is not None:
-            t = t / g * cfg.ref_feat_shape
+        def coords(g):
+            t = np.arange(g, dtype=np.float64) + cfg.rope_grid_offset
+            return t / g * cfg.ref_feat_shape if cfg.ref_feat_shape is not None else t
         freqs = cfg.rope_temperature ** -(k / quarter)
     elif cfg.rope_type == "dinov3":
-        t = 2.0 * (np.arange(g, dtype=np.float64) + 0.5 + cfg.rope_grid_offset) / g - 1.0
+        def coords(g):
+            return 2.0 * (np.arange(g, dtype=np.float64) + 0.5 + cfg.rope_grid_offset) / g - 1.0
         freqs = 2.0 * np.pi / cfg.rope_temperature ** (2.0 * k / (cfg.head_dim // 2))
     else:
         raise ValueError(f"unknown rope_type {cfg.rope_type!r}")
-    rows, cols = np.meshgrid(t, t, indexing="ij")
+    rows, cols = np.meshgrid(coords(h), coords(w), indexing="ij")
     return np.concatenate([rows.reshape(-1, 1) * freqs, cols.reshape(-1, 1) * freqs], axis=1)
 
 
-def rope_tables(cfg) -> tuple[np.ndarray, np.ndarray]:
-    """(sin, cos), each (num_patches, head_dim) float32, laid out for cfg.rope_rotate_half's pairing."""
-    angles = rope_angles(cfg)
+@functools.lru_cache(maxsize=64)
+def rope_tables(cfg, grid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sin, cos), each (h * w, head_dim) float32, laid out for cfg.rope_rotate_half's pairing;
+    cached per (config, grid), so a model running many sizes computes each table once."""
+    angles = rope_angles(cfg, grid)
     full = np.tile(angles, 2) if cfg.rope_rotate_half else np.repeat(angles, 2, axis=1)
-    return np.sin(full).astype(np.float32), np.cos(full).astype(np.float32)
+    sin, cos = np.sin(full).astype(np.float32), np.cos(full).astype(np.float32)
+    sin.flags.writeable = cos.flags.writeable = False  # shared by every caller of the cache
+    return sin, cos

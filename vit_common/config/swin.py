@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..errors import ConfigError
-from .fields import check_fields, positive_int
+from .base import ConfigBase
+from .fields import positive_int
 
 SWIN_GLOBAL_POOLS = ("avg", "")
 
 
 @dataclasses.dataclass(frozen=True)
-class SwinConfig:
+class SwinConfig(ConfigBase):
     """Every architectural choice of a Swin Transformer (v1), with timm's keyword names.
 
     Stage i works at resolution grid_size / 2**i with embed_dim * 2**i channels; stages 1.. start
@@ -27,6 +27,9 @@ class SwinConfig:
     """
 
     arch: ClassVar[str] = "swin"
+    kind: ClassVar[str] = "a Swin Transformer"  # in messages
+    # What a preset (--model) takes from the weights it is read with.
+    FROM_WEIGHTS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "num_classes", "window_size")
 
     img_size: int = 224
     patch_size: int = 4
@@ -43,6 +46,10 @@ class SwinConfig:
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
+    # Any image size at call time (timm's keywords): each block pads its grid to whole windows
+    # (after the cyclic shift, masked for the padded grid), patch merging pads odd sides.
+    dynamic_img_size: bool = False
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
 
     def __post_init__(self):
         for name in ("depths", "num_heads"):  # JSON gives lists; keep the config hashable
@@ -150,30 +157,8 @@ class SwinConfig:
         if problems:
             raise ConfigError("; ".join(problems))
 
-    # Serialisation ------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["depths"], values["num_heads"] = list(self.depths), list(self.num_heads)
-        return {"arch": self.arch, **values}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SwinConfig":
-        values = dict(values)
-        arch = values.pop("arch", cls.arch)
-        if arch != cls.arch:
-            raise ConfigError(f"a config of arch {arch!r} is not a Swin config")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
-
-    def replace(self, **overrides: Any) -> "SwinConfig":
-        check_fields(type(self), overrides)
-        return dataclasses.replace(self, **overrides)
+    # Serialisation: ConfigBase (to_dict with "arch": "swin" and lists for depths / num_heads,
+    # to_json, from_dict, replace).
 
     def describe(self) -> str:
         """The architecture in one line, for error messages and reports."""

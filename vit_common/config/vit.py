@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ..errors import ConfigError
-from .fields import check_fields
+from .base import TokenConfig
+from .dynamic import POS_EMBED_INTERPS
 
 GLOBAL_POOLS = ("token", "avg", "map")
 POS_EMBEDS = ("learn", "sincos2d", "sincos1d")
@@ -16,10 +15,13 @@ MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu")
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(TokenConfig):
     """Every architectural choice of a ViT / DeiT, with timm's keyword names."""
 
     arch: ClassVar[str] = "vit"
+    kind: ClassVar[str] = "a ViT"  # in messages
+    TAGGED: ClassVar[bool] = False  # its dict carries no "arch", as before Swin existed
+    FROM_WEIGHTS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "num_classes", "no_embed_class")
 
     img_size: int = 224
     patch_size: int = 16
@@ -53,30 +55,15 @@ class ViTConfig:
     proj_drop_rate: float = 0.0  # dropout after the attention projection and after each MLP layer
     attn_drop_rate: float = 0.0  # dropout on the attention probabilities
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    # Any image size at call time (timm's keywords; vit_common/config/dynamic.py):
+    dynamic_img_size: bool = False  # any H x W: the position table resized to the grid at each call
+    dynamic_img_pad: bool = False  # pad images right / bottom with zeros to whole patches
+    pos_embed_interp: str = "timm"  # how the table is resized: the checkpoint source's rule
 
-    def __post_init__(self):
-        self.validate()
-
-    # Derived quantities -------------------------------------------------------------------------
-    @property
-    def grid_size(self) -> int:
-        return self.img_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
-
+    # Derived quantities (the geometry: TokenConfig) ---------------------------------------------
     @property
     def num_prefix_tokens(self) -> int:
         return int(self.class_token) + int(self.distilled) + self.reg_tokens
-
-    @property
-    def num_pos_embed(self) -> int:
-        return self.num_patches + (0 if self.no_embed_class else self.num_prefix_tokens)
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
 
     @property
     def mlp_dim(self) -> int:
@@ -88,7 +75,8 @@ class ViTConfig:
         return self.mlp_dim // 2 if self.mlp_layer == "swiglu_packed" else self.mlp_dim
 
     @property
-    def use_fc_norm(self) -> bool:
+    def has_fc_norm(self) -> bool:
+        """Whether the LayerNorm after pooling (fc_norm) exists; `norm` exists iff it does not (Eva's name too)."""
         return self.global_pool == "avg" if self.fc_norm is None else bool(self.fc_norm)
 
     @property
@@ -96,33 +84,9 @@ class ViTConfig:
         """Width of the pooled features that feed the head."""
         return self.representation_size or self.embed_dim
 
-    def drop_path_rates(self) -> list[float]:
-        """Stochastic depth rate of each block, rising linearly from 0 to drop_path_rate."""
-        if self.depth == 1:
-            return [0.0]
-        return [self.drop_path_rate * i / (self.depth - 1) for i in range(self.depth)]
-
-    # Validation ---------------------------------------------------------------------------------
-    def validate(self) -> None:
+    # Validation (the shared checks: TokenConfig.validate) -------------------------------------------
+    def family_problems(self) -> list[str]:
         problems = []
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        if self.img_size % self.patch_size:
-            problems.append(
-                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}"
-            )
-        if self.embed_dim % self.num_heads:
-            problems.append(
-                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
-            )
-        if self.num_classes < 0:
-            problems.append(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.mlp_ratio <= 0 or self.mlp_dim < 1:
-            problems.append(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
         if self.global_pool not in GLOBAL_POOLS:
             problems.append(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
         if self.pos_embed not in POS_EMBEDS:
@@ -155,35 +119,14 @@ class ViTConfig:
             problems.append("register tokens with a distillation token: no such model (timm has neither)")
         if self.init_values is not None and not self.init_values > 0:
             problems.append(f"init_values (LayerScale) must be positive or None, got {self.init_values}")
-        if not self.norm_eps > 0:
-            problems.append(f"norm_eps must be positive, got {self.norm_eps}")
-        for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        if self.pos_embed_interp not in POS_EMBED_INTERPS:
+            problems.append(f"pos_embed_interp must be one of {sorted(POS_EMBED_INTERPS)}, got {self.pos_embed_interp!r}")
+        return problems
 
-    # Serialisation ------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ViTConfig":
-        """Configs written before pos_drop_rate / proj_drop_rate existed, whose drop_rate drove all
-        three dropouts, load with drop_rate as the head dropout only (timm's meaning). Dropout is
-        off at inference, so such a checkpoint computes exactly what it did."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
-
-    def replace(self, **overrides: Any) -> "ViTConfig":
-        check_fields(type(self), overrides)
-        return dataclasses.replace(self, **overrides)
+    # Serialisation: ConfigBase (to_dict, to_json, from_dict, replace). Configs written before
+    # pos_drop_rate / proj_drop_rate existed, whose drop_rate drove all three dropouts, load with
+    # drop_rate as the head dropout only (timm's meaning): dropout is off at inference, so such a
+    # checkpoint computes exactly what it did.
 
     def describe(self) -> str:
         """The architecture in one line, for error messages and reports."""

@@ -6,6 +6,8 @@ shift and mask with exactly these conventions (timm's and Microsoft's).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 MASK_VALUE = -100.0  # added to the logits of token pairs from different regions (Microsoft's value)
@@ -35,7 +37,8 @@ def window_reverse(windows: np.ndarray, window: int, resolution: int) -> np.ndar
     return x.reshape(-1, resolution, resolution, c)
 
 
-def shifted_window_mask(resolution: int, window: int, shift: int) -> np.ndarray | None:
+@functools.lru_cache(maxsize=64)
+def shifted_window_mask(resolution: int | tuple[int, int], window: int, shift: int) -> np.ndarray | None:
     """(nW, w*w, w*w) float32 additive mask of the shifted windows: 0 where two tokens of a window
     were neighbours before the cyclic shift, MASK_VALUE where the roll brought them together
     from opposite borders. None when nothing shifts.
@@ -43,17 +46,25 @@ def shifted_window_mask(resolution: int, window: int, shift: int) -> np.ndarray 
     After rolling the grid by -shift, each axis splits into three regions: [0, R-w) (never
     shares a window with the others), [R-w, R-shift) and [R-shift, R) (the wrapped-around rows).
     Two tokens may attend to each other iff they lie in the same region on both axes.
+    `resolution` may be an (H, W) pair (an image of another size, its grid padded to whole
+    windows, as timm's dynamic mask does). The result is read-only (cached per shape).
     """
     if shift == 0:
         return None
-    if not 0 < shift < window <= resolution or resolution % window:
+    rh, rw = (resolution, resolution) if np.isscalar(resolution) else resolution
+    if not (0 < shift < window <= min(rh, rw)) or rh % window or rw % window:
         raise ValueError(f"a shift of {shift} needs 0 < shift < window ({window}) <= resolution ({resolution}) "
                          "and windows that tile the grid")
-    r = np.arange(resolution)
-    region = (r >= resolution - window).astype(np.int32) + (r >= resolution - shift)
-    labels = (3 * region[:, None] + region[None, :]).astype(np.float32)  # (R, R)
+
+    def regions(n):
+        r = np.arange(n)
+        return (r >= n - window).astype(np.int32) + (r >= n - shift)
+
+    labels = (3 * regions(rh)[:, None] + regions(rw)[None, :]).astype(np.float32)  # (H, W)
     labels = window_partition(labels[None, :, :, None], window)[..., 0]  # (nW, w*w)
-    return np.where(labels[:, :, None] == labels[:, None, :], 0.0, MASK_VALUE).astype(np.float32)
+    mask = np.where(labels[:, :, None] == labels[:, None, :], 0.0, MASK_VALUE).astype(np.float32)
+    mask.flags.writeable = False
+    return mask
 
 
 def full_attention(maps: np.ndarray, resolution: int, window: int, shift: int) -> np.ndarray:

@@ -26,9 +26,9 @@ import numpy as np
 from ..config import ViTConfig
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights
-from .base import Layout
-from .containers import save_msgpack, save_safetensors
-from .released import require
+from .base import Implied, Layout, require
+from .containers import save_state_dict
+from .flax_msgpack import save_msgpack
 
 AIMV2_SIZES = {1024: "large", 1536: "huge", 2048: "1b", 3072: "3b"}
 # Apple's module paths -> timm's, inside a block and at the top.
@@ -96,12 +96,14 @@ def flax_to_timm(raw: Weights) -> Weights:
     return out
 
 
-def implied_aimv2(sd: Weights) -> str:
+def implied_aimv2(sd: Weights, keys: set[str]) -> Implied:
+    """The files do not say the heads: the width names the released size."""
     width = sd["patch_embed.proj.weight"].shape[0]
     if width not in AIMV2_SIZES:
-        raise CheckpointError(f"an AIMv2 checkpoint of width {width}, which no AIMv2 preset has: its file does not "
-                              "record the heads; pass --num-heads (the rest is read off the shapes)")
-    return f"aimv2_{AIMV2_SIZES[width]}_patch14_224"  # the image size comes from the position embedding
+        return Implied(needs={"num_heads": f"an AIMv2 checkpoint of width {width}, which no AIMv2 preset has: its file "
+                                           "does not record the heads; pass --num-heads (the rest is read off the "
+                                           "shapes)"})
+    return Implied(model=f"aimv2_{AIMV2_SIZES[width]}_patch14_224")  # the image size comes from the position embedding
 
 
 def _apple_names(weights: Weights, cfg, fmt: str) -> Weights:
@@ -113,7 +115,7 @@ def _apple_names(weights: Weights, cfg, fmt: str) -> Weights:
         vit and cfg.norm_layer == "rmsnorm" and cfg.embed_norm_layer == "rmsnorm" and cfg.mlp_layer == "swiglu"
         and cfg.act_layer == "silu" and not cfg.class_token and not cfg.reg_tokens and not cfg.distilled
         and not cfg.qkv_bias and not cfg.proj_bias and cfg.pos_embed == "learn" and not cfg.pre_norm
-        and not cfg.use_fc_norm and cfg.global_pool != "map" and cfg.num_classes == 0,
+        and not cfg.has_fc_norm and cfg.global_pool != "map" and cfg.num_classes == 0,
     })
     out: Weights = {}
     for k, v in TIMM.export(weights, cfg).items():
@@ -126,15 +128,10 @@ def _apple_names(weights: Weights, cfg, fmt: str) -> Weights:
 
 
 def write_apple(weights: Weights, cfg, meta: dict, dst: Path) -> None:
-    if Path(dst).suffix != ".safetensors":
-        raise CheckpointError(f"--to aimv2 writes .safetensors (the Hub's model.safetensors), not {Path(dst).suffix or 'a folder'}")
-    save_safetensors(dst, _apple_names(weights, cfg, "aimv2"))  # no metadata: as Apple's file
+    save_state_dict(dst, _apple_names(weights, cfg, "aimv2"))  # no metadata: as Apple's file
 
 
 def write_flax(weights: Weights, cfg, meta: dict, dst: Path) -> None:
-    if Path(dst).suffix != ".msgpack":
-        raise CheckpointError(f"--to aimv2_flax writes .msgpack (the Hub's flax_model.msgpack), not "
-                              f"{Path(dst).suffix or 'a folder'}")
     flat: Weights = {}
     for k, v in _apple_names(weights, cfg, "aimv2_flax").items():
         if k == "preprocessor.pos_embed":
@@ -152,8 +149,8 @@ def write_flax(weights: Weights, cfg, meta: dict, dst: Path) -> None:
 
 APPLE = Layout("aimv2", "AIMv2 state dict (Apple's names)", "preprocessor.patchifier.proj.weight, trunk.blocks.N...",
                lambda keys: "preprocessor.patchifier.proj.weight" in keys, apple_to_timm, names="timm",
-               write=write_apple, implied_model=implied_aimv2)
+               family="vit", implies=implied_aimv2, write=write_apple, suffixes=(".safetensors",), preprocess="aimv2")
 FLAX = Layout("aimv2_flax", "AIMv2 Flax msgpack (ml-aim)", "preprocessor/patchifier/proj/kernel, trunk/layers_N/...",
               lambda keys: "preprocessor/patchifier/proj/kernel" in keys, flax_to_timm, names="timm",
-              write=write_flax, implied_model=implied_aimv2)
+              family="vit", implies=implied_aimv2, write=write_flax, suffixes=(".msgpack",), preprocess="aimv2")
 LAYOUTS = (APPLE, FLAX)

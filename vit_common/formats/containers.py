@@ -65,16 +65,41 @@ def void_to_bfloat16(a: np.ndarray) -> np.ndarray:
     return a.view(bfloat16)
 
 
+def save_state_dict(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
+                    meta: Mapping[str, Any] | None = None, *, wrapper: str | None = "state_dict",
+                    metadata: Mapping[str, str] | None = None, safetensors: bool | None = None) -> None:
+    """The one way a state dict is saved, by the suffix: .safetensors (the config and metadata in
+    its string metadata, beside `metadata`), or a torch pickle (.pt / .pth / .bin): {wrapper: the
+    state dict, 'config', 'meta'}, or the state dict alone (wrapper None, no config or meta).
+    Without config or meta, no entry of this project's rides along (a project's own loader may
+    load strictly). `safetensors` forces the container whatever the suffix."""
+    path = Path(path)
+    arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
+    if path.suffix == ".safetensors" if safetensors is None else safetensors:
+        from safetensors.numpy import save
+
+        strings = dict(metadata or {})
+        if config is not None:
+            strings[CONFIG_KEY] = config.to_json()
+        if meta:
+            strings[META_KEY] = json.dumps(dict(meta), sort_keys=True)
+        blob = save(arrays, metadata=strings or None)
+        atomic_write(path, lambda f: f.write(blob))
+        return
+    import torch
+
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+    obj: dict[str, Any] = {wrapper: tensors} if wrapper else tensors
+    if config is not None:
+        obj["config"] = config.to_dict()
+    if meta:
+        obj["meta"] = dict(meta)
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
                      meta: Mapping[str, Any] | None = None) -> None:
-    from safetensors.numpy import save
-
-    metadata = {CONFIG_KEY: config.to_json()} if config is not None else {}
-    if meta:
-        metadata[META_KEY] = json.dumps(dict(meta), sort_keys=True)
-    metadata = metadata or None
-    blob = save({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata=metadata)
-    atomic_write(path, lambda f: f.write(blob))
+    save_state_dict(path, state_dict, config, meta, safetensors=True)
 
 
 def load_state_dict(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None]:
@@ -122,10 +147,13 @@ def read_state_dict(path) -> tuple[Weights, ModelConfig | None, dict]:
 
 def is_torchscript(path: Path) -> bool:
     """torch.jit.save's zip holds the module's code (<archive>/code/__torch__/...); torch.save's does not."""
-    if not zipfile.is_zipfile(path):
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            return any("/code/__torch__/" in name for name in z.namelist())
+    except (zipfile.BadZipFile, ValueError, OSError):  # a damaged directory (e.g. a name not UTF-8): torch.load says
         return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/__torch__/" in name for name in z.namelist())
 
 
 def read_safetensors(path: Path) -> tuple[Weights, ModelConfig | None, dict]:
@@ -163,14 +191,7 @@ def embedded_config(path, text: str) -> ModelConfig:
 def save_torch(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: ModelConfig | None = None,
                meta: Mapping[str, Any] | None = None) -> None:
     """A PyTorch pickle {'state_dict', 'config', 'meta'}; loads with torch.load(weights_only=True)."""
-    import torch
-
-    obj: dict[str, Any] = {"state_dict": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}}
-    if config is not None:
-        obj["config"] = config.to_dict()
-    if meta:
-        obj["meta"] = dict(meta)
-    atomic_write(path, lambda f: torch.save(obj, f))
+    save_state_dict(path, state_dict, config, meta, safetensors=False)
 
 
 def tensor_to_numpy(t) -> np.ndarray:
@@ -188,55 +209,23 @@ def tensor_to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
+def read_file(path: str | os.PathLike) -> tuple[Weights, ModelConfig | None, dict]:
+    """(raw weights, the config the file carries or None, its metadata) of a checkpoint file, by its suffix."""
+    path = existing(path)
+    if path.suffix == ".npz":
+        return read_npz(path)
+    if path.suffix in STATE_DICT_SUFFIXES:
+        return read_state_dict(path)
+    if path.suffix == ".msgpack":  # Flax's serialization (AIMv2's JAX release)
+        from .flax_msgpack import read_msgpack
+
+        return read_msgpack(path), None, {}
+    raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .npz, .msgpack or one of "
+                          f"{STATE_DICT_SUFFIXES}")
+
+
 def existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
-
-
-def read_msgpack(path) -> Weights:
-    """A Flax msgpack file (flax.serialization) as flat '/'-joined names; a variables dict's
-    'params' collection is unwrapped and its other collections (batch_stats) dropped."""
-    path = existing(path)
-    try:
-        from flax import serialization
-    except ImportError as e:
-        raise CheckpointError(f"{path}: reading Flax .msgpack files needs flax") from e
-    try:
-        tree = serialization.msgpack_restore(path.read_bytes())
-    except Exception as e:  # msgpack raises several types for damaged bytes
-        raise CheckpointError(f"{path}: not a readable Flax .msgpack file ({type(e).__name__}: {e})") from e
-    if not isinstance(tree, dict):
-        raise CheckpointError(f"{path}: holds a {type(tree).__name__}, not a tree of parameters")
-    if isinstance(tree.get("params"), dict):
-        tree = tree["params"]
-    flat: Weights = {}
-    _flatten(tree, "", flat, path)
-    return flat
-
-
-def _flatten(tree: Mapping, prefix: str, out: Weights, path) -> None:
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            _flatten(value, name + "/", out, path)
-        elif isinstance(value, np.ndarray):
-            out[name] = value
-        else:
-            raise CheckpointError(f"{path}: entry {name} is a {type(value).__name__}, not an array")
-
-
-def save_msgpack(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:
-    """Flat '/'-joined names -> a Flax variables dict {'params': tree}, as flax.serialization writes it."""
-    from flax import serialization
-
-    tree: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = np.ascontiguousarray(value)
-    blob = serialization.msgpack_serialize({"params": tree})
-    atomic_write(path, lambda f: f.write(blob))

@@ -1,53 +1,67 @@
-"""Which layout a checkpoint's weight names are in: every format module's Layouts, tried in order."""
+"""Which layout a checkpoint's weight names are in: every format module's Layouts, tried in order.
+
+A format is a module whose LAYOUTS tuple lists its Layouts; DETECTION_ORDER names the modules
+(a name without a dot is one of vit_common.formats', a dotted one is imported as it is)."""
 from __future__ import annotations
 
-from typing import Iterable
+import importlib
+from typing import Iterable, Iterator, Mapping
 
 from ..errors import CheckpointError
-from ..weights import Weights
 from .base import Layout
-from .eva_canonical import LAYOUT as EVA_CANONICAL
-from .google import LAYOUTS as GOOGLE
-from .huggingface import LAYOUTS as HUGGINGFACE
-from .microsoft_swin import LAYOUT as MICROSOFT_SWIN
-from .openclip import LAYOUT as OPENCLIP
-from .run_folder import LAYOUTS as RUN_FOLDERS
-from .swin_canonical import LAYOUT as SWIN_CANONICAL
-from .timm import LAYOUT as TIMM
-from .aimv2 import LAYOUTS as AIMV2
-from .eva_baai import LAYOUT as EVA_BAAI
-from .meta_dino import LAYOUTS as META_DINO
 
 # First match wins: Microsoft's Swin names are timm's with a twist, so they are tried first; so are
 # Meta's DINO, BAAI's EVA-02 and Apple's AIMv2 (DINOv3 before DINOv2: both have mask_token and
 # ls1.gamma; both DINOs before BAAI: the DINOv2 giant's SwiGLU is also called w12 / w3).
-# OpenCLIP's names sit under visual.*, which no other layout has.
-RELEASED = (*META_DINO, EVA_BAAI, *AIMV2)
-FILE_LAYOUTS: tuple[Layout, ...] = (*GOOGLE, EVA_CANONICAL, SWIN_CANONICAL, MICROSOFT_SWIN, *RELEASED, TIMM,
-                                    *HUGGINGFACE, OPENCLIP)
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (*FILE_LAYOUTS, *RUN_FOLDERS)}
-LAYOUT_NAMES: dict[str, str] = {name: layout.description for name, layout in LAYOUTS.items()}
-# Layouts read to timm's names (their fused tensors need a config to split).
-TORCH_LAYOUTS = tuple(name for name, layout in LAYOUTS.items() if layout.names == "timm")
+# transformers' names come after timm's; OpenCLIP's sit under visual.*, which no other layout has.
+DETECTION_ORDER = ["google", "eva_canonical", "swin_canonical", "microsoft_swin", "meta_dino", "eva_baai", "aimv2",
+                   "timm", "huggingface", "openclip"]
+FOLDER_MODULES = ["run_folder"]  # train.py runs: recognised as folders, not by their names
+
+
+def _layouts_of(modules: Iterable[str]) -> tuple[Layout, ...]:
+    return tuple(layout for name in modules for layout in importlib.import_module(
+        name if "." in name else f"{__package__}.{name}").LAYOUTS)
+
+
+def file_layouts() -> tuple[Layout, ...]:
+    """The Layouts of weight files, in the order they are tried."""
+    return _layouts_of(DETECTION_ORDER)
+
+
+def layouts() -> dict[str, Layout]:
+    """Every Layout by name (files' and folders')."""
+    return {layout.name: layout for layout in (*file_layouts(), *_layouts_of(FOLDER_MODULES))}
+
+
+class _LayoutNames(Mapping[str, str]):
+    """Layout name -> what a person calls it, for reports (follows DETECTION_ORDER)."""
+
+    def __getitem__(self, name: str) -> str:
+        return layouts()[name].description
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(layouts())
+
+    def __len__(self) -> int:
+        return len(layouts())
+
+
+LAYOUT_NAMES: Mapping[str, str] = _LayoutNames()
 
 
 def detect_layout(keys: Iterable[str]) -> str:
     """The name of the layout of a set of weight names ('timm' covers timm's ViT, Swin and Eva)."""
     keys = set(keys)
-    for layout in FILE_LAYOUTS:
+    candidates = file_layouts()
+    for layout in candidates:
         if layout.matches(keys):
             return layout.name
-    expected = "; ".join(f"{layout.description} ({layout.signature})" for layout in FILE_LAYOUTS)
+    expected = "; ".join(f"{layout.description} ({layout.signature})" for layout in candidates)
     sample = ", ".join(sorted(keys)[:6])
     raise CheckpointError(f"unknown weight layout: expected one of: {expected}; found {sample}, ...")
 
 
-def to_known_names(raw: Weights) -> tuple[Weights, str]:
-    """(weights in canonical or timm names, the layout they were read from)."""
-    name = detect_layout(raw)
-    return LAYOUTS[name].read(raw), name
-
-
 def writable_layouts() -> dict[str, Layout]:
     """--to name -> the layout that writes it (the format modules' Layouts with a writer)."""
-    return {layout.output_name: layout for layout in LAYOUTS.values() if layout.write is not None}
+    return {layout.output_name: layout for layout in layouts().values() if layout.write is not None}

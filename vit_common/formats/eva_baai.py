@@ -19,13 +19,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ..config import EvaConfig
 from ..config.rope import rope_tables
 from ..weights import TIMM, Weights
-from .base import Layout
-from .released import require, save_state_dict
+from .base import Layout, require
+from .containers import save_state_dict
+from .meta_dino import STATE_DICT_FILES
 
 # BAAI -> timm, applied in order ('w12' before 'w1').
 _RENAMES = [(r"\.mlp\.ffn_ln\.", ".mlp.norm."), (r"\.attn\.inner_attn_ln\.", ".attn.norm."),
@@ -80,7 +79,7 @@ def write_eva_baai(weights: Weights, cfg, meta: dict, dst: Path) -> None:
         sin, cos = rope_tables(cfg)
         for prefix in ["rope."] + [f"blocks.{i}.attn.rope." for i in range(cfg.depth)]:
             out[prefix + "freqs_cos"], out[prefix + "freqs_sin"] = cos, sin
-    save_state_dict(dst, out, "eva_baai", wrapper="model")
+    save_state_dict(dst, out, wrapper="model")
 
 
 def _is_baai(keys: set[str]) -> bool:
@@ -90,4 +89,5 @@ def _is_baai(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("eva_baai", "EVA-02 state dict (BAAI's names)", "blocks.N.mlp.w12 / w1 / w3, rope.freqs_cos",
-                _is_baai, baai_to_timm, names="timm", write=write_eva_baai)
+                _is_baai, baai_to_timm, names="timm", family="eva", write=write_eva_baai, suffixes=STATE_DICT_FILES)
+LAYOUTS = (LAYOUT,)

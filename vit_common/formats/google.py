@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import CheckpointError
 from ..weights import Weights
-from .base import Layout
+from .base import Implied, Layout, refuse
 from .containers import save_npz
 
 # Per-block module names: vision_transformer's Linen models and big_vision number modules per
@@ -103,29 +102,70 @@ def _image_tower_notes(keys: set[str]) -> list[str]:
     return notes
 
 
-def _image_tower_implied(keys: set[str], given: set[str]) -> dict[str, Any]:
-    return {} if "act_layer" in given else {"act_layer": "gelu_tanh"}
+GOOGLE_GELU_NOTE = ("act_layer='gelu_tanh': a Google .npz without a config or a model name runs as Google's "
+                    "vision_transformer and big_vision run it, with Flax's nn.gelu, the tanh approximation by "
+                    "default (timm runs these weights with exact GELU: --act-layer gelu, or --model NAME)")
 
 
-def write_big_vision_img(weights: Weights, cfg, meta: dict, dst: Path) -> None:
-    """The image tower alone, under params/img/, blocks not scanned (as SigLIP's releases are)."""
-    if Path(dst).suffix != ".npz":
-        raise CheckpointError(f"--to big_vision_img writes .npz, not {Path(dst).suffix or 'a folder'}")
+def google_implies(weights: Weights, keys: set[str]) -> Implied:
+    """A Google file with neither a config nor a timm name runs as Google's code runs it: Flax's
+    nn.gelu, the tanh approximation (a gated MLP keeps its SiLU)."""
+    if "Transformer/encoderblock_0/MlpBlock_3/gate/kernel" in weights:
+        return Implied()
+    return Implied(fields={"act_layer": "gelu_tanh"}, fields_notes=(GOOGLE_GELU_NOTE,))
+
+
+def _image_tower_implies(weights: Weights, keys: set[str]) -> Implied:
+    return Implied(fields={"act_layer": "gelu_tanh"}, notes=tuple(_image_tower_notes(keys)))
+
+
+def _npz_writer(convert):
+    def write(weights: Weights, cfg, meta: dict, dst: Path) -> None:
+        save_npz(dst, convert(weights, cfg), cfg, meta)
+    return write
+
+
+def _google_only(layout: str, cfg) -> None:
+    if cfg.arch != "vit":
+        family = "Swin" if cfg.arch == "swin" else "Eva (EVA-02, DINOv3)"
+        raise CheckpointError(f"Google never released {family} models, so there is no {layout} layout for them; "
+                              "write --layout canonical")
+
+
+def _to_linen(weights: Weights, cfg) -> Weights:
+    _google_only("linen", cfg)
+    return canonical_to_linen(weights)
+
+
+def _to_big_vision(weights: Weights, cfg) -> Weights:
+    _google_only("big_vision", cfg)
     check_big_vision(cfg)
-    save_npz(dst, canonical_to_big_vision(weights, scanned=False, prefix=IMG), cfg, meta)
+    return canonical_to_big_vision(weights)
 
 
+def _to_big_vision_img(weights: Weights, cfg) -> Weights:
+    """The image tower alone, under params/img/, blocks not scanned (as SigLIP's releases are)."""
+    check_big_vision(cfg)
+    return canonical_to_big_vision(weights, scanned=False, prefix=IMG)
+
+
+NPZ = (".npz",)
 BIG_VISION_IMG = Layout("big_vision_img", "Google big_vision image-text model, image tower (SigLIP, LiT)",
                         "params/img/...", lambda keys: any(k.startswith(IMG) for k in keys), big_vision_image_tower,
-                        write=write_big_vision_img, notes=_image_tower_notes, implied=_image_tower_implied)
+                        family="vit", implies=_image_tower_implies, write=_npz_writer(_to_big_vision_img),
+                        suffixes=NPZ, preprocess="google")
 BIG_VISION = Layout("big_vision", "Google big_vision", "params/...",
-                    lambda keys: any(k.startswith("params/") for k in keys), big_vision_to_canonical)
+                    lambda keys: any(k.startswith("params/") for k in keys), big_vision_to_canonical,
+                    family="vit", implies=google_implies, write=_npz_writer(_to_big_vision), suffixes=NPZ, preprocess="google")
 LINEN = Layout("linen", "Google vision_transformer, Linen names", "Transformer/encoderblock_N/MlpBlock_0/...",
-               _is_linen, linen_to_canonical)
+               _is_linen, linen_to_canonical, family="vit", implies=google_implies, write=_npz_writer(_to_linen),
+               suffixes=NPZ, preprocess="google")
+# This project's canonical .npz: Google's pre-Linen names for a ViT (and the canonical names of any
+# family when written: Swin's and Eva's read back through their own layouts).
 CANONICAL = Layout("canonical", "Google vision_transformer, pre-Linen names (canonical)",
-                   "embedding/kernel, Transformer/...", lambda keys: "embedding/kernel" in keys)
+                   "embedding/kernel, Transformer/...", lambda keys: "embedding/kernel" in keys, family="vit",
+                   implies=google_implies, write=_npz_writer(lambda weights, cfg: weights), suffixes=NPZ, preprocess="google")
 LAYOUTS = (BIG_VISION_IMG, BIG_VISION, LINEN, CANONICAL)  # in the order they must be tried
-GOOGLE_LAYOUTS = tuple(layout.name for layout in LAYOUTS)  # (this project's canonical .npz is one of them)
 
 
 # Writers: canonical -> the other Google layouts (the inverse of the readers above).
@@ -148,7 +188,7 @@ def check_big_vision(cfg) -> None:
     if cfg.arch != "vit":
         family = "Eva (EVA-02, DINOv3)" if cfg.arch == "eva" else "Swin"
         raise CheckpointError(f"big_vision has no {family} models; write --layout canonical")
-    problems = [what for what, present in (
+    refuse("big_vision's ViT", (
         ("a position-table entry for the class token (no_embed_class=False: big_vision adds the position "
          "embedding before the class token)",
          cfg.num_prefix_tokens and not cfg.no_embed_class and cfg.pos_embed == "learn"),
@@ -157,14 +197,11 @@ def check_big_vision(cfg) -> None:
         (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
         (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
         ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
-        ("a norm after pooling (fc_norm)", cfg.use_fc_norm),
+        ("a norm after pooling (fc_norm)", cfg.has_fc_norm),
         (f"norm_eps={cfg.norm_eps} (Flax: 1e-6)", cfg.norm_eps != 1e-6),
         (f"act_layer={cfg.act_layer!r} (big_vision: GELU)", cfg.act_layer not in ("gelu", "gelu_tanh")),
         (f"pos_embed={cfg.pos_embed!r}", cfg.pos_embed == "sincos1d"),
-    ) if present]
-    if problems:
-        raise CheckpointError(f"big_vision's ViT cannot hold {'; '.join(problems)}; "
-                              "write --layout canonical or linen, or --to timm")
+    ), fix="; write --layout canonical or linen, or --to timm")
 
 
 def canonical_to_big_vision(weights: Weights, scanned: bool = True, prefix: str = "params/") -> Weights:

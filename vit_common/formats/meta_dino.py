@@ -31,9 +31,10 @@ import numpy as np
 from ..config import EvaConfig, ViTConfig
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights
-from .base import Layout
-from .released import require, save_state_dict
+from .base import Implied, Layout, require
+from .containers import save_state_dict
 
+STATE_DICT_FILES = (".pth", ".pt", ".safetensors")  # as the hub releases them, or as safetensors
 DINOV2_SIZES = {384: "small", 768: "base", 1024: "large", 1536: "giant"}
 DINOV3_ROPE_BASE = 100.0
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")  # training checkpoints: blocks.<chunk>.<block>.
@@ -51,12 +52,14 @@ def dinov2_to_timm(raw: Weights) -> Weights:
     return {re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)): v for k, v in sd.items()}
 
 
-def implied_dinov2(sd: Weights) -> str:
+def implied_dinov2(sd: Weights, keys: set[str]) -> Implied:
+    """Nothing in the hub's files says the heads or LayerScale: the width names the released size."""
     width = sd["patch_embed.proj.weight"].shape[0]
     if width not in DINOV2_SIZES:
-        raise CheckpointError(f"a DINOv2 hub checkpoint of width {width}, which no DINOv2 preset has: its file does not "
-                              "record the heads; pass --num-heads (the rest is read off the shapes)")
-    return f"vit_{DINOV2_SIZES[width]}_patch14_{'reg4_' if 'reg_token' in sd else ''}dinov2"
+        return Implied(needs={"num_heads": f"a DINOv2 hub checkpoint of width {width}, which no DINOv2 preset has: "
+                                           "its file does not record the heads; pass --num-heads (the rest is read "
+                                           "off the shapes)"})
+    return Implied(model=f"vit_{DINOV2_SIZES[width]}_patch14_{'reg4_' if 'reg_token' in sd else ''}dinov2")
 
 
 def write_dinov2(weights: Weights, cfg, meta: dict, dst: Path) -> None:
@@ -71,7 +74,7 @@ def write_dinov2(weights: Weights, cfg, meta: dict, dst: Path) -> None:
             ("mlp", "gelu"), ("swiglu_packed", "silu")),
         "q/k/v, projection and MLP biases": vit and cfg.qkv_bias and cfg.proj_bias,
         "a learned position embedding, no fc_norm or MAP head": vit and cfg.pos_embed == "learn"
-        and not cfg.use_fc_norm and cfg.global_pool != "map" and not cfg.representation_size,
+        and not cfg.has_fc_norm and cfg.global_pool != "map" and not cfg.representation_size,
         "no classifier (the hub's backbones have none): --num-classes 0": vit and cfg.num_classes == 0,
         "registers without position entries (no_embed_class)": vit and (cfg.no_embed_class or not cfg.reg_tokens),
     })
@@ -87,7 +90,7 @@ def write_dinov2(weights: Weights, cfg, meta: dict, dst: Path) -> None:
         if cfg.mlp_layer == "swiglu_packed":
             k = re.sub(r"\.mlp\.fc1\.", ".mlp.w12.", re.sub(r"\.mlp\.fc2\.", ".mlp.w3.", k))
         out[k] = v
-    save_state_dict(dst, out, "dinov2")
+    save_state_dict(dst, out, wrapper=None)
 
 
 # DINOv3 -----------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def write_dinov3(weights: Weights, cfg, meta: dict, dst: Path) -> None:
     out["norm.weight"], out["norm.bias"] = sd.pop("norm.weight"), sd.pop("norm.bias")
     if _is_7b(cfg):  # the hub's 7B has it (strict load); inference never uses it
         out["local_cls_norm.weight"], out["local_cls_norm.bias"] = out["norm.weight"].copy(), out["norm.bias"].copy()
-    save_state_dict(dst, out, "dinov3")
+    save_state_dict(dst, out, wrapper=None)
 
 
 def _is_dinov2(keys: set[str]) -> bool:
@@ -197,7 +200,8 @@ def _is_dinov3(keys: set[str]) -> bool:
 
 
 DINOV2 = Layout("dinov2", "DINOv2 torch.hub state dict", "mask_token, pos_embed, blocks.N.ls1.gamma",
-                _is_dinov2, dinov2_to_timm, names="timm", write=write_dinov2, implied_model=implied_dinov2)
+                _is_dinov2, dinov2_to_timm, names="timm", family="vit", implies=implied_dinov2, preprocess="dinov2_hub", write=write_dinov2,
+                suffixes=STATE_DICT_FILES)
 DINOV3 = Layout("dinov3", "DINOv3 torch.hub state dict", "storage_tokens, rope_embed.periods",
-                _is_dinov3, dinov3_to_timm, names="timm", write=write_dinov3)
+                _is_dinov3, dinov3_to_timm, names="timm", family="eva", write=write_dinov3, suffixes=STATE_DICT_FILES)
 LAYOUTS = (DINOV3, DINOV2)

@@ -6,7 +6,7 @@ import re
 from ..errors import CheckpointError
 from ..weights import Weights
 from .base import Layout, is_swin
-from .timm import drop_swin_buffers
+from .timm import drop_swin_buffers, swin_implies
 
 
 def _microsoft_swin(keys) -> bool:
@@ -35,4 +35,5 @@ def microsoft_swin_to_timm(raw: Weights) -> Weights:
 
 LAYOUT = Layout("swin_ms", "Microsoft Swin-Transformer state dict (or timm before 0.9)", "layers.N.downsample...",
                 lambda keys: "patch_embed.proj.weight" in keys and is_swin(keys) and _microsoft_swin(keys),
-                microsoft_swin_to_timm, names="timm")
+                microsoft_swin_to_timm, names="timm", family="swin", implies=swin_implies)
+LAYOUTS = (LAYOUT,)

@@ -31,8 +31,8 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..weights import TIMM, Weights
-from .base import Layout
-from .containers import save_safetensors, save_torch
+from .base import Implied, Layout, refuse
+from .containers import save_state_dict
 
 VISUAL = "visual."
 OPENAI_ENTRIES = ("input_resolution", "context_length", "vocab_size")  # OpenAI's TorchScript state dicts
@@ -111,28 +111,26 @@ def _notes(keys: set[str]) -> list[str]:
     return notes
 
 
-def _implied(keys: set[str], given: set[str]) -> dict[str, Any]:
+def _implies(weights: Weights, keys: set[str]) -> Implied:
     """CLIP's towers: a norm before the blocks, LayerNorm eps 1e-5 (torch's default), LayerScale where
     the weights have it; the activation is OpenAI's QuickGELU for OpenAI's files and cannot be told
     for OpenCLIP's."""
     fields: dict[str, Any] = dict(pre_norm=True, norm_eps=1e-5)
     if any(k.endswith(".ls_1.gamma") for k in keys):  # OpenCLIP's LayerScale; the weights hold the scales,
         fields["init_values"] = 1e-5  # init_values (any positive value) only says that there is one
-    if "act_layer" in given:
-        return fields
     if is_openai(keys):
-        return {**fields, "act_layer": "quick_gelu"}
-    raise CheckpointError(
+        return Implied(fields={**fields, "act_layer": "quick_gelu"}, notes=tuple(_notes(keys)))
+    return Implied(fields=fields, notes=tuple(_notes(keys)), needs={"act_layer": (
         "an OpenCLIP state dict does not say its activation: OpenAI's weights and OpenCLIP's *-quickgelu models "
         "run QuickGELU, the others GELU. Pass --act-layer quick_gelu or --act-layer gelu (in Python: act_layer=), "
-        "or a preset with --model (e.g. vit_base_patch16_clip_quickgelu_224 or vit_base_patch16_clip_224)")
+        "or a preset with --model (e.g. vit_base_patch16_clip_quickgelu_224 or vit_base_patch16_clip_224)")})
 
 
 def check_openclip(cfg, weights: Weights) -> None:
     """Refuse what OpenCLIP's ViT tower (a plain VisionTransformer) cannot hold, naming each."""
     if cfg.arch != "vit":
         raise CheckpointError(f"OpenCLIP's image tower is a ViT, not a {cfg.arch} model; write --to timm")
-    problems = [what for what, present in (
+    refuse("OpenCLIP's ViT tower", (
         ("no norm before the blocks (pre_norm=False)", not cfg.pre_norm), ("no class token", not cfg.class_token),
         (f"global_pool={cfg.global_pool!r} (OpenCLIP here: the class token)", cfg.global_pool != "token"),
         ("register tokens", cfg.reg_tokens), ("a distillation token", cfg.distilled),
@@ -141,10 +139,8 @@ def check_openclip(cfg, weights: Weights) -> None:
         (f"norm_layer={cfg.norm_layer!r}", cfg.norm_layer != "layernorm"),
         (f"mlp_layer={cfg.mlp_layer!r}", cfg.mlp_layer != "mlp"), ("proj_bias=False", not cfg.proj_bias),
         ("qkv_bias=False", not cfg.qkv_bias), ("a patch-embedding norm", cfg.embed_norm_layer),
-        ("a norm after pooling (fc_norm)", cfg.use_fc_norm), ("a representation layer", cfg.representation_size),
-    ) if present]
-    if problems:
-        raise CheckpointError(f"OpenCLIP's ViT tower cannot hold {'; '.join(problems)}; write --to timm")
+        ("a norm after pooling (fc_norm)", cfg.has_fc_norm), ("a representation layer", cfg.representation_size),
+    ), fix="; write --to timm")
     bias = weights.get("head/bias")
     if bias is not None and np.any(bias != 0):
         raise CheckpointError("this head has a nonzero bias, which CLIP's projection (visual.proj) has not; "
@@ -176,14 +172,12 @@ def timm_to_openclip(sd: Weights) -> Weights:
 def write_openclip(weights: Weights, cfg, meta: dict, dst: Path) -> None:
     """The image tower under visual.*: .safetensors, or a torch pickle {'state_dict': ...} (.pt /
     .pth / .bin), which OpenCLIP's load_checkpoint unwraps; the config travels inside as usual."""
-    suffix = Path(dst).suffix
-    if suffix not in (".safetensors", ".pt", ".pth", ".bin"):
-        raise CheckpointError(f"--to openclip writes .safetensors, .pt, .pth or .bin, not {suffix or 'a folder'}")
     check_openclip(cfg, weights)
-    sd = timm_to_openclip(TIMM.export(weights, cfg))
-    (save_safetensors if suffix == ".safetensors" else save_torch)(dst, sd, cfg, meta)
+    save_state_dict(dst, timm_to_openclip(TIMM.export(weights, cfg)), cfg, meta)
 
 
 LAYOUT = Layout("openclip", "OpenAI CLIP / OpenCLIP state dict, image tower", "visual.conv1.weight, "
                 "visual.transformer.resblocks.N...", lambda keys: any(k.startswith(VISUAL) for k in keys),
-                openclip_to_timm, names="timm", write=write_openclip, notes=_notes, implied=_implied)
+                openclip_to_timm, names="timm", family="vit", implies=_implies, write=write_openclip,
+                suffixes=(".safetensors", ".pt", ".pth", ".bin"))
+LAYOUTS = (LAYOUT,)

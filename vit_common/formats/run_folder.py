@@ -21,8 +21,14 @@ from ..errors import CheckpointError, ConfigError
 from ..weights import FLAX, TIMM, Weights, flatten_params, nest_params
 from .base import Layout
 
-FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)")
-TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)")
+def _write_run(weights: Weights, config: ModelConfig, meta: dict, dst: Path) -> None:
+    save_training_dir(dst, weights, config, meta)
+
+
+# A run's family is its config's; the names say it too (canonical or timm names).
+FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)", write=_write_run, to="run",
+                  suffixes=("",), preprocess="train.py")
+TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)", preprocess="train.py")
 LAYOUTS = (FLAX_RUN, TORCH_RUN)
 
 # step_N.pt: one file (one process, or DDP's rank 0); step_N.dcp: a torch.distributed.checkpoint
@@ -176,6 +182,7 @@ def read_run_step(step_path: Path, step: int, config: ModelConfig,
         return weights, config, {**recorded, **meta}
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
 
+    _quiet_missing_metadata()
     try:
         state = _restore_on_one_device(ocp.StandardCheckpointer(), step_path.absolute() / "state")
     except Exception as e:  # orbax raises many types for a damaged folder
@@ -183,6 +190,22 @@ def read_run_step(step_path: Path, step: int, config: ModelConfig,
     params = state.get("ema", state["params"])
     return (FLAX.import_(flatten_params(params), config), config,
             {**recorded, "source": f"{step_path} (step {step})", "layout": FLAX_RUN.name})
+
+
+def _quiet_missing_metadata() -> None:
+    """orbax logs (through absl) "Metadata file does not exist" for every step folder written
+    without its optional metadata, which ours are; the read is complete, so that line only
+    misleads. Dropped from absl's logger; everything else it logs still shows."""
+    import logging
+
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _MissingMetadataFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(_MissingMetadataFilter())
+
+
+class _MissingMetadataFilter:
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
 
 
 def _recorded_meta(config_file: Path) -> dict:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..formats.google import GOOGLE_LAYOUTS
+from ..config.cards import preprocess_family
+from ..config.presets import CARDS
+from ..formats.detect import layouts
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -27,8 +29,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # code resizes to 256 and crops 224, 0.875).
     "deit": ("timm DeiT", dict(resize="shorter_side", crop_pct=0.9, interpolation="bicubic",
                                mean=IMAGENET_MEAN, std=IMAGENET_STD)),
-    # The families after 2021, as timm's pretrained_cfg of each name's default tag (hub.DEFAULT_TAGS)
-    # gives them; NAME_EXCEPTIONS lists the names whose default tag departs from its family's row.
+    # The families after 2021, as timm's pretrained_cfg of each name's default tag gives them; a
+    # preset's card (config/cards.py) names its row and where its default tag departs from it.
     # DINOv2 (lvd142m): ImageNet mean/std, no crop.
     "dinov2": ("timm DINOv2", dict(resize="shorter_side", crop_pct=1.0, interpolation="bicubic",
                                    mean=IMAGENET_MEAN, std=IMAGENET_STD)),
@@ -42,7 +44,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                  mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)),
     # HF's microsoft/swin-* checkpoints: their ViTImageProcessor resizes to size x size with
     # resample 3 (bicubic), no crop, ImageNet mean/std. (timm's and Microsoft's Swin files get
-    # timm's cfg in vit_common/formats/read.py, SWIN_IMAGENET_PREPROCESS.)
+    # timm's cfg from their formats' Layouts: vit_common/formats/timm.py, SWIN_IMAGENET_PREPROCESS.)
     "hf_swin": ("HuggingFace Swin", dict(resize="squash", crop_pct=1.0, interpolation="bicubic",
                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)),
     # timm's pretrained_cfg for eva02_*: OpenAI CLIP mean/std, bicubic, crop 0.9 at 224 px; the
@@ -62,32 +64,14 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("vit-predict's default", dict(resize="shorter_side", crop_pct=0.875, interpolation="bicubic",
                                               mean=0.5, std=0.5)),
 }
-# timm's pretrained_cfg of these names' default tags, where it departs from the family's row.
-NAME_EXCEPTIONS: dict[str, dict[str, Any]] = {
-    "vit_base_patch32_clip_224": dict(crop_pct=0.9),  # laion2b_ft_in12k_in1k
-    "vit_base_patch32_clip_quickgelu_224": dict(crop_pct=0.9),  # laion400m_e32
-    "vit_base_patch16_clip_224": dict(crop_pct=0.95),  # laion2b_ft_in12k_in1k
-    "vit_base_patch16_clip_384": dict(resize="squash"),
-    "vit_huge_patch14_clip_336": dict(resize="squash"),
-    "vit_large_patch14_clip_224": dict(mean=0.5, std=0.5),  # the L/14 fine-tunes: [-1, 1]
-    "vit_large_patch14_clip_336": dict(resize="squash", mean=0.5, std=0.5),
-    "vit_so400m_patch14_siglip_gap_448": dict(crop_pct=1.0),  # PaliGemma's towers
-    "vit_so400m_patch14_siglip_gap_896": dict(crop_pct=1.0),
-}
-RUN_LAYOUTS = ("flax", "torch_run")
-# transformers folders of the later families: their image processors' transforms (DINOv2's:
-# resize 256, crop 224, ImageNet; CLIP's and AIMv2's: OpenAI mean/std, no crop; SigLIP's: [-1, 1]).
-HF_FAMILIES = {"hf_dinov2": "dinov2_hub", "hf_clip": "clip", "hf_siglip": "siglip", "hf_aimv2": "aimv2"}
-RELEASED_FAMILIES = {"dinov2": "dinov2_hub", "aimv2": "aimv2", "aimv2_flax": "aimv2"}  # layout -> family
 
 
 def later_family(name: str, cfg) -> str | None:
     """dinov2 / clip / siglip / aimv2 / deit (DeiT III) from a preset name, else from the options
     only these families use; None for the ViT / DeiT of 2020-2021."""
-    for family, match in (("deit", name.startswith("deit")), ("dinov2", "_dinov2" in name),
-                          ("clip", "_clip_" in name), ("siglip", "_siglip_" in name), ("aimv2", name.startswith("aimv2"))):
-        if match:
-            return family
+    family = CARDS[name].preprocess if name in CARDS else preprocess_family(name)  # a timm name no card has
+    if family:
+        return family
     if name or getattr(cfg, "arch", "") != "vit":
         return None
     if cfg.norm_layer == "rmsnorm" or cfg.embed_norm_layer:
@@ -105,31 +89,22 @@ def later_family(name: str, cfg) -> str | None:
 
 def family_of(meta: Mapping[str, Any], cfg, model: str | None = None) -> str:
     """Which FAMILIES entry fits a checkpoint that records no preprocessing."""
-    layout = meta.get("source_layout")
-    if str(meta.get("source", "")).startswith("train.py") or layout in RUN_LAYOUTS:
+    layout = layouts().get(meta.get("source_layout"))  # its Layout's row, for files that record none
+    row = layout.preprocess if layout is not None else None
+    if str(meta.get("source", "")).startswith("train.py") or row == "train.py":
         return "train.py"  # a run (or its final.npz) from before runs recorded their preprocessing
     if getattr(cfg, "arch", None) == "eva":  # timm's Eva: EVA-02 or DINOv3, whatever the file layout
         from ..config.eva import eva_family
         return eva_family(cfg)
     name = model or meta.get("architecture") or ""  # a preset, or the timm architecture of Hub weights
     later = later_family(name, cfg)
-    if layout in ("timm", "hf"):
+    if layout is not None and layout.model_first:  # timm's names, HF's ViT (Google's weights: Google's row)
         if later or getattr(cfg, "distilled", False):
             return later or "deit"
-        if layout == "hf":  # HF's ViT weights are Google's, with Google's preprocessing
-            return "google"
-        return "timm_vit"  # a named vit_* model, or the stated default for timm state dicts
-    if layout in GOOGLE_LAYOUTS and later not in (None, "siglip") and (later != "deit" or cfg.init_values):
+        return row
+    if row == "google" and later not in (None, "siglip") and (later != "deit" or cfg.init_values):
         return later  # options Google never released: a converted file of that family (SigLIP is Google's)
-    if layout == "hf_swin":
-        return "hf_swin"
-    if layout in RELEASED_FAMILIES:
-        return RELEASED_FAMILIES[layout]
-    if layout in HF_FAMILIES:
-        return HF_FAMILIES[layout]
-    if layout in GOOGLE_LAYOUTS:
-        return "google"
-    return "default"
+    return row or "default"
 
 
 def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -> tuple[dict[str, Any], str]:
@@ -142,8 +117,8 @@ def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -
         raise ValueError(f"meta['preprocess'] must be a mapping of {PREPROCESS_KEYS}, got {recorded!r}")
     if recorded:
         options = {k: recorded[k] for k in PREPROCESS_KEYS if recorded.get(k) is not None}
-        if meta.get("source_layout") == "swin_ms":  # Microsoft's files carry no meta: read.py filled it in
-            return options, "family default: timm / Microsoft Swin (ImageNet)"
+        if meta.get("preprocess_source"):  # the file records none: its format's default, filled in on reading
+            return options, f"family default: {meta['preprocess_source']}"
         return options, "recorded in the checkpoint"
     family = family_of(meta, cfg, model)
     what, options = FAMILIES[family]
@@ -153,7 +128,7 @@ def resolve_preprocess(meta: Mapping[str, Any], cfg, model: str | None = None) -
     if family == "eva02" and cfg.img_size >= 336:
         options.update(crop_pct=1.0, resize="squash" if cfg.img_size >= 448 else "shorter_side")
     name = model or meta.get("architecture")
-    if family != "google" and name in NAME_EXCEPTIONS:
-        options.update(NAME_EXCEPTIONS[name])
+    if family != "google" and name in CARDS and CARDS[name].preprocess_changes:
+        options.update(CARDS[name].preprocess_changes)
         what += f" ({name}'s default tag)"
     return options, f"family default: {what}"

@@ -41,20 +41,98 @@ INTERPOLATIONS = {
 
 
 class ImageError(ValueError):
-    """An image file that is missing or that Pillow cannot decode."""
+    """An image file that is missing, that Pillow cannot decode, or whose pixel mode cannot be read."""
 
 
-def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
-    """The image at `path` in PIL `mode`, turned upright as its EXIF orientation says (phone photos).
-    This is how vit_data's folder source decodes files too, so both see the same pixels."""
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Pillow modes read_image understands, by how they become 8-bit L or RGB (see read_image).
+_EIGHT_BIT = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"}
+_WITH_ALPHA = {"LA", "La", "PA", "RGBA", "RGBa"}
+_HIGH_DEPTH = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+READABLE_MODES = _EIGHT_BIT | _WITH_ALPHA | _HIGH_DEPTH
+GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def probe_image(path: str | os.PathLike) -> str:
+    """The Pillow mode of the image at `path`, from its header only (no pixels decoded): fast
+    enough to check every file of a dataset. ImageError if the file is missing, not an image Pillow
+    knows, or of a mode read_image cannot turn into 8-bit pixels."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except FileNotFoundError as e:
+        raise ImageError(f"image {path} does not exist") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"image {path} is not readable ({e})") from e
+    if mode not in READABLE_MODES:
+        raise ImageError(f"image {path} has Pillow mode {mode!r}, which cannot be read as 8-bit L or RGB; convert "
+                         "it to an 8-bit RGB or grayscale PNG or JPEG")
+    return mode
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """The image at `path` as 8-bit `mode` ("L" or "RGB"), as a viewer shows it: turned upright by
+    its EXIF orientation (phone photos); transparent pixels over white (LA, PA, RGBA, P with a
+    transparent colour; as transformers' convert_to_rgb); 16- and 32-bit integer pixels (I;16*,
+    I) scaled by their bit depth to 0..255, not clipped; float pixels (F) read as 0..1; CMYK,
+    YCbCr, HSV and palettes converted by Pillow; colour to L by ITU-R 601-2 luma. vit-predict and
+    vit_data's folder source both read files through here, so both see the same pixels."""
+    if mode not in COLOR_MODES:
+        raise ValueError(f"images are read as 'L' or 'RGB', not {mode!r}")
     try:
         with Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image).convert(mode)
+            bits = _declared_bits(image)
+            image = ImageOps.exif_transpose(image)
     except FileNotFoundError as e:
         raise ImageError(f"image {path} does not exist") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"image {path} is not readable ({e})") from e
+    if image.mode not in READABLE_MODES:
+        raise ImageError(f"image {path} has Pillow mode {image.mode!r}, which cannot be read as 8-bit L or RGB; "
+                         "convert it to an 8-bit RGB or grayscale PNG or JPEG")
+    return to_eight_bit(image, mode, bits)
+
+
+def to_eight_bit(image: Image.Image, mode: str, bits: int | None = None) -> Image.Image:
+    """An open image of any READABLE_MODES -> 8-bit `mode` (see read_image). `bits`: the integer
+    depth of an I / I;16 image (default: 16 for I;16*, 32 for I)."""
+    if image.mode in _HIGH_DEPTH:
+        x = np.asarray(image).astype(np.float64)
+        if image.mode == "F":
+            x = x * 255.0
+        else:
+            depth = bits or (16 if image.mode.startswith("I;16") else 32)
+            x = x * (255.0 / (2.0 ** (depth - (1 if depth == 32 else 0)) - 1))  # 32-bit I is signed
+        image = Image.fromarray(np.clip(np.round(np.nan_to_num(x)), 0, 255).astype(np.uint8), "L")
+    elif image.mode in _WITH_ALPHA or (image.mode == "P" and "transparency" in image.info):
+        gray = image.mode in ("LA", "La")
+        rgba = np.asarray(image.convert("LA" if gray else "RGBA"), np.uint32)
+        color, alpha = rgba[..., :-1], rgba[..., -1:]
+        over_white = (color * alpha + 255 * (255 - alpha) + 127) // 255  # round(c * a/255 + 255 * (1 - a/255))
+        image = Image.fromarray(over_white.astype(np.uint8).squeeze(-1) if gray else over_white.astype(np.uint8),
+                                "L" if gray else "RGB")
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _declared_bits(image: Image.Image) -> int | None:
+    """The bits per sample a file declares for integer pixels Pillow widens to mode I (a TIFF's
+    BitsPerSample; a PNG holds at most 16)."""
+    if image.mode != "I":
+        return None
+    if image.format == "PNG":
+        return 16
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and 258 in tags:
+        value = tags[258]
+        bits = value[0] if isinstance(value, tuple) else value
+        return int(bits) if 1 <= int(bits) <= 32 else None
+    return None
+
+
+def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """read_image under its older name."""
+    return read_image(path, mode)
 
 
 def options_from_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,7 +238,7 @@ def preprocess(images: Image.Image | Sequence[Image.Image], img_size: int, *, cr
     if isinstance(images, Image.Image):
         images = [images]
     mode = check_color_mode(color_mode, in_chans)
-    crops = [resize_and_crop(im.convert(mode), img_size, crop_pct=crop_pct, interpolation=interpolation, resize=resize)
+    crops = [resize_and_crop(to_eight_bit(im, mode), img_size, crop_pct=crop_pct, interpolation=interpolation, resize=resize)
              for im in images]
     return to_array(crops, mean=mean, std=std, in_chans=in_chans)
 

@@ -35,6 +35,8 @@ class TrainConfig:
     data_dir: str | None = _field(None, "tensorflow-datasets data_dir (none: tfds's default)")
     train_split: str = _field("train", "split to train on; tfds-style slices work: train[:90%%]")
     test_split: str = _field("test", "split evaluated after every epoch")
+    skip_bad_images: bool = _field(False, "folder: datasets: leave out the files that cannot be read, and say how "
+                                   "many (false: list them and stop before training)")
     # Augmentation and regularisation.
     random_resized_crop: bool = _field(False, "random resized crop (scale 0.08-1, Inception-style) instead of a resize")
     pad_crop: int = _field(0, "pad by this many pixels and crop back at random (CIFAR-style shifts); 0: off")
@@ -227,12 +229,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _parse_bool(text: str) -> bool:
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
+
+
 def _field_parser(field: dataclasses.Field):
     kind = typing.get_type_hints(TrainConfig)[field.name]
     args = typing.get_args(kind)
     base = next((a for a in args if a is not type(None)), kind) if args else kind
     if base is bool:
-        return lambda s: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[s.lower()]
+        return _parse_bool
     if base is dict:
         return json.loads
     if type(None) in args:
@@ -269,12 +275,15 @@ def parse_train_args(argv=None) -> TrainConfig:
                    f"{name}: {recipe['dataset']}, {recipe['epochs']} epochs" for name, recipe in PRESETS.items()))
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="recipe to start from (default: digits)")
     for field in dataclasses.fields(TrainConfig):
+        flag = {"nargs": "?", "const": True} if _field_parser(field) is _parse_bool else {}  # --hflip = --hflip true
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_field_parser(field),
-                            default=None, metavar=_metavar(field), choices=field.metadata["choices"],
-                            help=_help(field))
+                            default=argparse.SUPPRESS, metavar=_metavar(field), choices=field.metadata["choices"],
+                            help=_help(field), **flag)
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
-    overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
+    # Only the flags given (SUPPRESS leaves the others out): an explicit "none" (--clip-grad-norm none)
+    # overrides a default that is not None.
+    overrides = {k: v for k, v in vars(args).items() if k != "preset"}
     if overrides.get("model", values.get("model")) != values.get("model"):
         values.pop("model_args", None)  # the preset's architecture overrides belong to the preset's model
     if "model_args" in overrides:  # merged into the preset's, not replacing them

@@ -76,15 +76,38 @@ def resolve_run(config: TrainConfig, *, shard_index: int, shard_count: int, repl
         raise ConfigError(f"batch_size {config.batch_size} is not divisible by {replicas} devices x "
                           f"{config.grad_accum_steps} accumulation steps; choose a multiple of "
                           f"{replicas * config.grad_accum_steps}")
-    train_source = load_source(config.dataset, config.train_split, config.data_dir)
-    test_source = load_source(config.dataset, config.test_split, config.data_dir)
+    train_source = load_source(config.dataset, config.train_split, config.data_dir, config.skip_bad_images)
+    test_source = load_source(config.dataset, config.test_split, config.data_dir, config.skip_bad_images)
     num_classes = config.model_args.get("num_classes", train_source.num_classes)  # unpinned: the dataset's
     if num_classes != train_source.num_classes:
         raise ConfigError(f"--model-args num_classes={num_classes} but {config.dataset} has {train_source.num_classes} "
                           f"classes {_names(train_source.class_names)}; leave num_classes out of --model-args (it "
                           "defaults to the dataset's class count) or pin it to that count")
+    check_data_fits(config, train_source)
     cfg = config.model_config().replace(num_classes=num_classes, in_chans=train_source.in_chans)
     return RunData(config, cfg, train_source, test_source, config.batch_size // shard_count, shard_index, shard_count)
+
+
+def check_data_fits(config: TrainConfig, train_source) -> None:
+    """One line naming the fix, before any compile, for training data that cannot make a run:
+    fewer images than one batch, too few steps for warmup + cosine decay, one class only."""
+    n, batch = len(train_source), config.batch_size
+    where = f"{config.dataset} ({config.train_split})"
+    if n < batch:
+        raise ConfigError(f"{where} has {n} images, fewer than one batch of {batch}; lower --batch-size "
+                          f"(at most {n}) or add images")
+    if config.epochs * (n // batch) < 2:  # warmup and cosine decay need an update each at least
+        raise ConfigError(f"{where} gives {n // batch} step(s) per epoch of --batch-size {batch}, {config.epochs} "
+                          f"epoch(s): fewer than the 2 steps warmup + cosine decay need; raise --epochs"
+                          + (f" or lower --batch-size (at most {n // 2})" if n >= 2 else ""))
+    labels = getattr(train_source.records, "labels", None)
+    if labels is not None:
+        present = np.unique(np.asarray(labels))
+        if present.size < 2:
+            names = train_source.class_names
+            only = names[int(present[0])] if names and present.size else (present.tolist() or "none")
+            raise ConfigError(f"{where} holds one class only ({only}); a classifier needs two or more: add images of "
+                              "the other classes (for folder: datasets, one folder per class under the split)")
 
 
 def _names(names: list[str] | None, shown: int = 6) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..config import ModelConfig, SwinConfig
 from ..errors import WeightsMismatchError
-from .tables import Link, eva_links, swin_links, vit_links
+from .module_tables import eva_links, swin_links
+from .tables import Link, vit_links
 
 Weights = dict[str, np.ndarray]
 

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ..config import SwinConfig, ViTConfig
-from ..errors import CheckpointError
+from ..errors import ArchitectureUnknown, CheckpointError
 from .canonical import Weights
 
 # Official widths -> heads; timm and HF fuse or flatten the heads, so their shapes cannot say.
@@ -92,7 +92,7 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
                                                                     _HEADS_BY_WIDTH.get(c))
     if heads is None:
         if c % 64:
-            raise CheckpointError(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
+            raise ArchitectureUnknown(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
         heads = c // 64  # the usual head width
     prefix = int(s["class_token"]) + int(s["distilled"]) + s["reg_tokens"]
     fields: dict[str, Any] = dict(
@@ -113,7 +113,7 @@ def config_from_summary(s: dict[str, Any], **overrides: Any) -> ViTConfig:
     elif side := _square_side(s["pos_len"]):
         fields.update(no_embed_class=prefix > 0, img_size=side * s["patch_size"])
     else:
-        raise CheckpointError(f"position embedding of {s['pos_len']} entries fits no square grid "
+        raise ArchitectureUnknown(f"position embedding of {s['pos_len']} entries fits no square grid "
                               f"(with {prefix} class/distillation tokens)")
     fields.update(overrides)
     return ViTConfig(**fields)
@@ -154,7 +154,7 @@ def summarize_swin_timm(sd: Weights) -> dict[str, Any]:
 
 
 def summarize_swin_canonical(w: Weights) -> dict[str, Any]:
-    """Shapes of canonical Swin weights (vit_common.weights.tables)."""
+    """Shapes of canonical Swin weights (vit_common.weights.module_tables)."""
     proj = w["patch_embed/proj/kernel"]  # (p, p, in, C)
     return _swin_summary(
         w, r"^layers_(\d+)/blocks_(\d+)/", "layers_{i}/blocks_0/attn/relative_position_bias_table",
@@ -198,3 +198,15 @@ def swin_config_from_summary(s: dict[str, Any], **overrides: Any) -> SwinConfig:
     )
     fields.update(overrides)
     return SwinConfig(**fields)
+
+
+# A family's summary of the weights' shapes and the function that infers its config from one.
+def summarize(weights: Weights, family: str, timm_names: bool) -> tuple[dict[str, Any], Any]:
+    """(the shapes of `weights` of a family, in timm's or canonical names; the config inference for them)."""
+    from .infer_eva import eva_config_from_summary, summarize_eva
+
+    if family == "eva":
+        return summarize_eva(weights, timm=timm_names), eva_config_from_summary
+    if family == "swin":
+        return (summarize_swin_timm if timm_names else summarize_swin_canonical)(weights), swin_config_from_summary
+    return (summarize_timm if timm_names else summarize_canonical)(weights), config_from_summary

@@ -1,6 +1,6 @@
 """Recognise timm's Eva (EVA-02, DINOv3) weights and infer an EvaConfig from their shapes.
 
-Works on timm's names (state dicts) and on the canonical names (vit_common.weights.tables.eva_links).
+Works on timm's names (state dicts) and on the canonical names (vit_common.weights.module_tables.eva_links).
 What the shapes cannot say follows the released families: weights with an absolute position
 embedding are EVA-02 (rope 'cat' with ref_feat_shape 16 when the MLP is a SwiGLU, as every EVA-02;
 none with a GELU MLP, as EVA-01; LayerNorm eps 1e-6), weights without one are DINOv3 (rope
@@ -15,9 +15,9 @@ import re
 from typing import Any, Iterable
 
 from ..config import EvaConfig
-from ..errors import CheckpointError
+from ..errors import ArchitectureUnknown, CheckpointError
 from .canonical import Weights
-from .tables import _canonical
+from .module_tables import _canonical
 
 # Names only timm's Eva has (its ViT calls LayerScale ls1.gamma and fuses the q|k|v bias).
 _EVA_TIMM = re.compile(r"^blocks\.\d+\.(gamma_1|attn\.q_bias|attn\.q_proj\.weight|mlp\.fc1_g\.weight)$")
@@ -89,7 +89,7 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
     c = s["embed_dim"]
     heads = overrides.pop("num_heads", None) or (32 if c == 4096 else c // 64 if c % 64 == 0 else None)
     if heads is None:
-        raise CheckpointError(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
+        raise ArchitectureUnknown(f"cannot infer the number of heads for width {c}; give it (--num-heads or --model)")
     if s["fc_norm"] == s["norm"]:
         raise CheckpointError("Eva weights with both or neither of norm and fc_norm are not supported")
     prefix = int(s["class_token"]) + s["num_reg_tokens"]
@@ -112,7 +112,7 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
         if side * side != s["pos_len"] - prefix:
             side, no_embed_class = math.isqrt(s["pos_len"]), True
             if side * side != s["pos_len"]:
-                raise CheckpointError(f"position embedding of {s['pos_len']} entries fits no square grid "
+                raise ArchitectureUnknown(f"position embedding of {s['pos_len']} entries fits no square grid "
                                       f"(with {prefix} class/register tokens)")
         swiglu = s["mlp"] != "gelu"
         fields.update(img_size=side * s["patch_size"], no_embed_class=no_embed_class and prefix > 0,
@@ -120,9 +120,3 @@ def eva_config_from_summary(s: dict[str, Any], **overrides: Any) -> EvaConfig:
     fields.update(overrides)
     return EvaConfig(**fields)
 
-
-def eva_from_weights(summary: dict[str, Any]) -> tuple[str, ...]:
-    """The fields the weights fix when a preset names the architecture. Without an absolute
-    position embedding the image size is free (the rotary tables follow it); a 16x16 grid then
-    stands in until an img_size override replaces it, as timm's 256 px at patch 16."""
-    return ("patch_size", "num_classes", "img_size")

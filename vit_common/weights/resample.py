@@ -10,6 +10,9 @@ the same numbers. Every method is a separable 1-D rule written as a (new, old) w
               antialias=False), what timm does for position embeddings.
 - "bicubic":  torch.nn.functional.interpolate(mode="bicubic", align_corners=False,
               antialias=False): Keys cubic convolution, A = -0.75, taps clamped to the border.
+
+bicubic_matrix() adds what the any-size rules need (see vit_common/config/dynamic.py): torch's
+antialiased bicubic and a source step other than old/new (a scale_factor, as DINOv2 passes).
 """
 from __future__ import annotations
 
@@ -33,6 +36,44 @@ def resize_matrix(old: int, new: int, method: str) -> np.ndarray:
     if method == "bilinear":
         return _linear(np.maximum(src, 0.0), old)  # torch clamps negative sources to 0 for linear only
     return _cubic(src, old)
+
+
+def bicubic_matrix(old: int, new: int, *, antialias: bool = False, step: float | None = None) -> np.ndarray:
+    """(new, old) float64 matrix of torch.nn.functional.interpolate(mode="bicubic",
+    align_corners=False, antialias=antialias) along one axis.
+
+    `step` is the source distance between output samples: old / new when torch is given a size,
+    1 / scale_factor when it is given a scale factor. Without antialiasing: Keys cubic
+    convolution (A = -0.75), taps clamped to the border. With antialiasing (torch's
+    _upsample_bicubic2d_aa, PIL's rule): a cubic of A = -0.5 stretched by the step when
+    shrinking, taps outside the signal dropped and each row's weights normalised to sum to 1;
+    an axis whose size is unchanged is copied, whatever the step.
+    """
+    step = old / new if step is None else float(step)
+    out = np.arange(new, dtype=np.float64)
+    if not antialias:
+        return _cubic((out + 0.5) * step - 0.5, old)
+    if new == old:  # torch's separable antialiased kernel skips an axis whose size is unchanged
+        return np.eye(old)
+    support = 2.0 * max(step, 1.0)
+    stretch = 1.0 / max(step, 1.0)
+    centre = step * (out + 0.5)
+    first = np.maximum(np.trunc(centre - support + 0.5).astype(np.int64), 0)
+    last = np.minimum(np.trunc(centre + support + 0.5).astype(np.int64), old)
+    matrix = np.zeros((new, old))
+    for i in range(new):
+        taps = np.arange(first[i], last[i])
+        weights = _keys(np.abs((taps - centre[i] + 0.5) * stretch), -0.5)
+        total = weights.sum()
+        matrix[i, taps] = weights / total if total != 0 else weights
+    return matrix
+
+
+def _keys(x: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel at |x| (zero from 2 on)."""
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
 
 
 def _linear(src: np.ndarray, old: int) -> np.ndarray:

@@ -3,7 +3,7 @@ attribute names are timm's, so the canonical layout maps both twins the same way
 
 A pre-norm ViT with rotary position embeddings on the patch tokens' queries and keys (tables
 from vit_common.config.rope), optional SwiGLU MLPs, inner LayerNorms and LayerScale; see
-vit_common.config.eva.EvaConfig for the options and vit_common.weights.tables.eva_links for
+vit_common.config.eva.EvaConfig for the options and vit_common.weights.module_tables.eva_links for
 every parameter.
 """
 from __future__ import annotations
@@ -20,7 +20,11 @@ from vit_common.config.rope import rope_tables
 
 from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
 from .fast_ops import patch_matmul
-from .layers import Buffer, DropPath, attention, layer_norm, normal_02, zeros
+from vit_common.config.dynamic import grid_of
+from vit_common.predict.dense import take_indices
+
+from .layers import (Buffer, DropPath, attention, check_images, dense_output, fit_to_patches, layer_norm, normal_02,
+                     resample_pos_embed, zeros)
 
 HEAD_INIT_SCALE = 1e-3  # timm's Eva scales its initial head by this
 
@@ -68,20 +72,22 @@ def _linear(din: int, dout: int, *, dtype, rngs, bias: bool = True, std: float =
 
 
 class EvaPatchEmbed(nnx.Module):
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dtype, rngs):
-        self.img_size, self.in_chans = img_size, in_chans
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dynamic: bool = False,
+                 pad: bool = False, dtype, rngs):
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.dynamic, self.pad = dynamic, pad  # timm's dynamic_img_size / dynamic_img_pad
         init = _torch_default_uniform(in_chans * patch_size * patch_size)
         self.proj = nnx.Conv(
             in_chans, embed_dim, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
             padding="VALID", kernel_init=init, bias_init=init, dtype=dtype, rngs=rngs,
         )
 
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return grid_of(height, width, self.patch_size, self.pad)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        expected = (self.img_size, self.img_size, self.in_chans)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
-            )
+        check_images(x, self.img_size, self.in_chans, self.dynamic or self.pad)
+        x = fit_to_patches(x, self.patch_size, self.pad)
         x = patch_matmul(self.proj, x)  # = self.proj(x), faster to differentiate on CPU
         return x.reshape(x.shape[0], -1, x.shape[-1])  # (B, N, C)
 
@@ -194,7 +200,8 @@ class Eva(nnx.Module):
         self.scan_layers = scan_layers
         self.grad_checkpointing = None  # or the remat policy: see set_grad_checkpointing
         c = cfg.embed_dim
-        self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dtype=dtype, rngs=rngs)
+        self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dynamic=cfg.dynamic_img_size,
+                                         pad=cfg.dynamic_img_pad, dtype=dtype, rngs=rngs)
         normal = lambda shape: nnx.Param(normal_02(rngs.params(), shape))  # timm's trunc_normal_(std=0.02)
         self.cls_token = normal((1, 1, c)) if cfg.class_token else None
         self.reg_token = normal((1, cfg.num_reg_tokens, c)) if cfg.num_reg_tokens else None
@@ -220,23 +227,42 @@ class Eva(nnx.Module):
         self.grad_checkpointing = policy if enable else None
 
     # ---------------------------------------------------------------------------------------------
-    def embed(self, x: jax.Array) -> jax.Array:
-        """Patches, class and register tokens, absolute position embedding: (B, T, C)."""
+    def embed(self, x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+        """Patches, class and register tokens, absolute position embedding: (tokens (B, T, C), the grid)."""
+        grid = self.patch_embed.grid(*x.shape[1:3])
         # Matmuls run in self.dtype; the residual stream stays float32 (as under torch.autocast).
         x = self.patch_embed(x.astype(self.dtype)).astype(jnp.float32)
         b, c = x.shape[0], x.shape[-1]
         prefix = [jnp.broadcast_to(t[...], (b,) + t[...].shape[1:]) for t in (self.cls_token, self.reg_token)
                   if t is not None]
-        if self.pos_embed is None:
+        pos = self.pos_embed_at(grid)
+        if pos is None:
             x = jnp.concatenate(prefix + [x], axis=1)
         elif self.cfg.no_embed_class:
-            x = jnp.concatenate(prefix + [x + self.pos_embed[...]], axis=1)
+            x = jnp.concatenate(prefix + [x + pos], axis=1)
         else:
-            x = jnp.concatenate(prefix + [x], axis=1) + self.pos_embed[...]
-        return self.pos_drop(x)
+            x = jnp.concatenate(prefix + [x], axis=1) + pos
+        return self.pos_drop(x), grid
 
-    def rope(self):
-        return None if self.rope_sin is None else (self.rope_sin[...], self.rope_cos[...])
+    def pos_embed_at(self, grid: tuple[int, int]) -> jax.Array | None:
+        """The absolute position table on the grid (resized by cfg.pos_embed_interp off the model's grid)."""
+        cfg = self.cfg
+        if grid != (cfg.grid_size, cfg.grid_size) and not cfg.dynamic_img_size:
+            raise ValueError(f"the images give a {grid[0]}x{grid[1]} patch grid, the model's is "
+                             f"{cfg.grid_size}x{cfg.grid_size}: create the model with dynamic_img_size=True")
+        if self.pos_embed is None:
+            return None
+        prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
+        return resample_pos_embed(self.pos_embed[...], prefix, cfg.grid_size, grid, cfg.pos_embed_interp)
+
+    def rope(self, grid: tuple[int, int] | None = None):
+        """(sin, cos) of the grid: the buffers at the model's grid, else tables cached per shape
+        (constants of the trace: one compilation per shape)."""
+        if self.rope_sin is None:
+            return None
+        if grid is None or grid == (self.cfg.grid_size, self.cfg.grid_size):
+            return self.rope_sin[...], self.rope_cos[...]
+        return tuple(jnp.asarray(t) for t in rope_tables(self.cfg, tuple(grid)))
 
     def _final_norm(self, x: jax.Array) -> jax.Array:
         return self.norm(x) if self.norm is not None else x
@@ -250,17 +276,48 @@ class Eva(nnx.Module):
         return self.head(self.head_drop(pooled)) if self.head is not None else pooled
 
     def forward_features(self, x: jax.Array) -> jax.Array:
-        x = run_blocks(self.blocks, self.embed(x), self.rope(), remat=self.grad_checkpointing,
-                       scanned=self.scan_layers)
+        x, grid = self.embed(x)
+        x = run_blocks(self.blocks, x, self.rope(grid), remat=self.grad_checkpointing, scanned=self.scan_layers)
         return self._final_norm(x)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.head_logits(self.pool(self.forward_features(x)))
 
-    def forward_intermediates(self, x: jax.Array, attention: bool = True) -> EvaOutput:
-        """Logits (None without a head), pooled features, every block's output and (if asked) attention."""
-        x, hidden, maps = run_blocks_with_intermediates(self.blocks, self.embed(x), self.rope(), attention=attention,
+    def forward_intermediates(self, x: jax.Array, attention: bool = True, *, indices=None, norm: bool = False,
+                              output_fmt: str = "NHWC", return_prefix_tokens: bool = False,
+                              intermediates_only: bool = False, stop_early: bool = False):
+        """Without `indices`: logits (None without a head), pooled features, every block's output
+        and (if asked) attention. With `indices`: dense features, as VisionTransformer's."""
+        if indices is not None:
+            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+                                             stop_early)
+        x, grid = self.embed(x)
+        x, hidden, maps = run_blocks_with_intermediates(self.blocks, x, self.rope(grid), attention=attention,
                                                         scanned=self.scan_layers)
         pooled = self.pool(self._final_norm(x))
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return EvaOutput(logits, pooled, hidden, maps)
+
+    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
+        taken = take_indices(len(self.blocks), indices)
+        x, grid = self.embed(x)
+        rope = self.rope(grid)
+        out = []
+        for i, block in enumerate(self.blocks):
+            if stop_early and i > max(taken):
+                break
+            x, _ = block(x, rope)
+            if i in taken:
+                patches, prefix = dense_output(self._final_norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
+                                               output_fmt)
+                out.append((patches, prefix) if return_prefix_tokens else patches)
+        return out if intermediates_only else (self._final_norm(x), out)
+
+    def get_intermediate_layers(self, x: jax.Array, n=1, reshape: bool = False, return_class_token: bool = False,
+                                norm: bool = True):
+        """DINOv2's get_intermediate_layers (see VisionTransformer's)."""
+        if not self.cfg.class_token and return_class_token:
+            raise ValueError("return_class_token=True needs a model with a class token")
+        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NHWC" if reshape else "NLC",
+                                          return_prefix_tokens=True, intermediates_only=True)
+        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

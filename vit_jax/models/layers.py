@@ -7,6 +7,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vit_common.config.dynamic import grid_of, pos_embed_matrices
+from vit_common.predict.dense import check_output_fmt
+
+from .attention import dot_product_attention
 from .fast_ops import FastLayerNorm, patch_matmul
 
 LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
@@ -63,22 +67,69 @@ class Buffer(nnx.Variable):
     """A constant array held by a module (fixed position tables): not a trainable parameter."""
 
 
+def fit_to_patches(x: jax.Array, patch_size: int, pad: bool) -> jax.Array:
+    """NHWC images cut to whole patches, or (pad) padded right / bottom with zeros up to them (timm)."""
+    h, w = x.shape[1:3]
+    gh, gw = grid_of(h, w, patch_size, pad)
+    if pad:
+        return jnp.pad(x, ((0, 0), (0, gh * patch_size - h), (0, gw * patch_size - w), (0, 0)))
+    return x[:, :gh * patch_size, :gw * patch_size]
+
+
+def check_images(x: jax.Array, img_size: int, in_chans: int, any_size: bool) -> None:
+    """Images must be NHWC of the model's size, or of any size large enough for one patch."""
+    if any_size:
+        if x.ndim != 4 or x.shape[-1] != in_chans:
+            raise ValueError(f"expected images of shape (batch, height, width, {in_chans}) (NHWC), got {tuple(x.shape)}")
+        return
+    expected = (img_size, img_size, in_chans)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}; "
+            "dynamic_img_size=True runs any size"
+        )
+
+
+def resample_pos_embed(pos: jax.Array, num_prefix: int, old: int, grid: tuple[int, int], rule: str) -> jax.Array:
+    """A (1, num_prefix + old*old, C) table on the (h, w) grid under `rule` (vit_common.config.dynamic):
+    one fixed float64-exact matrix per axis, so it is differentiable and a shape traces once."""
+    if tuple(grid) == (old, old):
+        return pos
+    rows, cols = (jnp.asarray(m, pos.dtype) for m in pos_embed_matrices(old, tuple(grid), rule))
+    c, highest = pos.shape[-1], jax.lax.Precision.HIGHEST
+    table = jnp.einsum("hi,ijc->hjc", rows, pos[0, num_prefix:].reshape(old, old, c), precision=highest)
+    table = jnp.einsum("wj,hjc->hwc", cols, table, precision=highest)
+    return jnp.concatenate([pos[:, :num_prefix], table.reshape(1, -1, c)], axis=1)
+
+
+def dense_output(tokens: jax.Array, num_prefix: int, grid: tuple[int, int], output_fmt: str):
+    """(patch tokens on the grid, prefix tokens): NHWC (B, H', W', C), NCHW or NLC (B, N, C)."""
+    check_output_fmt(output_fmt)
+    prefix, patches = tokens[:, :num_prefix], tokens[:, num_prefix:]
+    if output_fmt != "NLC":
+        patches = patches.reshape(patches.shape[0], *grid, patches.shape[-1])
+        if output_fmt == "NCHW":
+            patches = patches.transpose(0, 3, 1, 2)
+    return patches, prefix
+
+
 class PatchEmbed(nnx.Module):
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True,
-                 norm: nnx.Module | None = None, *, dtype, rngs):
+                 norm: nnx.Module | None = None, *, dynamic: bool = False, pad: bool = False, dtype, rngs):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.dynamic, self.pad = dynamic, pad  # timm's dynamic_img_size / dynamic_img_pad
         self.proj = nnx.Conv(
             in_chans, embed_dim, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
             padding="VALID", use_bias=bias, kernel_init=lecun_normal, bias_init=zeros, dtype=dtype, rngs=rngs,
         )
         self.norm = norm  # AIMv2 normalises the patch tokens
 
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return grid_of(height, width, self.patch_size, self.pad)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        expected = (self.img_size, self.img_size, self.in_chans)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
-            )
+        check_images(x, self.img_size, self.in_chans, self.dynamic or self.pad)
+        x = fit_to_patches(x, self.patch_size, self.pad)
         x = patch_matmul(self.proj, x)  # = self.proj(x), faster to differentiate on CPU
         x = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, N, C)
         return self.norm(x) if self.norm is not None else x
@@ -90,9 +141,9 @@ def _heads(x: jax.Array, num_heads: int) -> jax.Array:
 
 
 def attention(q, k, v, dropout: nnx.Dropout | None, return_weights: bool):
-    """Softmax attention over (B, N, H, D); the fused kernel unless weights or dropout are needed."""
+    """Softmax attention over (B, N, H, D); the backend's fast formulation unless weights or dropout are needed."""
     if not return_weights and (dropout is None or dropout.rate == 0.0 or dropout.deterministic):
-        return jax.nn.dot_product_attention(q, k, v), None
+        return dot_product_attention(q, k, v), None
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
     weights = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum("bhqk,bkhd->bqhd", weights if dropout is None else dropout(weights), v), weights

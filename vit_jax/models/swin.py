@@ -18,7 +18,7 @@ from vit_common.config.windows import relative_position_index, shifted_window_ma
 
 from .blocks import run_blocks
 from .fast_ops import patch_matmul
-from .layers import Buffer, DropPath, Mlp, layer_norm, normal_02, zeros
+from .layers import Buffer, DropPath, Mlp, check_images, fit_to_patches, layer_norm, normal_02, zeros
 
 # timm's and Microsoft's Swin use nn.LayerNorm's default epsilon, 1e-5 (ViT's is 1e-6).
 SWIN_LN_EPS = 1e-5
@@ -50,18 +50,21 @@ def window_partition(x: jax.Array, window: int) -> jax.Array:
     return x.reshape(-1, window * window, c)
 
 
-def window_reverse(windows: jax.Array, window: int, resolution: int) -> jax.Array:
-    """(B * windows, w*w, C) -> (B, H, W, C), the inverse of window_partition."""
-    n, c = resolution // window, windows.shape[-1]
-    x = windows.reshape(-1, n, n, window, window, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, resolution, resolution, c)
+def window_reverse(windows: jax.Array, window: int, resolution: int | tuple[int, int]) -> jax.Array:
+    """(B * windows, w*w, C) -> (B, H, W, C), the inverse of window_partition (resolution: R or (H, W))."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    c = windows.shape[-1]
+    x = windows.reshape(-1, h // window, w // window, window, window, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
 
 
 class SwinPatchEmbed(nnx.Module):
     """Non-overlapping p x p patches -> LayerNorm'd tokens on a (B, H/p, W/p, C) grid."""
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dtype, rngs):
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dynamic: bool = False,
+                 pad: bool = False, dtype, rngs):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.dynamic, self.pad = dynamic, pad  # timm's dynamic_img_size / dynamic_img_pad
         init = _torch_default_uniform(in_chans * patch_size * patch_size)
         self.proj = nnx.Conv(
             in_chans, embed_dim, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
@@ -70,11 +73,8 @@ class SwinPatchEmbed(nnx.Module):
         self.norm = layer_norm(embed_dim, dtype, rngs, eps=SWIN_LN_EPS)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        expected = (self.img_size, self.img_size, self.in_chans)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NHWC), got {tuple(x.shape)}"
-            )
+        check_images(x, self.img_size, self.in_chans, self.dynamic or self.pad)
+        x = fit_to_patches(x, self.patch_size, self.pad)
         return self.norm(patch_matmul(self.proj, x))  # = self.proj(x), faster to differentiate on CPU
 
 
@@ -130,14 +130,25 @@ class SwinBlock(nnx.Module):
         mask = shifted_window_mask(resolution, window, shift)
         self.attn_mask = Buffer(jnp.asarray(mask)) if mask is not None else None
 
+    def mask_for(self, h: int, w: int) -> jax.Array | None:
+        """The shifted-window mask of an (h, w) grid of whole windows (the buffer at the model's own)."""
+        if self.attn_mask is None:
+            return None
+        if (h, w) == (self.resolution, self.resolution):
+            return self.attn_mask[...]
+        return jnp.asarray(shifted_window_mask((h, w), self.window, self.shift))
+
     def __call__(self, x: jax.Array, return_weights: bool = False):
-        s = self.shift
+        s, win = self.shift, self.window
+        h, w = x.shape[1:3]
         y = self.norm1(x)
         if s:  # cyclic shift: windows then straddle the previous block's window borders
             y = jnp.roll(y, (-s, -s), axis=(1, 2))
-        mask = self.attn_mask[...] if self.attn_mask is not None else None
-        y, weights = self.attn(window_partition(y, self.window), mask, return_weights)
-        y = window_reverse(y, self.window, self.resolution)
+        if h % win or w % win:  # another image size: pad the shifted grid to whole windows, as timm does
+            y = jnp.pad(y, ((0, 0), (0, -h % win), (0, -w % win), (0, 0)))
+        hp, wp = y.shape[1:3]
+        y, weights = self.attn(window_partition(y, win), self.mask_for(hp, wp), return_weights)
+        y = window_reverse(y, win, (hp, wp))[:, :h, :w]
         if s:
             y = jnp.roll(y, (s, s), axis=(1, 2))
         x = x + self.drop_path1(y)
@@ -154,7 +165,9 @@ class PatchMerging(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # Microsoft's order, which every released checkpoint's reduction expects:
-        # (row, col) offsets (0, 0), (1, 0), (0, 1), (1, 1).
+        # (row, col) offsets (0, 0), (1, 0), (0, 1), (1, 1). Odd sides are padded with zeros (timm).
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            x = jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
         x = jnp.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
         return self.reduction(self.norm(x))
 
@@ -210,6 +223,7 @@ class SwinTransformer(nnx.Module):
         self.cfg = cfg
         self.dtype = dtype
         self.patch_embed = SwinPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim,
+                                          dynamic=cfg.dynamic_img_size, pad=cfg.dynamic_img_pad,
                                           dtype=dtype, rngs=rngs)
         self.layers = nnx.List([SwinStage(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_stages)])
         self.norm = layer_norm(cfg.num_features, dtype, rngs, eps=SWIN_LN_EPS)

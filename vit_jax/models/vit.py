@@ -9,8 +9,11 @@ from flax import nnx
 
 from vit_common import ViTConfig, fixed_pos_embed
 
+from vit_common.predict.dense import take_indices
+
 from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
-from .layers import AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, make_norm, zeros
+from .layers import (AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, dense_output, make_norm,
+                     resample_pos_embed, zeros)
 
 
 class ViTOutput(NamedTuple):
@@ -34,7 +37,7 @@ class VisionTransformer(nnx.Module):
         norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps, dtype, rngs)
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
                                       norm=norm(cfg.embed_norm_layer) if cfg.embed_norm_layer else None,
-                                      dtype=dtype, rngs=rngs)
+                                      dynamic=cfg.dynamic_img_size, pad=cfg.dynamic_img_pad, dtype=dtype, rngs=rngs)
         self.cls_token = nnx.Param(jnp.zeros((1, 1, c))) if cfg.class_token else None
         self.dist_token = nnx.Param(jnp.zeros((1, 1, c))) if cfg.distilled else None
         self.reg_token = (nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, cfg.reg_tokens, c)))
@@ -50,11 +53,11 @@ class VisionTransformer(nnx.Module):
             self.blocks = stack_blocks([Block(cfg, max(rates), dtype=dtype, rngs=rngs) for _ in rates], rates)
         else:
             self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in rates])
-        self.norm = None if cfg.use_fc_norm else norm()
+        self.norm = None if cfg.has_fc_norm else norm()
         self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
                                               act=cfg.act_layer, dtype=dtype, rngs=rngs)
                           if cfg.global_pool == "map" else None)
-        self.fc_norm = norm() if cfg.use_fc_norm else None
+        self.fc_norm = norm() if cfg.has_fc_norm else None
         self.pre_logits = (PreLogits(c, cfg.representation_size, dtype=dtype, rngs=rngs)
                            if cfg.representation_size else None)
         self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)  # timm's drop_rate: the head's only
@@ -73,22 +76,33 @@ class VisionTransformer(nnx.Module):
         self.grad_checkpointing = policy if enable else None
 
     # ---------------------------------------------------------------------------------------------
-    def embed(self, x: jax.Array) -> jax.Array:
+    def embed(self, x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
         """Patches, prefix tokens [class, distillation, registers] and position embedding, then
-        norm_pre (CLIP): (B, T, C)."""
+        norm_pre (CLIP): (tokens (B, T, C), the patch grid (H', W'))."""
+        grid = self.patch_embed.grid(*x.shape[1:3])
         # Matmuls run in self.dtype; the residual stream stays float32, as under torch.autocast
         # (measured on DeiT-S: an all-bf16 stream drifts 1.2e-2 from float32, this one 0.8e-2).
         x = self.patch_embed(x.astype(self.dtype)).astype(jnp.float32)
         b = x.shape[0]
         tokens = (self.cls_token, self.dist_token, self.reg_token)
         prefix = [jnp.broadcast_to(t[...], (b, *t.shape[1:])) for t in tokens if t is not None]
-        pos = self.pos_embed[...]
+        pos = self.pos_embed_at(grid)
         if self.cfg.no_embed_class:  # big_vision: the position embedding covers the patches only
             x = jnp.concatenate(prefix + [x + pos], axis=1)
         else:  # vision_transformer / timm: it covers the prefix tokens too
             x = jnp.concatenate(prefix + [x], axis=1) + pos
         x = self.pos_drop(x)
-        return self.norm_pre(x).astype(jnp.float32) if self.norm_pre is not None else x
+        return (self.norm_pre(x).astype(jnp.float32) if self.norm_pre is not None else x), grid
+
+    def pos_embed_at(self, grid: tuple[int, int]) -> jax.Array:
+        """The position table on the patch grid: as stored at the model's own grid, else resized by
+        the checkpoint source's rule (cfg.pos_embed_interp), which needs dynamic_img_size."""
+        cfg = self.cfg
+        if grid != (cfg.grid_size, cfg.grid_size) and not cfg.dynamic_img_size:
+            raise ValueError(f"the images give a {grid[0]}x{grid[1]} patch grid, the position table is "
+                             f"{cfg.grid_size}x{cfg.grid_size}: create the model with dynamic_img_size=True")
+        prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
+        return resample_pos_embed(self.pos_embed[...], prefix, cfg.grid_size, grid, cfg.pos_embed_interp)
 
     def pool(self, x: jax.Array) -> jax.Array:
         """Normalised tokens (B, T, C) -> the features fed to the head."""
@@ -125,16 +139,58 @@ class VisionTransformer(nnx.Module):
         return (cls_logits + dist_logits) / 2
 
     def forward_features(self, x: jax.Array) -> jax.Array:
-        x = run_blocks(self.blocks, self.embed(x), remat=self.grad_checkpointing, scanned=self.scan_layers)
+        x, _ = self.embed(x)
+        x = run_blocks(self.blocks, x, remat=self.grad_checkpointing, scanned=self.scan_layers)
         return self.norm(x) if self.norm is not None else x
 
     def __call__(self, x: jax.Array):
         return self.head_logits(self.pool(self.forward_features(x)))
 
-    def forward_intermediates(self, x: jax.Array, attention: bool = True) -> ViTOutput:
-        """Logits plus every block's hidden state and (if asked) attention weights."""
-        x, hidden, maps = run_blocks_with_intermediates(self.blocks, self.embed(x), attention=attention,
-                                                        scanned=self.scan_layers)
+    def forward_intermediates(self, x: jax.Array, attention: bool = True, *, indices=None, norm: bool = False,
+                              output_fmt: str = "NHWC", return_prefix_tokens: bool = False,
+                              intermediates_only: bool = False, stop_early: bool = False):
+        """Without `indices`: logits plus every block's hidden state and (if asked) attention weights.
+
+        With `indices` (timm's forward_intermediates; an int n is the last n blocks, a list names
+        blocks): those blocks' patch tokens on the grid, NHWC (B, H', W', C) by default (or NCHW,
+        or NLC tokens), after the final norm if `norm`, with their prefix tokens as
+        (patches, prefix) pairs if `return_prefix_tokens`. Returns the list alone if
+        `intermediates_only`, else (the final normed tokens, the list); `stop_early` stops after
+        the last block taken (the final tokens are then those of that block).
+        """
+        if indices is not None:
+            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+                                             stop_early)
+        x, _ = self.embed(x)
+        x, hidden, maps = run_blocks_with_intermediates(self.blocks, x, attention=attention, scanned=self.scan_layers)
         pooled, probe = self.pool_with_weights(self.norm(x) if self.norm is not None else x, attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return ViTOutput(logits, pooled, hidden, maps, probe)
+
+    def _final_norm(self, x: jax.Array) -> jax.Array:
+        return self.norm(x) if self.norm is not None else x
+
+    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
+        taken = take_indices(len(self.blocks), indices)
+        x, grid = self.embed(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            if stop_early and i > max(taken):
+                break
+            x, _ = block(x)
+            if i in taken:
+                patches, prefix = dense_output(self._final_norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
+                                               output_fmt)
+                out.append((patches, prefix) if return_prefix_tokens else patches)
+        return out if intermediates_only else (self._final_norm(x), out)
+
+    def get_intermediate_layers(self, x: jax.Array, n=1, reshape: bool = False, return_class_token: bool = False,
+                                norm: bool = True):
+        """DINOv2's get_intermediate_layers: a tuple of the chosen blocks' patch tokens (an int n:
+        the last n blocks), normed by default, registers dropped; (B, H', W', C) if `reshape`, else
+        (B, N, C); each paired with its class token (B, C) if `return_class_token`."""
+        if not self.cfg.class_token and return_class_token:
+            raise ValueError("return_class_token=True needs a model with a class token")
+        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NHWC" if reshape else "NLC",
+                                          return_prefix_tokens=True, intermediates_only=True)
+        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

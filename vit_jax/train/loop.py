@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vit_common import ConfigError
 from vit_common.weights import FLAX
+from vit_common.train.lock import hold_workdir
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config, startup_lines)
@@ -50,6 +51,11 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     """Train (or resume) the run in config.workdir; returns the summary."""
     config.validate()
     distributed.start(config)  # several hosts: join them before touching a device
+    with hold_workdir(config.workdir, first=jax.process_index() == 0):  # one run per workdir
+        return _train(config, show_progress)
+
+
+def _train(config: TrainConfig, show_progress: bool) -> dict:
     _enable_compilation_cache()
     devices = jax.device_count()
     # Data: each host reads its own part of every global batch.

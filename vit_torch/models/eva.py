@@ -3,7 +3,7 @@ parameter names are timm's, so a state dict loads strictly into timm's Eva of th
 
 A pre-norm ViT with rotary position embeddings on the patch tokens' queries and keys (tables
 from vit_common.config.rope), optional SwiGLU MLPs, inner LayerNorms and LayerScale; see
-vit_common.config.eva.EvaConfig for the options and vit_common.weights.tables.eva_links for
+vit_common.config.eva.EvaConfig for the options and vit_common.weights.module_tables.eva_links for
 every parameter.
 """
 from __future__ import annotations
@@ -18,8 +18,12 @@ from torch import nn
 from vit_common import EvaConfig
 from vit_common.config.rope import rope_tables
 
+from vit_common.config.dynamic import grid_of
+from vit_common.predict.dense import take_indices
+
 from .blocks import run_blocks
-from .layers import DropPath, attention, layer_norm, timm_linear_init_
+from .layers import (DropPath, attention, check_images, dense_output, fit_to_patches, layer_norm,
+                     resample_pos_embed, timm_linear_init_)
 
 HEAD_INIT_SCALE = 1e-3  # timm's Eva scales its initial head by this
 
@@ -55,18 +59,21 @@ def _torch_default_uniform_(conv: nn.Conv2d) -> None:
 
 
 class EvaPatchEmbed(nn.Module):
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dynamic: bool = False,
+                 pad: bool = False):
         super().__init__()
-        self.img_size, self.in_chans = img_size, in_chans
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.dynamic, self.pad = dynamic, pad  # timm's dynamic_img_size / dynamic_img_pad
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         _torch_default_uniform_(self.proj)
 
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return grid_of(height, width, self.patch_size, self.pad)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NCHW), got {tuple(x.shape)}"
-            )
+        check_images(x, self.img_size, self.in_chans, self.dynamic or self.pad)
+        if self.pad:  # (a conv drops the remainder by itself)
+            x = fit_to_patches(x, self.patch_size, True)
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, C)
 
 
@@ -171,7 +178,8 @@ class Eva(nn.Module):
         self.cfg = cfg
         self.grad_checkpointing = False  # see set_grad_checkpointing
         c = cfg.embed_dim
-        self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c)
+        self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dynamic=cfg.dynamic_img_size,
+                                         pad=cfg.dynamic_img_pad)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, cfg.num_reg_tokens, c)) if cfg.num_reg_tokens else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_pos_embed, c)) if cfg.use_abs_pos_emb else None
@@ -181,8 +189,8 @@ class Eva(nn.Module):
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
         if cfg.use_rot_pos_emb:
             sin, cos = rope_tables(cfg)
-            self.register_buffer("rope_sin", torch.from_numpy(sin), persistent=False)
-            self.register_buffer("rope_cos", torch.from_numpy(cos), persistent=False)
+            self.register_buffer("rope_sin", torch.tensor(sin), persistent=False)
+            self.register_buffer("rope_cos", torch.tensor(cos), persistent=False)
         else:
             self.rope_sin = self.rope_cos = None
         self.blocks = nn.ModuleList(EvaBlock(cfg, rate) for rate in cfg.drop_path_rates())
@@ -210,20 +218,38 @@ class Eva(nn.Module):
         self.grad_checkpointing = enable
 
     # ---------------------------------------------------------------------------------------------
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patches, class and register tokens, absolute position embedding: (B, T, C)."""
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patches, class and register tokens, absolute position embedding: (tokens (B, T, C), the grid)."""
+        grid = self.patch_embed.grid(*x.shape[-2:])
         x = self.patch_embed(x)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
-        if self.pos_embed is None:
+        pos = self.pos_embed_at(grid)
+        if pos is None:
             x = torch.cat(prefix + [x], dim=1)
         elif self.cfg.no_embed_class:
-            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
+            x = torch.cat(prefix + [x + pos], dim=1)
         else:
-            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
-        return self.pos_drop(x)
+            x = torch.cat(prefix + [x], dim=1) + pos
+        return self.pos_drop(x), grid
 
-    def rope(self):
-        return None if self.rope_sin is None else (self.rope_sin, self.rope_cos)
+    def pos_embed_at(self, grid: tuple[int, int]) -> torch.Tensor | None:
+        """The absolute position table on the grid (resized by cfg.pos_embed_interp off the model's grid)."""
+        cfg = self.cfg
+        if grid != (cfg.grid_size, cfg.grid_size) and not cfg.dynamic_img_size:
+            raise ValueError(f"the images give a {grid[0]}x{grid[1]} patch grid, the model's is "
+                             f"{cfg.grid_size}x{cfg.grid_size}: create the model with dynamic_img_size=True")
+        if self.pos_embed is None:
+            return None
+        prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
+        return resample_pos_embed(self.pos_embed, prefix, cfg.grid_size, grid, cfg.pos_embed_interp)
+
+    def rope(self, grid: tuple[int, int] | None = None):
+        """(sin, cos) of the grid: the buffers at the model's grid, else tables cached per shape."""
+        if self.rope_sin is None:
+            return None
+        if grid is None or grid == (self.cfg.grid_size, self.cfg.grid_size):
+            return self.rope_sin, self.rope_cos
+        return tuple(torch.tensor(t, device=self.rope_sin.device) for t in rope_tables(self.cfg, tuple(grid)))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the final norm (B, T, C) -> the features fed to the head."""
@@ -231,15 +257,23 @@ class Eva(nn.Module):
         return self.fc_norm(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = run_blocks(self.blocks, self.embed(x), self.rope(), checkpointing=self.grad_checkpointing)
+        x, grid = self.embed(x)
+        x = run_blocks(self.blocks, x, self.rope(grid), checkpointing=self.grad_checkpointing)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(self.pool(self.forward_features(x))))
 
-    def forward_intermediates(self, x: torch.Tensor, attention: bool = True) -> EvaOutput:
-        """Logits (None without a head), pooled features, every block's output and (if asked) attention."""
-        x, rope = self.embed(x), self.rope()
+    def forward_intermediates(self, x: torch.Tensor, attention: bool = True, *, indices=None, norm: bool = False,
+                              output_fmt: str = "NCHW", return_prefix_tokens: bool = False,
+                              intermediates_only: bool = False, stop_early: bool = False):
+        """Without `indices`: logits (None without a head), pooled features, every block's output
+        and (if asked) attention. With `indices`: dense features, as VisionTransformer's."""
+        if indices is not None:
+            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+                                             stop_early)
+        x, grid = self.embed(x)
+        rope = self.rope(grid)
         hidden, maps = [], []
         for block in self.blocks:
             x, weights = block(x, rope, return_weights=attention)
@@ -249,3 +283,27 @@ class Eva(nn.Module):
         pooled = self.pool(self.norm(x))
         logits = self.head(self.head_drop(pooled)) if self.cfg.num_classes else None
         return EvaOutput(logits, pooled, hidden, maps)
+
+    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
+        taken = take_indices(len(self.blocks), indices)
+        x, grid = self.embed(x)
+        rope = self.rope(grid)
+        out = []
+        for i, block in enumerate(self.blocks):
+            if stop_early and i > max(taken):
+                break
+            x, _ = block(x, rope)
+            if i in taken:
+                patches, prefix = dense_output(self.norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
+                                               output_fmt)
+                out.append((patches, prefix) if return_prefix_tokens else patches)
+        return out if intermediates_only else (self.norm(x), out)
+
+    def get_intermediate_layers(self, x: torch.Tensor, n=1, reshape: bool = False, return_class_token: bool = False,
+                                norm: bool = True):
+        """DINOv2's get_intermediate_layers (see VisionTransformer's)."""
+        if not self.cfg.class_token and return_class_token:
+            raise ValueError("return_class_token=True needs a model with a class token")
+        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NCHW" if reshape else "NLC",
+                                          return_prefix_tokens=True, intermediates_only=True)
+        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

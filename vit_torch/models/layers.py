@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit_common.config.dynamic import grid_of, pos_embed_matrices
+from vit_common.predict.dense import check_output_fmt
+
 LN_EPS = 1e-6  # Google's ViT; PyTorch's default (1e-5) is a classic porting bug
 
 
@@ -64,23 +67,72 @@ def lecun_normal_(weight: torch.Tensor) -> None:
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
+def fit_to_patches(x: torch.Tensor, patch_size: int, pad: bool) -> torch.Tensor:
+    """NCHW images cut to whole patches, or (pad) padded right / bottom with zeros up to them (timm)."""
+    h, w = x.shape[-2:]
+    gh, gw = grid_of(h, w, patch_size, pad)
+    if pad:
+        return F.pad(x, (0, gw * patch_size - w, 0, gh * patch_size - h))
+    return x[..., :gh * patch_size, :gw * patch_size]
+
+
+def check_images(x: torch.Tensor, img_size: int, in_chans: int, any_size: bool) -> None:
+    """Images must be NCHW of the model's size, or of any size large enough for one patch."""
+    if any_size:
+        if x.ndim != 4 or x.shape[1] != in_chans:
+            raise ValueError(f"expected images of shape (batch, {in_chans}, height, width) (NCHW), got {tuple(x.shape)}")
+        return
+    expected = (in_chans, img_size, img_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"expected images of shape (batch, {', '.join(map(str, expected))}) (NCHW), got {tuple(x.shape)}; "
+            "dynamic_img_size=True runs any size"
+        )
+
+
+def resample_pos_embed(pos: torch.Tensor, num_prefix: int, old: int, grid: tuple[int, int], rule: str) -> torch.Tensor:
+    """A (1, num_prefix + old*old, C) table on the (h, w) grid under `rule` (vit_common.config.dynamic):
+    one fixed float64-exact matrix per axis, applied as two matmuls (differentiable)."""
+    if tuple(grid) == (old, old):
+        return pos
+    rows, cols = (torch.as_tensor(m, dtype=pos.dtype, device=pos.device)
+                  for m in pos_embed_matrices(old, tuple(grid), rule))
+    c = pos.shape[-1]
+    table = torch.einsum("hi,ijc->hjc", rows, pos[0, num_prefix:].reshape(old, old, c))
+    table = torch.einsum("wj,hjc->hwc", cols, table)
+    return torch.cat([pos[:, :num_prefix], table.reshape(1, -1, c)], dim=1)
+
+
+def dense_output(tokens: torch.Tensor, num_prefix: int, grid: tuple[int, int], output_fmt: str):
+    """(patch tokens on the grid, prefix tokens): NCHW (B, C, H', W'), NHWC or NLC (B, N, C)."""
+    check_output_fmt(output_fmt)
+    prefix, patches = tokens[:, :num_prefix], tokens[:, num_prefix:]
+    if output_fmt != "NLC":
+        patches = patches.reshape(patches.shape[0], *grid, patches.shape[-1])
+        if output_fmt == "NCHW":
+            patches = patches.permute(0, 3, 1, 2)
+    return patches, prefix
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True,
-                 norm: nn.Module | None = None):
+                 norm: nn.Module | None = None, *, dynamic: bool = False, pad: bool = False):
         super().__init__()
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.dynamic, self.pad = dynamic, pad  # timm's dynamic_img_size / dynamic_img_pad
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         self.norm = norm if norm is not None else nn.Identity()  # AIMv2 normalises the patch tokens
         lecun_normal_(self.proj.weight)
         if bias:
             nn.init.zeros_(self.proj.bias)
 
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return grid_of(height, width, self.patch_size, self.pad)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NCHW), got {tuple(x.shape)}"
-            )
+        check_images(x, self.img_size, self.in_chans, self.dynamic or self.pad)
+        if self.pad:  # (a conv drops the remainder by itself)
+            x = fit_to_patches(x, self.patch_size, True)
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))  # (B, N, C)
 
 

@@ -17,7 +17,7 @@ from vit_common import SwinConfig
 from vit_common.config.windows import relative_position_index, shifted_window_mask
 
 from .blocks import run_blocks
-from .layers import DropPath, Mlp, layer_norm, timm_linear_init_
+from .layers import DropPath, Mlp, check_images, fit_to_patches, layer_norm, timm_linear_init_
 
 # timm's and Microsoft's Swin use nn.LayerNorm's default epsilon, 1e-5 (ViT's is 1e-6).
 SWIN_LN_EPS = 1e-5
@@ -38,29 +38,30 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.reshape(-1, window * window, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int, resolution: int) -> torch.Tensor:
-    """(B * windows, w*w, C) -> (B, H, W, C), the inverse of window_partition."""
-    n, c = resolution // window, windows.shape[-1]
-    x = windows.reshape(-1, n, n, window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, resolution, resolution, c)
+def window_reverse(windows: torch.Tensor, window: int, resolution: int | tuple[int, int]) -> torch.Tensor:
+    """(B * windows, w*w, C) -> (B, H, W, C), the inverse of window_partition (resolution: R or (H, W))."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    c = windows.shape[-1]
+    x = windows.reshape(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
 
 
 class SwinPatchEmbed(nn.Module):
     """Non-overlapping p x p patches -> LayerNorm'd tokens on a (B, H/p, W/p, C) grid."""
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, *, dynamic: bool = False,
+                 pad: bool = False):
         super().__init__()
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.dynamic, self.pad = dynamic, pad  # timm's dynamic_img_size / dynamic_img_pad
         # PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which timm's Swin keeps here.
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = layer_norm(embed_dim, eps=SWIN_LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {', '.join(map(str, expected))}) (NCHW), got {tuple(x.shape)}"
-            )
+        check_images(x, self.img_size, self.in_chans, self.dynamic or self.pad)
+        if self.pad:  # (a conv drops the remainder by itself)
+            x = fit_to_patches(x, self.patch_size, True)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # NHWC from here on
 
 
@@ -118,15 +119,25 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, proj_drop, init="timm")
         self.drop_path2 = DropPath(drop_path)
         mask = shifted_window_mask(resolution, window, shift)
-        self.register_buffer("attn_mask", torch.from_numpy(mask) if mask is not None else None, persistent=False)
+        self.register_buffer("attn_mask", torch.tensor(mask) if mask is not None else None, persistent=False)
+
+    def mask_for(self, h: int, w: int) -> torch.Tensor | None:
+        """The shifted-window mask of an (h, w) grid of whole windows (the buffer at the model's own)."""
+        if (h, w) == (self.resolution, self.resolution) or not self.shift:
+            return self.attn_mask
+        return torch.tensor(shifted_window_mask((h, w), self.window, self.shift), device=self.attn_mask.device)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
-        s = self.shift
+        s, win = self.shift, self.window
+        h, w = x.shape[1:3]
         y = self.norm1(x)
         if s:  # cyclic shift: windows then straddle the previous block's window borders
             y = torch.roll(y, (-s, -s), dims=(1, 2))
-        y, weights = self.attn(window_partition(y, self.window), self.attn_mask, return_weights)
-        y = window_reverse(y, self.window, self.resolution)
+        # Another image size: pad the shifted grid to whole windows, as timm does (dynamic mask).
+        y = F.pad(y, (0, 0, 0, -w % win, 0, -h % win)) if h % win or w % win else y
+        hp, wp = y.shape[1:3]
+        y, weights = self.attn(window_partition(y, win), self.mask_for(hp, wp), return_weights)
+        y = window_reverse(y, win, (hp, wp))[:, :h, :w]
         if s:
             y = torch.roll(y, (s, s), dims=(1, 2))
         x = x + self.drop_path1(y)
@@ -145,7 +156,9 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Microsoft's order, which every released checkpoint's reduction expects:
-        # (row, col) offsets (0, 0), (1, 0), (0, 1), (1, 1).
+        # (row, col) offsets (0, 0), (1, 0), (0, 1), (1, 1). Odd sides are padded with zeros (timm).
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
 
@@ -200,7 +213,8 @@ class SwinTransformer(nn.Module):
     def __init__(self, cfg: SwinConfig):
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = SwinPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.patch_embed = SwinPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim,
+                                          dynamic=cfg.dynamic_img_size, pad=cfg.dynamic_img_pad)
         self.layers = nn.ModuleList(SwinStage(cfg, i) for i in range(cfg.num_stages))
         self.norm = layer_norm(cfg.num_features, eps=SWIN_LN_EPS)
         self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.global_pool, cfg.drop_rate)

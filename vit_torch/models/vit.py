@@ -8,8 +8,10 @@ from torch import nn
 
 from vit_common import ViTConfig, fixed_pos_embed
 
+from vit_common.predict.dense import take_indices
+
 from .blocks import run_blocks
-from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, make_norm
+from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, dense_output, make_norm, resample_pos_embed
 
 
 class ViTOutput(NamedTuple):
@@ -28,7 +30,8 @@ class VisionTransformer(nn.Module):
         c = cfg.embed_dim
         norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps)
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
-                                      norm=norm(cfg.embed_norm_layer) if cfg.embed_norm_layer else None)
+                                      norm=norm(cfg.embed_norm_layer) if cfg.embed_norm_layer else None,
+                                      dynamic=cfg.dynamic_img_size, pad=cfg.dynamic_img_pad)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, c)) if cfg.distilled else None
         self.reg_token = nn.Parameter(torch.randn(1, cfg.reg_tokens, c) * 1e-6) if cfg.reg_tokens else None
@@ -39,10 +42,10 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
         self.norm_pre = norm() if cfg.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(Block(cfg, rate) for rate in cfg.drop_path_rates())
-        self.norm = nn.Identity() if cfg.use_fc_norm else norm()
+        self.norm = nn.Identity() if cfg.has_fc_norm else norm()
         self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
                                               act=cfg.act_layer) if cfg.global_pool == "map" else None)
-        self.fc_norm = norm() if cfg.use_fc_norm else nn.Identity()
+        self.fc_norm = norm() if cfg.has_fc_norm else nn.Identity()
         self.pre_logits = PreLogits(c, cfg.representation_size) if cfg.representation_size else nn.Identity()
         self.head_drop = nn.Dropout(cfg.drop_rate)  # timm's drop_rate: the head's only
         self.head = self._zero_linear(cfg.num_features, cfg.num_classes)
@@ -63,17 +66,29 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = enable
 
     # ---------------------------------------------------------------------------------------------
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patches, prefix tokens [class, distillation, registers] and position embedding, then
-        norm_pre (CLIP): (B, T, C)."""
+        norm_pre (CLIP): (tokens (B, T, C), the patch grid (H', W'))."""
+        grid = self.patch_embed.grid(*x.shape[-2:])
         x = self.patch_embed(x)
         tokens = (self.cls_token, self.dist_token, self.reg_token)
         prefix = [t.expand(x.shape[0], -1, -1) for t in tokens if t is not None]
+        pos = self.pos_embed_at(grid)
         if self.cfg.no_embed_class:  # big_vision: the position embedding covers the patches only
-            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
+            x = torch.cat(prefix + [x + pos], dim=1)
         else:  # vision_transformer / timm: it covers the prefix tokens too
-            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
-        return self.norm_pre(self.pos_drop(x))
+            x = torch.cat(prefix + [x], dim=1) + pos
+        return self.norm_pre(self.pos_drop(x)), grid
+
+    def pos_embed_at(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position table on the patch grid: as stored at the model's own grid, else resized by
+        the checkpoint source's rule (cfg.pos_embed_interp), which needs dynamic_img_size."""
+        cfg = self.cfg
+        if grid != (cfg.grid_size, cfg.grid_size) and not cfg.dynamic_img_size:
+            raise ValueError(f"the images give a {grid[0]}x{grid[1]} patch grid, the position table is "
+                             f"{cfg.grid_size}x{cfg.grid_size}: create the model with dynamic_img_size=True")
+        prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
+        return resample_pos_embed(self.pos_embed, prefix, cfg.grid_size, grid, cfg.pos_embed_interp)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised tokens (B, T, C) -> the features fed to the head."""
@@ -104,15 +119,29 @@ class VisionTransformer(nn.Module):
         return (cls_logits + dist_logits) / 2
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = run_blocks(self.blocks, self.embed(x), checkpointing=self.grad_checkpointing)
+        x, _ = self.embed(x)
+        x = run_blocks(self.blocks, x, checkpointing=self.grad_checkpointing)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor):
         return self.head_logits(self.pool(self.forward_features(x)))
 
-    def forward_intermediates(self, x: torch.Tensor, attention: bool = True) -> ViTOutput:
-        """Logits plus every block's hidden state and (if asked) attention weights."""
-        x = self.embed(x)
+    def forward_intermediates(self, x: torch.Tensor, attention: bool = True, *, indices=None, norm: bool = False,
+                              output_fmt: str = "NCHW", return_prefix_tokens: bool = False,
+                              intermediates_only: bool = False, stop_early: bool = False):
+        """Without `indices`: logits plus every block's hidden state and (if asked) attention weights.
+
+        With `indices` (timm's forward_intermediates; an int n is the last n blocks, a list names
+        blocks): those blocks' patch tokens on the grid, NCHW (B, C, H', W') by default (or NHWC,
+        or NLC tokens), after the final norm if `norm`, with their prefix tokens as
+        (patches, prefix) pairs if `return_prefix_tokens`. Returns the list alone if
+        `intermediates_only`, else (the final normed tokens, the list); `stop_early` stops after
+        the last block taken (the final tokens are then those of that block).
+        """
+        if indices is not None:
+            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+                                             stop_early)
+        x, _ = self.embed(x)
         hidden, maps = [], []
         for block in self.blocks:
             x, weights = block(x, return_weights=attention)
@@ -122,3 +151,28 @@ class VisionTransformer(nn.Module):
         pooled, probe = self.pool_with_weights(self.norm(x), attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return ViTOutput(logits, pooled, hidden, maps, probe)
+
+    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
+        taken = take_indices(len(self.blocks), indices)
+        x, grid = self.embed(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            if stop_early and i > max(taken):
+                break
+            x, _ = block(x)
+            if i in taken:
+                patches, prefix = dense_output(self.norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
+                                               output_fmt)
+                out.append((patches, prefix) if return_prefix_tokens else patches)
+        return out if intermediates_only else (self.norm(x), out)
+
+    def get_intermediate_layers(self, x: torch.Tensor, n=1, reshape: bool = False, return_class_token: bool = False,
+                                norm: bool = True):
+        """DINOv2's get_intermediate_layers: a tuple of the chosen blocks' patch tokens (an int n:
+        the last n blocks), normed by default, registers dropped; (B, C, H', W') if `reshape`, else
+        (B, N, C); each paired with its class token (B, C) if `return_class_token`."""
+        if not self.cfg.class_token and return_class_token:
+            raise ValueError("return_class_token=True needs a model with a class token")
+        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NCHW" if reshape else "NLC",
+                                          return_prefix_tokens=True, intermediates_only=True)
+        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

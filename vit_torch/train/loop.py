@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from vit_common import TIMM, ConfigError
+from vit_common.train.lock import hold_workdir
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config, startup_lines)
@@ -60,7 +61,8 @@ def train(config: TrainConfig, show_progress: bool = True) -> dict:
     config.validate()
     rank, world, device = _init_distributed()
     try:
-        return _train(config, show_progress, rank, world, device)
+        with hold_workdir(config.workdir, first=rank == 0):  # one run per workdir
+            return _train(config, show_progress, rank, world, device)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from ...atomic import atomic_write
 from ...errors import CheckpointError
 from ...weights import TIMM, Weights
 from ..base import Layout
+from ..containers import save_state_dict
 from . import aimv2, clip, dinov2, dinov3, siglip, swin, vit
 from .common import class_names
 from .family import Family
@@ -35,24 +34,17 @@ CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE = "config.json", "model.safetensors", "mod
 FAMILIES: tuple[Family, ...] = (dinov3.FAMILY, swin.FAMILY, aimv2.FAMILY, clip.FAMILY, siglip.FAMILY, dinov2.FAMILY,
                                 vit.FAMILY)
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES for t in f.model_types}
-EVA_LAYOUTS = (dinov3.LAYOUT.name,)  # read to timm's Eva names (the others: its VisionTransformer's, or Swin's)
 
 
 def write_folder(weights: Weights, cfg: Any, meta: dict[str, Any], dst: Path) -> None:
     """config.json + model.safetensors that transformers' from_pretrained loads strictly."""
     dst = Path(dst)
-    if dst.suffix in (".npz", ".safetensors", ".pt", ".pth", ".bin"):
-        raise CheckpointError(f"--to hf writes a folder (config.json + model.safetensors), not {dst.suffix}; "
-                              "give DST without a suffix")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir()) and not is_hf_folder(dst)):
         raise CheckpointError(f"{dst} exists and is not a transformers model folder; choose a new folder")
     family = next(f for f in FAMILIES if f.accepts(cfg))
     hf, config = family.write(TIMM.export(weights, cfg), cfg, meta)
-    from safetensors.numpy import save
-
-    blob = save({k: np.ascontiguousarray(v) for k, v in sorted(hf.items())}, metadata={"format": "pt"})
     dst.mkdir(parents=True, exist_ok=True)
-    atomic_write(dst / WEIGHTS_FILE, lambda f: f.write(blob))
+    save_state_dict(dst / WEIGHTS_FILE, dict(sorted(hf.items())), metadata={"format": "pt"})
     atomic_write(dst / CONFIG_FILE, lambda f: f.write((json.dumps(config, indent=2, sort_keys=True) + "\n").encode()))
     write_processor_config(dst, meta.get("preprocess") or {}, cfg)
 
@@ -74,8 +66,8 @@ def is_hf_folder(path: str | os.PathLike) -> bool:
     return (path / CONFIG_FILE).is_file() and ((path / WEIGHTS_FILE).is_file() or (path / INDEX_FILE).is_file())
 
 
-def read_folder(path: str | os.PathLike) -> tuple[Weights, str, dict[str, Any], dict[str, Any]]:
-    """(weights in timm's names, the layout, config.json, metadata) of a transformers model folder."""
+def read_folder(path: str | os.PathLike) -> tuple[Weights, set[str], Layout, dict[str, Any], dict[str, Any]]:
+    """(weights in timm's names, their raw names, the layout, config.json, metadata) of a transformers model folder."""
     from ..containers import read_safetensors
 
     path = Path(path)
@@ -95,7 +87,7 @@ def read_folder(path: str | os.PathLike) -> tuple[Weights, str, dict[str, Any], 
         in_chans = config.get("num_channels", (config.get("vision_config") or {}).get("num_channels", 3))
         if record := preprocess_record(read_config(path / PROCESSOR_FILE), in_chans):
             meta["preprocess"] = record
-    return family.layout.read(raw), family.layout.name, config, meta
+    return family.layout.read(raw), set(raw), family.layout, config, meta
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -124,4 +116,4 @@ def model_config(config: dict[str, Any], summary: dict[str, Any], infer: Callabl
 
 # Detection, in the order the layouts must be tried (DINOv2's names contain ViT's).
 LAYOUTS: tuple[Layout, ...] = (dinov2.LAYOUT, dinov3.LAYOUT, clip.LAYOUT, siglip.LAYOUT, aimv2.LAYOUT, swin.LAYOUT,
-                               dataclasses.replace(vit.LAYOUT, write=write_folder, to="hf"))
+                               dataclasses.replace(vit.LAYOUT, write=write_folder, to="hf", suffixes=("",)))

@@ -58,7 +58,7 @@ def hints(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights, dict[str, Any]]:
-    refuse_unless(cfg, "Aimv2VisionModel", class_token=False, global_pool="avg", use_fc_norm=False, pre_norm=False,
+    refuse_unless(cfg, "Aimv2VisionModel", class_token=False, global_pool="avg", has_fc_norm=False, pre_norm=False,
                   norm_layer="rmsnorm", embed_norm_layer="rmsnorm", mlp_layer="swiglu", act_layer="silu",
                   qkv_bias=(lambda v: v == cfg.proj_bias, f"the attention output's bias iff q/k/v's: {cfg.proj_bias}"),
                   **ENCODER_FIELDS)
@@ -70,6 +70,6 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
 
 LAYOUT = Layout("hf_aimv2", "HuggingFace transformers AIMv2 vision state dict",
                 "embeddings.patch_embed, embeddings.rms_norm...",
-                lambda keys: any(k.endswith("embeddings.rms_norm.weight") for k in keys), to_timm, names="timm")
+                lambda keys: any(k.endswith("embeddings.rms_norm.weight") for k in keys), to_timm, names="timm", preprocess="aimv2", family="vit")
 FAMILY = Family(("aimv2_vision_model",), LAYOUT, hints,
                 lambda cfg: isinstance(cfg, ViTConfig) and cfg.norm_layer == "rmsnorm", write)

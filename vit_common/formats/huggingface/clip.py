@@ -51,7 +51,7 @@ def hints(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
 def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights, dict[str, Any]]:
     refuse_unless(cfg, "CLIPVisionModel", pre_norm=True, class_token=True, global_pool="token", no_embed_class=False,
                   norm_layer="layernorm", mlp_layer="mlp", proj_bias=True, qkv_bias=True, embed_norm_layer=None,
-                  use_fc_norm=False, **ENCODER_FIELDS)
+                  has_fc_norm=False, **ENCODER_FIELDS)
     config = hf_config("clip_vision_model", "CLIPVisionModel", cfg, intermediate_size=cfg.mlp_dim,
                        hidden_act=HF_ACT[cfg.act_layer], layer_norm_eps=cfg.norm_eps, attention_dropout=0.0)
     return convert(timm, RULES, "timm", "CLIP"), config
@@ -59,5 +59,5 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
 
 LAYOUT = Layout("hf_clip", "HuggingFace transformers CLIP vision state dict",
                 "embeddings.class_embedding, pre_layrnorm...",
-                lambda keys: any(k.endswith("embeddings.class_embedding") for k in keys), to_timm, names="timm")
+                lambda keys: any(k.endswith("embeddings.class_embedding") for k in keys), to_timm, names="timm", preprocess="clip", family="vit")
 FAMILY = Family(("clip_vision_model",), LAYOUT, hints, lambda cfg: isinstance(cfg, ViTConfig) and cfg.pre_norm, write)

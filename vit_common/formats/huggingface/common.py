@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CheckpointError
+from ..base import refuse
 
 # Ours -> transformers' hidden_act (ACT2FN), and back (with the other spellings of the same function).
 HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "silu": "silu"}
@@ -27,16 +28,14 @@ def refuse_unless(cfg: Any, what: str, **wanted: Any) -> None:
     """CheckpointError naming every field of `cfg` that transformers' class `what` cannot hold.
     A wanted value is either the value itself or (predicate, what it has)."""
     problems = _unheld(cfg, wanted)
-    if problems:
-        # The config fields (not derived properties) whose wanted values would make it fit, as train.py's option.
-        fields = {f.name for f in dataclasses.fields(cfg)}
-        fix = {f: want for f, want in wanted.items() if f in fields and not isinstance(want, tuple) and getattr(cfg, f) != want}
-        train = ""
-        if fix and not _unheld(cfg.replace(**fix), wanted):
-            train = f"; train.py makes models it holds with --model-args '{json.dumps(fix)}'"
-        raise CheckpointError(f"transformers' {what} cannot hold this model: "
-                              f"{'; '.join(f'{f}={v!r} (it has {has})' for f, v, has in problems)}. "
-                              f"Write another format (--to timm, canonical .npz){train}")
+    # The config fields (not derived properties) whose wanted values would make it fit, as train.py's option.
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    fix = {f: want for f, want in wanted.items() if f in fields and not isinstance(want, tuple) and getattr(cfg, f) != want}
+    train = ""
+    if problems and fix and not _unheld(cfg.replace(**fix), wanted):
+        train = f"; train.py makes models it holds with --model-args '{json.dumps(fix)}'"
+    refuse(f"transformers' {what}", ((f"{f}={v!r} (it has {has})", True) for f, v, has in problems),
+           lead="this model: ", fix=f". Write another format (--to timm, canonical .npz){train}")
 
 
 def _unheld(cfg: Any, wanted: dict[str, Any]) -> list[tuple[str, Any, str]]:

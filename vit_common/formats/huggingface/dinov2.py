@@ -92,7 +92,7 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
     swiglu = cfg.mlp_layer == "swiglu_packed"
     refuse_unless(cfg, what, class_token=True, global_pool="token", distilled=False, pre_norm=False,
                   norm_layer="layernorm", mlp_layer=(lambda v: v in ("mlp", "swiglu_packed"), "mlp or swiglu_packed"),
-                  proj_bias=True, embed_norm_layer=None, pos_embed="learn", use_fc_norm=False,
+                  proj_bias=True, embed_norm_layer=None, pos_embed="learn", has_fc_norm=False,
                   representation_size=None, num_classes=(lambda v: v == 0, "no classifier the twins have: 0"),
                   no_embed_class=(lambda v: v or not registers, "registers without position entries: True"),
                   act_layer=(lambda v: v == "silu" or not swiglu, "SiLU in its SwiGLU"))
@@ -121,7 +121,7 @@ def _is_dinov2(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf_dinov2", "HuggingFace transformers DINOv2 state dict",
-                "embeddings.mask_token, encoder.layer.N.layer_scale1.lambda1...", _is_dinov2, to_timm, names="timm")
+                "embeddings.mask_token, encoder.layer.N.layer_scale1.lambda1...", _is_dinov2, to_timm, names="timm", preprocess="dinov2_hub", family="vit")
 FAMILY = Family(("dinov2", "dinov2_with_registers"), LAYOUT, hints,
                 lambda cfg: isinstance(cfg, ViTConfig) and (cfg.reg_tokens > 0 or cfg.init_values is not None
                                                             or cfg.mlp_layer == "swiglu_packed"),

@@ -105,5 +105,5 @@ def _is_dinov3(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf_dinov3", "HuggingFace transformers DINOv3 state dict",
-                "embeddings.patch_embeddings.weight, layer.N.layer_scale1...", _is_dinov3, to_timm, names="timm")
+                "embeddings.patch_embeddings.weight, layer.N.layer_scale1...", _is_dinov3, to_timm, names="timm", family="eva")
 FAMILY = Family(("dinov3_vit",), LAYOUT, hints, lambda cfg: isinstance(cfg, EvaConfig), write)

@@ -44,7 +44,7 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
     refuse_unless(cfg, "SiglipVisionModel", class_token=False, pre_norm=False, norm_layer="layernorm",
                   mlp_layer="mlp", proj_bias=True, qkv_bias=True, embed_norm_layer=None,
                   global_pool=(lambda v: v in ("map", "avg"), "a MAP head or none (average pooling)"),
-                  use_fc_norm=(lambda v: not v, "no norm after pooling: False"), **ENCODER_FIELDS)
+                  has_fc_norm=(lambda v: not v, "no norm after pooling: False"), **ENCODER_FIELDS)
     config = hf_config("siglip_vision_model", "SiglipVisionModel", cfg, intermediate_size=cfg.mlp_dim,
                        hidden_act=HF_ACT[cfg.act_layer], layer_norm_eps=cfg.norm_eps,
                        vision_use_head=cfg.global_pool == "map", attention_dropout=0.0)
@@ -57,6 +57,6 @@ def _is_siglip(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf_siglip", "HuggingFace transformers SigLIP vision state dict",
-                "embeddings.patch_embedding, post_layernorm, head.probe...", _is_siglip, to_timm, names="timm")
+                "embeddings.patch_embedding, post_layernorm, head.probe...", _is_siglip, to_timm, names="timm", preprocess="siglip", family="vit")
 FAMILY = Family(("siglip_vision_model",), LAYOUT, hints,
                 lambda cfg: isinstance(cfg, ViTConfig) and not cfg.class_token and cfg.norm_layer == "layernorm", write)

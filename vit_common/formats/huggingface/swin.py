@@ -93,5 +93,5 @@ def _is_swin(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf_swin", "HuggingFace transformers Swin state dict", "swin.encoder.layers.N.blocks.M...",
-                _is_swin, to_timm, names="timm")
+                _is_swin, to_timm, names="timm", preprocess="hf_swin", family="swin")
 FAMILY = Family(("swin",), LAYOUT, hints, lambda cfg: isinstance(cfg, SwinConfig), write)

@@ -88,7 +88,7 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
     what = f"{base}Model / {base}ForImageClassification"
     refuse_unless(cfg, what, class_token=True, global_pool="token", reg_tokens=0, init_values=None, pre_norm=False,
                   norm_layer="layernorm", mlp_layer="mlp", proj_bias=True, embed_norm_layer=None, pos_embed="learn",
-                  use_fc_norm=False)
+                  has_fc_norm=False)
     if head and cfg.representation_size:
         raise CheckpointError(f"transformers' {base}ForImageClassification has no representation layer (pre_logits) "
                               f"before its classifier; this model has representation_size={cfg.representation_size}")
@@ -121,5 +121,5 @@ def _is_vit(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf", "HuggingFace transformers ViT/DeiT state dict", "vit.embeddings...", _is_vit, to_timm,
-                names="timm")
+                names="timm", family="vit", preprocess="google", model_first=True)
 FAMILY = Family(("vit", "deit"), LAYOUT, hints, lambda cfg: isinstance(cfg, ViTConfig), write)
