@@ -66,9 +66,12 @@ def random_batch(cfg, batch: int) -> dict[str, np.ndarray]:
     return data
 
 
-def jax_step(cfg, batch: int, dtype):
-    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+def jax_step(cfg, batch: int, dtype, remat: str | None = None, scan_layers: bool = False):
+    """remat: activation checkpointing's policy (full | dots); scan_layers: the blocks scanned."""
+    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(0), **(dict(scan_layers=True) if scan_layers else {}))
     model.train()
+    if remat:
+        model.set_grad_checkpointing(True, remat)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
     tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=1000)

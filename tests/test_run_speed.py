@@ -95,9 +95,12 @@ def test_gpu_check_dry_run_prints_the_readme_table(capsys):
 
     rows = main(["--dry-run", "--models", "vit_small_patch16_224"])
     out = capsys.readouterr().out
-    assert [r["twin"] for r in rows] == ["jax (jit)", "torch (eager)", "torch.compile"]
-    assert all(r["images_per_s"] > 0 and r["memory_gib"] > 0 for r in rows)
-    assert "| model | twin | images/s | model TFLOP/s | MFU | peak memory GiB |" in out
+    assert [(r["model"], r["twin"]) for r in rows] == [
+        ("vit_small_patch16_224", "jax (jit)"), ("vit_small_patch16_224", "torch (eager)"),
+        ("vit_small_patch16_224", "torch.compile"), ("vit_large_patch16_224", "jax (jit), remat"),
+        ("vit_large_patch16_224", "torch (eager), remat"), ("vit_base_patch16_224", "jax (jit), scanned")]
+    assert all(r["images_per_s"] > 0 and r["memory_gib"] > 0 and r["first_step_s"] > 0 for r in rows)
+    assert "| model | twin | images/s | model TFLOP/s | MFU | peak memory GiB | first step s (compile) |" in out
     assert "loader (vit_data" in out
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989 and peak_tflops("NVIDIA H100 PCIe") == 756
     assert peak_tflops("TPU v5 lite") == 197 and peak_tflops("Some New Chip") is None

@@ -14,7 +14,31 @@ from .models import Model
 
 
 def _flat(state: nnx.State) -> dict[str, np.ndarray]:
-    return flatten_params(nnx.to_pure_dict(state))
+    return unstack_blocks(flatten_params(nnx.to_pure_dict(state)))
+
+
+def _stacked(name: str) -> bool:
+    """A scanned model's block parameter: 'blocks.attn.qkv.kernel', no block index after 'blocks'."""
+    head, _, tail = name.partition(".")
+    return head == "blocks" and bool(tail) and not tail.split(".", 1)[0].isdigit()
+
+
+def unstack_blocks(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Flat Flax names of a scanned model (blocks.NAME with a leading depth axis) -> per block
+    (blocks.I.NAME), the unrolled model's names, which the canonical layout maps; others unchanged."""
+    out = {}
+    for name, value in flat.items():
+        if _stacked(name):
+            tail = name.partition(".")[2]
+            out.update({f"blocks.{i}.{tail}": value[i] for i in range(value.shape[0])})
+        else:
+            out[name] = value
+    return out
+
+
+def flat_params(tree) -> dict[str, np.ndarray]:
+    """A parameter tree (nnx.to_pure_dict, a train state's params) -> flat per-block Flax names."""
+    return unstack_blocks(flatten_params(tree))
 
 
 def to_canonical(model: Model) -> Weights:
@@ -34,6 +58,11 @@ def load_canonical_(model: Model, weights: Mapping[str, np.ndarray]) -> Model:
     state = nnx.state(model, nnx.Param)
     for path, var in nnx.to_flat_state(state):
         name = ".".join(map(str, path))
-        var[...] = jnp.asarray(values[name], dtype=var[...].dtype)
+        if _stacked(name):  # a scanned model: block i's array at index i
+            tail = name.partition(".")[2]
+            value = np.stack([values[f"blocks.{i}.{tail}"] for i in range(var[...].shape[0])])
+        else:
+            value = values[name]
+        var[...] = jnp.asarray(value, dtype=var[...].dtype)
     nnx.update(model, state)
     return model

@@ -31,13 +31,15 @@ FLAX_RUN = Layout("flax", "train.py run (orbax checkpoint of the Flax twin)", wr
 TORCH_RUN = Layout("torch_run", "train.py run (checkpoint of the PyTorch twin)", preprocess="train.py")
 LAYOUTS = (FLAX_RUN, TORCH_RUN)
 
-_TORCH_STEP = re.compile(r"^step_(\d+)\.pt$")
+# step_N.pt: one file (one process, or DDP's rank 0); step_N.dcp: a torch.distributed.checkpoint
+# folder, each FSDP rank's shard in its own file.
+_TORCH_STEP = re.compile(r"^step_(\d+)\.(?:pt|dcp)$")
 T = TypeVar("T")
 
 
-def torch_step_name(step: int) -> str:
-    """The PyTorch twin's checkpoint file for `step` in a run's checkpoints/ folder."""
-    return f"step_{step:09d}.pt"
+def torch_step_name(step: int, sharded: bool = False) -> str:
+    """The PyTorch twin's checkpoint file (or, sharded, folder) for `step` in a run's checkpoints/ folder."""
+    return f"step_{step:09d}.{'dcp' if sharded else 'pt'}"
 
 
 def run_checkpoint_steps(folder: str | os.PathLike) -> dict[int, Path]:
@@ -175,7 +177,7 @@ def read_run_step(step_path: Path, step: int, config: ModelConfig,
                   recorded: dict | None = None) -> tuple[Weights, ModelConfig, dict]:
     """One checkpoint step of a run; `recorded`: the run's class names and preprocessing."""
     recorded = recorded or {}
-    if step_path.suffix == ".pt":
+    if step_path.suffix in (".pt", ".dcp"):
         weights, config, meta = read_torch_run_step(step_path, step, config)
         return weights, config, {**recorded, **meta}
     import orbax.checkpoint as ocp  # lazily: only training runs need it (and it brings jax)
@@ -239,8 +241,15 @@ def read_torch_run_step(step_path: Path, step: int, config: ModelConfig) -> tupl
     import torch  # lazily: only the PyTorch twin's runs need it
 
     try:
-        state = torch.load(step_path, map_location="cpu", weights_only=True)
-        model = state["ema"] if state.get("ema") is not None else state["model"]
+        if step_path.suffix == ".dcp":  # FSDP's shards, gathered into one state dict in this process
+            from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+            with tempfile.TemporaryDirectory() as tmp:
+                dcp_to_torch_save(step_path, Path(tmp) / "state.pt")
+                state = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=True)
+        else:
+            state = torch.load(step_path, map_location="cpu", weights_only=True)
+        model = state["ema"] if state.get("ema") else state["model"]
     except Exception as e:  # torch raises many types for a damaged file
         raise CheckpointError(f"{step_path}: not a readable train.py checkpoint ({short_reason(e)})") from e
     weights = TIMM.import_({k: v.float().numpy() for k, v in model.items()}, config)

@@ -68,8 +68,16 @@ class TrainConfig:
     init: str | None = _field(None, "start from these weights (see below); image / patch size and class count are "
                               "adapted")
     # Scale.
-    sharding: str = _field("data", "data: parameters replicated on every device; fsdp: parameters and optimizer "
-                           "state sharded over the devices", ("data", "fsdp"))
+    sharding: str = _field("data", "data: parameters replicated on every device; fsdp: parameters, gradients and "
+                           "optimizer state sharded over the devices (JAX: the device mesh; PyTorch: FSDP2 over the "
+                           "torchrun processes)", ("data", "fsdp"))
+    # Large models (docs/large-models.md).
+    grad_checkpointing: bool = _field(False, "activation checkpointing per block, both twins: activations are "
+                                      "recomputed in the backward pass instead of kept (less memory, ~1/3 more compute)")
+    remat_policy: str = _field("full", "JAX, with grad_checkpointing: what a block keeps; full: its input only, dots: "
+                               "its matmul outputs too", ("full", "dots"))
+    scan_layers: bool = _field(False, "JAX, ViT and Eva: the blocks' parameters stacked on a depth axis and run with "
+                               "nnx.scan (big_vision's scan), so trace and compile time stop growing with depth")
     # Multi-host JAX (as torchrun's variables; the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
     # JAX_PROCESS_ID environment variables do the same).
     coordinator_address: str | None = _field(None, "JAX, several hosts: host:port of process 0")
@@ -119,6 +127,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         problems += self._range_problems()
+        problems += self._big_model_problems()
         launch = [f for f in ("coordinator_address", "num_processes", "process_id") if getattr(self, f) is not None]
         if launch and self.framework == "torch":
             problems.append(f"--{launch[0].replace('_', '-')} is for the JAX engine; start PyTorch processes with torchrun")
@@ -126,6 +135,9 @@ class TrainConfig:
             problems.append(f"num_processes must be >= 1, got {self.num_processes}")
         if self.process_id is not None and not 0 <= self.process_id < (self.num_processes or self.process_id + 1):
             problems.append(f"process_id must be in [0, num_processes), got {self.process_id} of {self.num_processes}")
+        if self.framework == "torch" and self.heartbeat_timeout != TrainConfig.heartbeat_timeout:
+            problems.append("--heartbeat-timeout is the JAX engine's (jax.distributed); torchrun watches PyTorch's "
+                            "processes: drop it for --framework torch")
         if self.heartbeat_timeout < 1:
             problems.append(f"heartbeat_timeout must be >= 1 s, got {self.heartbeat_timeout}")
         if self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps:
@@ -134,6 +146,29 @@ class TrainConfig:
             problems.append(f"--teacher needs a distilled model (deit_*_distilled_*), not {self.model}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _big_model_problems(self) -> list[str]:
+        """Remat and scanned blocks: what each twin and model family can honour (never ignored)."""
+        problems = []
+        if self.remat_policy not in ("full", "dots"):
+            problems.append(f"remat_policy must be full or dots, got {self.remat_policy!r}")
+        elif self.remat_policy != "full" and not self.grad_checkpointing:
+            problems.append(f"--remat-policy {self.remat_policy} chooses what activation checkpointing keeps: add "
+                            "--grad-checkpointing true")
+        if self.framework == "torch" and self.grad_checkpointing and self.remat_policy == "dots":
+            problems.append("--remat-policy dots is the JAX engine's; PyTorch's torch.utils.checkpoint recomputes "
+                            "whole blocks: use --remat-policy full")
+        if self.scan_layers:
+            if self.framework == "torch":
+                problems.append("--scan-layers is the JAX engine's (nnx.scan over stacked blocks); PyTorch runs its "
+                                "blocks one by one: drop --scan-layers for --framework torch")
+            elif self.model_config().arch == "swin":
+                problems.append("--scan-layers covers ViT and Eva; Swin's blocks alternate window shifts and differ "
+                                "per stage: drop --scan-layers for a Swin model")
+            if self.layer_decay is not None:
+                problems.append("--layer-decay scales each block by its index, which scanned blocks stack into one "
+                                "array: drop --scan-layers or --layer-decay")
+        return problems
 
     def _range_problems(self) -> list[str]:
         """The numeric fields against their ranges. Every check is written so that NaN fails it,

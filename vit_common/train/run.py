@@ -225,7 +225,7 @@ def eval_result(totals: dict) -> dict:
 
 
 def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[str, np.ndarray], steps: int,
-               start: int, devices: int) -> dict:
+               start: int, devices: int, extra: dict | None = None) -> dict:
     """Write final.npz (canonical), summary.json and training_curves.png; return the summary.
     images_per_s is the whole run's (this session's images over its wall time, evaluation, checkpoints
     and the first step's compilation included); step_images_per_s the train step's own; time_s says
@@ -239,7 +239,8 @@ def finish_run(run: RunData, progress: Progress, *, final: dict, weights: dict[s
         # the first step of a session compiles (jit) or warms up, and is billed to "compile"
         step_images_per_s=(images - config.batch_size) / times["step"] if times["step"] else None,
         time_s={k: round(v, 3) for k, v in times.items()},
-        devices=devices, dtype=config.dtype, model=config.model, architecture=describe_model(config, cfg))
+        devices=devices, dtype=config.dtype, model=config.model, architecture=describe_model(config, cfg),
+        **(extra or {}))
     if progress.log:
         workdir = Path(config.workdir)
         save_npz(workdir / "final.npz", weights, cfg,

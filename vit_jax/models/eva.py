@@ -18,6 +18,7 @@ from flax import nnx
 from vit_common import EvaConfig
 from vit_common.config.rope import rope_tables
 
+from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
 from .fast_ops import patch_matmul
 from vit_common.config.dynamic import grid_of
 from vit_common.predict.dense import take_indices
@@ -191,10 +192,13 @@ class EvaBlock(nnx.Module):
 
 
 class Eva(nnx.Module):
-    def __init__(self, cfg: EvaConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision)."""
+    def __init__(self, cfg: EvaConfig, *, dtype=jnp.float32, rngs: nnx.Rngs, scan_layers: bool = False):
+        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision).
+        scan_layers: blocks stacked and scanned, as in VisionTransformer."""
         self.cfg = cfg
         self.dtype = dtype
+        self.scan_layers = scan_layers
+        self.grad_checkpointing = None  # or the remat policy: see set_grad_checkpointing
         c = cfg.embed_dim
         self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dynamic=cfg.dynamic_img_size,
                                          pad=cfg.dynamic_img_pad, dtype=dtype, rngs=rngs)
@@ -206,13 +210,21 @@ class Eva(nnx.Module):
         tables = rope_tables(cfg) if cfg.use_rot_pos_emb else None
         self.rope_sin = Buffer(jnp.asarray(tables[0])) if tables else None
         self.rope_cos = Buffer(jnp.asarray(tables[1])) if tables else None
-        self.blocks = nnx.List([EvaBlock(cfg, i, rate, dtype=dtype, rngs=rngs)
-                                for i, rate in enumerate(cfg.drop_path_rates())])
+        rates = cfg.drop_path_rates()
+        if scan_layers:
+            self.blocks = stack_blocks([EvaBlock(cfg, i, max(rates), dtype=dtype, rngs=rngs)
+                                        for i in range(len(rates))], rates)
+        else:
+            self.blocks = nnx.List([EvaBlock(cfg, i, rate, dtype=dtype, rngs=rngs) for i, rate in enumerate(rates)])
         self.norm = None if cfg.has_fc_norm else layer_norm(c, dtype, rngs, eps=cfg.norm_eps)
         self.fc_norm = layer_norm(c, dtype, rngs, eps=cfg.norm_eps) if cfg.has_fc_norm else None
         self.head_drop = nnx.Dropout(cfg.drop_rate, rngs=rngs)
         self.head = (_linear(c, cfg.num_classes, std=0.02 * HEAD_INIT_SCALE, dtype=dtype, rngs=rngs)
                      if cfg.num_classes else None)
+
+    def set_grad_checkpointing(self, enable: bool = True, policy: str = "full") -> None:
+        """Activation checkpointing per block, as VisionTransformer.set_grad_checkpointing."""
+        self.grad_checkpointing = policy if enable else None
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
@@ -265,9 +277,7 @@ class Eva(nnx.Module):
 
     def forward_features(self, x: jax.Array) -> jax.Array:
         x, grid = self.embed(x)
-        rope = self.rope(grid)
-        for block in self.blocks:
-            x, _ = block(x, rope)
+        x = run_blocks(self.blocks, x, self.rope(grid), remat=self.grad_checkpointing, scanned=self.scan_layers)
         return self._final_norm(x)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -282,13 +292,8 @@ class Eva(nnx.Module):
             return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
                                              stop_early)
         x, grid = self.embed(x)
-        rope = self.rope(grid)
-        hidden, maps = [], []
-        for block in self.blocks:
-            x, weights = block(x, rope, return_weights=attention)
-            hidden.append(x)
-            if attention:
-                maps.append(weights)
+        x, hidden, maps = run_blocks_with_intermediates(self.blocks, x, self.rope(grid), attention=attention,
+                                                        scanned=self.scan_layers)
         pooled = self.pool(self._final_norm(x))
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return EvaOutput(logits, pooled, hidden, maps)

@@ -240,9 +240,11 @@ class DropPath(nnx.Module):
         self.rngs = rngs["dropout"].fork() if rate > 0 else nnx.data(None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.rate == 0.0 or self.deterministic:
+        # A scanned block's rate is an array (one per layer, see blocks.stack_blocks), else a float.
+        rate = self.rate[...] if isinstance(self.rate, nnx.Variable) else self.rate
+        if self.deterministic or (isinstance(rate, float) and rate == 0.0):
             return x
-        keep = 1.0 - self.rate
+        keep = 1.0 - rate
         mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 

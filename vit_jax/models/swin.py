@@ -16,6 +16,7 @@ from flax import nnx
 from vit_common import SwinConfig
 from vit_common.config.windows import relative_position_index, shifted_window_mask
 
+from .blocks import run_blocks
 from .fast_ops import patch_matmul
 from .layers import Buffer, DropPath, Mlp, check_images, fit_to_patches, layer_norm, normal_02, zeros
 
@@ -181,11 +182,14 @@ class SwinStage(nnx.Module):
                       dtype=dtype, rngs=rngs)
             for j, rate in enumerate(cfg.drop_path_rates()[i])
         ])
+        self.grad_checkpointing = None  # or the remat policy: set by SwinTransformer.set_grad_checkpointing
 
     def __call__(self, x: jax.Array, return_weights: bool = False):
         """The stage's output, every block's output and (if asked) attention weights."""
         if self.downsample is not None:
             x = self.downsample(x).astype(jnp.float32)  # the residual stream stays float32
+        if self.grad_checkpointing is not None and not return_weights:  # training: the output only
+            return run_blocks(self.blocks, x, remat=self.grad_checkpointing), [], []
         hidden, maps = [], []
         for block in self.blocks:
             x, weights = block(x, return_weights)
@@ -225,6 +229,12 @@ class SwinTransformer(nnx.Module):
         self.norm = layer_norm(cfg.num_features, dtype, rngs, eps=SWIN_LN_EPS)
         self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.global_pool, cfg.drop_rate,
                                    dtype=dtype, rngs=rngs)
+
+    def set_grad_checkpointing(self, enable: bool = True, policy: str = "full") -> None:
+        """Activation checkpointing per block, as VisionTransformer.set_grad_checkpointing. (Swin's
+        blocks alternate window shifts, so they are not scanned.)"""
+        for stage in self.layers:
+            stage.grad_checkpointing = policy if enable else None
 
     def embed(self, x: jax.Array) -> jax.Array:
         """Images -> the (B, H/p, W/p, C) token grid; matmuls in self.dtype, the stream in float32."""

@@ -11,6 +11,7 @@ from vit_common import ViTConfig, fixed_pos_embed
 
 from vit_common.predict.dense import take_indices
 
+from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
 from .layers import (AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, dense_output, make_norm,
                      resample_pos_embed, zeros)
 
@@ -24,10 +25,14 @@ class ViTOutput(NamedTuple):
 
 
 class VisionTransformer(nnx.Module):
-    def __init__(self, cfg: ViTConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision)."""
+    def __init__(self, cfg: ViTConfig, *, dtype=jnp.float32, rngs: nnx.Rngs, scan_layers: bool = False):
+        """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision).
+        scan_layers: the blocks' parameters stacked on a leading depth axis and run with nnx.scan
+        (vit_jax/models/blocks.py); the same initial weights and function as the unrolled model."""
         self.cfg = cfg
         self.dtype = dtype
+        self.scan_layers = scan_layers
+        self.grad_checkpointing = None  # or the remat policy: see set_grad_checkpointing
         c = cfg.embed_dim
         norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps, dtype, rngs)
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
@@ -43,7 +48,11 @@ class VisionTransformer(nnx.Module):
             self.pos_embed = Buffer(jnp.asarray(fixed_pos_embed(cfg)))
         self.pos_drop = nnx.Dropout(cfg.pos_drop_rate, rngs=rngs)
         self.norm_pre = norm() if cfg.pre_norm else None
-        self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in cfg.drop_path_rates()])
+        rates = cfg.drop_path_rates()
+        if scan_layers:
+            self.blocks = stack_blocks([Block(cfg, max(rates), dtype=dtype, rngs=rngs) for _ in rates], rates)
+        else:
+            self.blocks = nnx.List([Block(cfg, rate, dtype=dtype, rngs=rngs) for rate in rates])
         self.norm = None if cfg.has_fc_norm else norm()
         self.attn_pool = (AttentionPoolLatent(c, cfg.num_heads, cfg.mlp_dim, norm=cfg.norm_layer, eps=cfg.norm_eps,
                                               act=cfg.act_layer, dtype=dtype, rngs=rngs)
@@ -60,6 +69,11 @@ class VisionTransformer(nnx.Module):
             return None
         # A zero head, as in Google's ViT.
         return nnx.Linear(dim, num_classes, kernel_init=zeros, bias_init=zeros, dtype=self.dtype, rngs=rngs)
+
+    def set_grad_checkpointing(self, enable: bool = True, policy: str = "full") -> None:
+        """Activation checkpointing per block (timm's name): "full" keeps each block's input only,
+        "dots" its matmul outputs too (vit_jax/models/blocks.py, REMAT_POLICIES)."""
+        self.grad_checkpointing = policy if enable else None
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
@@ -126,8 +140,7 @@ class VisionTransformer(nnx.Module):
 
     def forward_features(self, x: jax.Array) -> jax.Array:
         x, _ = self.embed(x)
-        for block in self.blocks:
-            x, _ = block(x)
+        x = run_blocks(self.blocks, x, remat=self.grad_checkpointing, scanned=self.scan_layers)
         return self.norm(x) if self.norm is not None else x
 
     def __call__(self, x: jax.Array):
@@ -149,12 +162,7 @@ class VisionTransformer(nnx.Module):
             return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
                                              stop_early)
         x, _ = self.embed(x)
-        hidden, maps = [], []
-        for block in self.blocks:
-            x, weights = block(x, return_weights=attention)
-            hidden.append(x)
-            if attention:
-                maps.append(weights)
+        x, hidden, maps = run_blocks_with_intermediates(self.blocks, x, attention=attention, scanned=self.scan_layers)
         pooled, probe = self.pool_with_weights(self.norm(x) if self.norm is not None else x, attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return ViTOutput(logits, pooled, hidden, maps, probe)

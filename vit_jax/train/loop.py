@@ -11,14 +11,14 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vit_common import ConfigError
-from vit_common.weights import FLAX, flatten_params
+from vit_common.weights import FLAX
 from vit_common.train.lock import hold_workdir
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config, startup_lines)
 
 from ..models import build_model
-from ..weights import load_canonical_
+from ..weights import flat_params, load_canonical_
 from . import distributed
 from .checkpointing import RunCheckpointer
 from .optim import make_optimizer
@@ -73,7 +73,10 @@ def _train(config: TrainConfig, show_progress: bool) -> dict:
         print("\n".join(startup_lines(run, devices=where, steps_per_epoch=steps_per_epoch)), flush=True)
 
     # Model, optimizer and the train state, sharded over the mesh.
-    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
+                        **(dict(scan_layers=True) if config.scan_layers else {}))
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True, config.remat_policy)
     if config.init:
         load_canonical_(model, initial_weights(config.init, cfg))
     model.train()
@@ -163,5 +166,5 @@ def _train(config: TrainConfig, show_progress: bool) -> dict:
         # A run ends at an epoch end, whose evaluation saw these very weights: not a second pass.
         final = last_eval[1] if last_eval and last_eval[0] == step else evaluate()
     params_out = state["ema"] if config.ema_decay is not None else state["params"]
-    weights = FLAX.import_(flatten_params(jax.device_get(gather(params_out))), cfg)
+    weights = FLAX.import_(flat_params(jax.device_get(gather(params_out))), cfg)
     return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=devices)

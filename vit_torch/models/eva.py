@@ -21,6 +21,7 @@ from vit_common.config.rope import rope_tables
 from vit_common.config.dynamic import grid_of
 from vit_common.predict.dense import take_indices
 
+from .blocks import run_blocks
 from .layers import (DropPath, attention, check_images, dense_output, fit_to_patches, layer_norm,
                      resample_pos_embed, timm_linear_init_)
 
@@ -175,6 +176,7 @@ class Eva(nn.Module):
     def __init__(self, cfg: EvaConfig):
         super().__init__()
         self.cfg = cfg
+        self.grad_checkpointing = False  # see set_grad_checkpointing
         c = cfg.embed_dim
         self.patch_embed = EvaPatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, dynamic=cfg.dynamic_img_size,
                                          pad=cfg.dynamic_img_pad)
@@ -210,6 +212,10 @@ class Eva(nn.Module):
                 block.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
             if isinstance(self.head, nn.Linear):
                 self.head.weight.mul_(HEAD_INIT_SCALE)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block, as VisionTransformer.set_grad_checkpointing."""
+        self.grad_checkpointing = enable
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -252,9 +258,7 @@ class Eva(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, grid = self.embed(x)
-        rope = self.rope(grid)
-        for block in self.blocks:
-            x, _ = block(x, rope)
+        x = run_blocks(self.blocks, x, self.rope(grid), checkpointing=self.grad_checkpointing)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 from vit_common import SwinConfig
 from vit_common.config.windows import relative_position_index, shifted_window_mask
 
+from .blocks import run_blocks
 from .layers import DropPath, Mlp, check_images, fit_to_patches, layer_norm, timm_linear_init_
 
 # timm's and Microsoft's Swin use nn.LayerNorm's default epsilon, 1e-5 (ViT's is 1e-6).
@@ -172,10 +173,13 @@ class SwinStage(nn.Module):
                       cfg.mlp_dim(i), cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, rate)
             for j, rate in enumerate(cfg.drop_path_rates()[i])
         )
+        self.grad_checkpointing = False  # set by SwinTransformer.set_grad_checkpointing
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         """The stage's output, every block's output and (if asked) attention weights."""
         x = self.downsample(x)
+        if self.grad_checkpointing and not return_weights:  # training: the output only
+            return run_blocks(self.blocks, x, checkpointing=True), [], []
         hidden, maps = [], []
         for block in self.blocks:
             x, weights = block(x, return_weights)
@@ -214,6 +218,11 @@ class SwinTransformer(nn.Module):
         self.layers = nn.ModuleList(SwinStage(cfg, i) for i in range(cfg.num_stages))
         self.norm = layer_norm(cfg.num_features, eps=SWIN_LN_EPS)
         self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.global_pool, cfg.drop_rate)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block, as VisionTransformer.set_grad_checkpointing."""
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the (B, H/p, W/p, C) token grid."""

@@ -10,6 +10,7 @@ from vit_common import ViTConfig, fixed_pos_embed
 
 from vit_common.predict.dense import take_indices
 
+from .blocks import run_blocks
 from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, dense_output, make_norm, resample_pos_embed
 
 
@@ -25,6 +26,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.cfg = cfg
+        self.grad_checkpointing = False  # see set_grad_checkpointing
         c = cfg.embed_dim
         norm = lambda kind=cfg.norm_layer: make_norm(kind, c, cfg.norm_eps)
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, c, bias=not cfg.pre_norm,
@@ -57,6 +59,11 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(head.weight)  # a zero head, as in Google's ViT
         nn.init.zeros_(head.bias)
         return head
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block (timm's name): in training, each block keeps only its
+        input and runs again in the backward pass (vit_torch/models/blocks.py)."""
+        self.grad_checkpointing = enable
 
     # ---------------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -113,8 +120,7 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.embed(x)
-        for block in self.blocks:
-            x, _ = block(x)
+        x = run_blocks(self.blocks, x, checkpointing=self.grad_checkpointing)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor):

@@ -8,6 +8,7 @@ workdir must be on a filesystem they all share (check_shared_workdir says so at 
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 
 import torch
@@ -136,3 +137,79 @@ def load_state(state: dict, step: int, *, model, optimizer, ema, changed: list[s
     if ema is not None:
         ema.load_state_dict(state["ema"] if "ema" not in fit.fresh else model.state_dict())
     return fit.notes
+
+
+class ShardedCheckpointer:
+    """FSDP's checkpoints (--sharding fsdp under torchrun): torch.distributed.checkpoint, each rank
+    writing its own shards of the model, EMA and optimizer state into one folder per step, and
+    rank 0 the counters and the data iterator's position. Atomic: written under a hidden name, renamed
+    by rank 0 once every rank has finished; the last k kept. The same interface as RunCheckpointer."""
+
+    def __init__(self, workdir: str | Path, keep: int, rank: int, world: int):
+        self.folder = Path(workdir).absolute() / "checkpoints"
+        self.keep, self.rank, self.world = keep, rank, world
+
+    def latest_step(self) -> int | None:
+        return max(run_checkpoint_steps(self.folder), default=None)
+
+    @staticmethod
+    def _sharded(model, optimizer, ema) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        return dict(model=model_state, optimizer=optimizer_state, ema=get_model_state_dict(ema) if ema is not None else {})
+
+    def save(self, step: int, model, optimizer, ema, counters: dict, data_state: dict) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        final = self.folder / torch_step_name(step, sharded=True)
+        partial = self.folder / f".{final.name}.partial"
+        if self.rank == 0:
+            shutil.rmtree(partial, ignore_errors=True)  # a save cut short before
+            partial.mkdir(parents=True)
+        _broadcast(None, self.world)
+        dcp.save(self._sharded(model, optimizer, ema), checkpoint_id=partial)
+        if self.rank == 0:
+            atomic_write(partial / "run.pt", lambda f: torch.save(dict(counters, step=step, data=data_state), f))
+        _broadcast(None, self.world)  # every rank's shards are written
+        if self.rank == 0:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            saved = run_checkpoint_steps(self.folder)
+            for old in sorted(saved)[:-self.keep]:
+                shutil.rmtree(saved[old], ignore_errors=True)
+        _broadcast(None, self.world)
+
+    def restore_latest(self, model, optimizer, ema) -> tuple[int, dict | None]:
+        """Load the newest readable checkpoint into model, optimizer and EMA; (step, counters and
+        data position) or (0, None). Rank 0 picks the step, every rank reads its own shards."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
+        step, error = 0, None
+        if self.rank == 0:
+            steps = {s: p for s, p in run_checkpoint_steps(self.folder).items() if p.suffix == ".dcp"}
+            try:
+                if steps:
+                    step, _ = newest_readable(steps, lambda s, p: torch.load(p / "run.pt", weights_only=True),
+                                              where=self.folder.parent, on_unreadable=lambda _, p: move_aside(p))
+            except CheckpointError as e:
+                error = str(e)
+        step, error = _broadcast((step, error), self.world)
+        if error:
+            raise CheckpointError(error if self.rank == 0 else "rank 0 found no readable checkpoint (see its message)")
+        if not step:
+            return 0, None
+        path = self.folder / torch_step_name(step, sharded=True)
+        state = self._sharded(model, optimizer, ema)
+        dcp.load(state, checkpoint_id=path)
+        # The recipe's current optimizer settings rule from here on (as in load_state).
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        for group, current in zip(optimizer.param_groups, settings):
+            params = group["params"]
+            group.clear()
+            group.update(current, params=params)
+        if ema is not None:
+            set_model_state_dict(ema, state["ema"])
+        return step, torch.load(path / "run.pt", weights_only=True)

@@ -18,7 +18,8 @@ from vit_common.train.run import (Progress, check_workdir, eval_result, finish_r
 from ..factory import create_model
 from ..models import build_model
 from ..weights import load_canonical_, state_dict_numpy
-from .checkpointing import RunCheckpointer, check_shared_workdir, load_state
+from .checkpointing import RunCheckpointer, ShardedCheckpointer, check_shared_workdir, load_state
+from .fsdp import local_bytes, optimizer_state_bytes, shard_model_
 from .optim import learning_rate_schedule, make_optimizer
 from .step import Steps, step_seed, to_torch
 
@@ -82,23 +83,41 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     # Model (the same initial weights in every process), optimizer, EMA.
     torch.manual_seed(config.seed)
     model = build_model(cfg)
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     if config.init:
         load_canonical_(model, initial_weights(config.init, cfg))
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    # FSDP: every process keeps its shard of the parameters, gradients and AdamW state (one
+    # process holds everything anyway, as the JAX twin's FSDP mesh of one device does).
+    fsdp = config.sharding == "fsdp" and world > 1
+    if fsdp:
+        shard_model_(model, device, world)
+        if ema is not None:
+            shard_model_(ema, device, world)  # sharded like the model, so the update is shard by shard
     optimizer = make_optimizer(model, config)
     trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if world > 1 else model
+        if world > 1 and not fsdp else model
     steps = Steps(trained, optimizer, learning_rate_schedule(config, steps_per_epoch), config.grad_accum_steps,
                   config.clip_grad_norm, torch.bfloat16 if config.dtype == "bfloat16" else None, ema=ema,
                   ema_decay=config.ema_decay, teacher=_teacher(config, cfg, device) if config.teacher else None)
 
     # Resume from the newest readable checkpoint in the workdir, if any: rank 0 picks it, every
     # rank reads it (so the workdir must be shared; checked first, a barrier too).
-    checkpointer = RunCheckpointer(config.workdir, config.keep_checkpoints)
+    checkpointer = (ShardedCheckpointer(config.workdir, config.keep_checkpoints, rank, world) if fsdp
+                    else RunCheckpointer(config.workdir, config.keep_checkpoints))
     check_shared_workdir(checkpointer.folder.parent, rank, world)
-    start, state = checkpointer.restore_latest(rank, world)
-    if start:
+    if fsdp:
+        start, state = checkpointer.restore_latest(model, optimizer, ema)
+    else:
+        start, state = checkpointer.restore_latest(rank, world)
+    if start and fsdp:
+        steps.updates, steps.bad_steps, steps.bad_run = state["updates"], state["bad_steps"], state["bad_run"]
+        train_loader.set_state(state["data"])
+        if rank == 0:
+            print(f"resumed from step {start} ({checkpointer.folder})")
+    elif start:
         notes = load_state(state, start, model=model, optimizer=optimizer, ema=ema, changed=changed,
                            where=config.workdir)
         steps.updates, steps.bad_steps = state["updates"], state["bad_steps"]
@@ -112,7 +131,10 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
         save_run_config(run)
 
     def save(step: int) -> None:
-        if rank == 0:
+        if fsdp:  # every rank writes its shards
+            counters = dict(updates=steps.updates, bad_steps=steps.bad_steps, bad_run=steps.bad_run)
+            checkpointer.save(step, model, optimizer, ema, counters, train_loader.get_state())
+        elif rank == 0:
             state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), updates=steps.updates,
                          bad_steps=steps.bad_steps, bad_run=steps.bad_run,
                          ema=ema.state_dict() if ema is not None else None)
@@ -174,5 +196,16 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
     with clock.phase("eval"):
         # A run ends at an epoch end, whose evaluation saw these very weights: not a second pass.
         final = last_eval[1] if last_eval and last_eval[0] == step else evaluate()
-    weights = TIMM.import_(state_dict_numpy(ema if ema is not None else model), cfg)
-    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=world)
+    exported = ema if ema is not None else model
+    if fsdp:  # gathered once, onto rank 0 (every rank takes part in the gather)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(exported, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        weights = TIMM.import_({k: v.float().numpy() for k, v in full.items()}, cfg) if rank == 0 else {}
+    else:
+        weights = TIMM.import_(state_dict_numpy(exported), cfg)
+    # What this process holds (its shards under FSDP): the memory the sharding saves.
+    held = dict(parameter_bytes_per_process=local_bytes(model.parameters()),
+                optimizer_state_bytes_per_process=optimizer_state_bytes(optimizer), sharding=config.sharding)
+    return finish_run(run, progress, final=final, weights=weights, steps=step, start=start, devices=world,
+                      extra=held)

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from vit_common.train.layer_decay import layer_ids, layer_scales
 from vit_common.train.recipe import TrainConfig
@@ -69,6 +70,9 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The norm of all gradients together; under FSDP (sharded DTensors) a replicated DTensor."""
+    if grads and isinstance(grads[0], DTensor):
+        return torch.nn.utils.get_total_norm(grads)  # each shard's norm, then a sum over the processes
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
 
 

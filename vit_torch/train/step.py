@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fsdp import full
 from .optim import clip_by_global_norm_, global_norm, set_learning_rate
 
 
@@ -34,7 +35,8 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 @dataclasses.dataclass
 class Steps:
     """train(batch) -> metrics updates the model in place; evaluate(batch) -> summed metrics.
-    `model` may be wrapped in DistributedDataParallel (it then averages the gradients)."""
+    `model` may be wrapped in DistributedDataParallel (it then averages the gradients) or sharded
+    with FSDP2 (its gradients are then sharded DTensors, averaged by reduce-scatter)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -90,7 +92,7 @@ class Steps:
         params = [p for p in self.model.parameters() if p.grad is not None]
         grads = [p.grad for p in params]
         norm = global_norm(grads)
-        if torch.isfinite(norm):  # else the update is skipped and counted, as optax.apply_if_finite
+        if torch.isfinite(full(norm)):  # else the update is skipped and counted, as optax.apply_if_finite
             if self.clip_grad_norm:
                 clip_by_global_norm_(grads, norm, self.clip_grad_norm)
             set_learning_rate(self.optimizer, self.schedule(self.updates))
@@ -106,7 +108,7 @@ class Steps:
                 d = self.ema_decay
                 for e, p in zip(self.ema.parameters(), self.model.parameters()):
                     e.mul_(d).add_(p.detach(), alpha=1 - d)
-        return dict(loss=loss_sum / self.accum, correct=correct, grad_norm=norm.detach(), bad_steps=self.bad_steps,
+        return dict(loss=loss_sum / self.accum, correct=correct, grad_norm=full(norm).detach(), bad_steps=self.bad_steps,
                     bad_run=self.bad_run)
 
     @torch.no_grad()

@@ -1,0 +1,174 @@
+"""Peak memory of one training step with and without activation checkpointing (--grad-checkpointing),
+in both twins, each variant in its own process: ViT-B/16 at batch 32 by default.
+
+    python bench/memory.py                      # ViT-B/16, batch 32, float32 (minutes on a CPU)
+    python bench/memory.py --dry-run            # a tiny model at batch 4 (CI runs this)
+    python bench/memory.py --model vit_large_patch16_224 --batch 8 --frameworks jax
+
+One step = each twin's own train step (forward, loss, backward, clipping, AdamW), run once to warm
+up (JAX compiles ahead of time; AdamW's state is allocated), then timed and measured: on a CPU the
+process's peak resident memory during that second step (Linux: VmHWM, reset through
+/proc/self/clear_refs just before it) and how far it rose above the resting state (parameters,
+optimizer state, the batch); on a GPU the device allocator's peak. JAX also reports XLA's own
+count of the step's temporary buffers (compiled.memory_analysis()).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from anywhere
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+def _measure(step) -> dict:
+    """The second call of step(): host peak RSS during it, its rise over the resting RSS, its time."""
+    step()  # warm-up: compilation, optimizer state
+    rest = _status_kib("VmRSS")
+    _reset_peak()
+    t = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - t
+    peak = _status_kib("VmHWM")
+    return dict(peak_rss_gib=peak / 2**20, rise_gib=(peak - rest) / 2**20, step_s=seconds)
+
+
+def _jax_child(cfg, batch: int, remat: str | None) -> dict:
+    import jax
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from bench.train_step import random_batch
+    from vit_common.train.recipe import TrainConfig
+    from vit_jax.models import build_model
+    from vit_jax.train.optim import make_optimizer
+    from vit_jax.train.step import Steps, initial_state, make_mesh, state_shardings
+
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    model.train()
+    if remat:
+        model.set_grad_checkpointing(True, remat)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
+    tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=1000)
+    mesh = make_mesh()
+    state = initial_state(params, rest_template, tx)
+    shardings = state_shardings(mesh, state, fsdp=False)
+    state = jax.device_put(state, shardings)
+    train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
+        shardings, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
+    data = jax.device_put(random_batch(cfg, batch), NamedSharding(mesh, P("data")))
+    del model, params
+    compiled = train.lower(state, data, {}).compile()
+    box = [state]
+
+    def step():
+        box[0], metrics = compiled(box[0], data, {})
+        jax.block_until_ready(metrics["loss"])
+
+    out = _measure(step)
+    analysis = compiled.memory_analysis()
+    out["xla_temp_gib"] = analysis.temp_size_in_bytes / 2**30 if analysis is not None else None
+    stats = jax.local_devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
+    return out
+
+
+def _torch_child(cfg, batch: int, remat: str | None) -> dict:
+    import torch
+
+    import vit_torch
+    from bench.train_step import random_batch
+    from vit_common.train.recipe import TrainConfig
+    from vit_torch.train.optim import learning_rate_schedule, make_optimizer
+    from vit_torch.train.step import Steps, to_torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = vit_torch.build_model(cfg).to(device)
+    if remat:
+        model.set_grad_checkpointing(True)
+    config = TrainConfig(clip_grad_norm=1.0)
+    steps = Steps(model, make_optimizer(model, config), learning_rate_schedule(config, 1000), 1, 1.0, None)
+    data = to_torch(random_batch(cfg, batch), device)
+
+    def step():
+        steps.train(data)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        step()
+        torch.cuda.reset_peak_memory_stats()
+    out = _measure(step)
+    if device.type == "cuda":
+        out["device_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def child(framework: str, model: str, batch: int, remat: str | None, dry_run: bool) -> dict:
+    from vit_common import get_config
+
+    cfg = get_config(model, **(TINY if dry_run else {}))
+    run = _jax_child if framework == "jax" else _torch_child
+    return dict(run(cfg, batch, remat), framework=framework, model=model, batch=batch, remat=remat or "off")
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vit_base_patch16_224")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--frameworks", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
+    parser.add_argument("--dry-run", action="store_true", help="a tiny model at batch 4: checks the script")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # framework,remat: one measurement, as JSON
+    args = parser.parse_args(argv)
+    batch = 4 if args.dry_run else args.batch
+    if args.child:
+        framework, remat = args.child.split(",")
+        print(json.dumps(child(framework, args.model, batch, None if remat == "off" else remat, args.dry_run)))
+        return []
+
+    rows = []
+    for framework in args.frameworks:
+        # JAX: both remat policies; PyTorch's checkpoint recomputes whole blocks ("full").
+        for remat in ("off", "full", "dots") if framework == "jax" else ("off", "full"):
+            cmd = [sys.executable, __file__, "--child", f"{framework},{remat}", "--model", args.model,
+                   "--batch", str(args.batch)] + (["--dry-run"] if args.dry_run else [])
+            result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if result.returncode != 0:
+                raise SystemExit(f"{framework} remat={remat} failed (exit {result.returncode}; -9: killed, out of "
+                                 f"memory?):\n{result.stderr[-3000:]}")
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(f"  {framework} remat={remat}: peak RSS {rows[-1]['peak_rss_gib']:.2f} GiB", file=sys.stderr, flush=True)
+
+    print(f"\n{args.model}{' (dry run: tiny model)' if args.dry_run else ''}, batch {batch}, float32, one train step\n")
+    print("| twin | grad checkpointing | peak RSS GiB | rise during the step GiB | vs off | XLA temp GiB | step s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        off = next(o for o in rows if o["framework"] == r["framework"] and o["remat"] == "off")
+        temp = f"{r['xla_temp_gib']:.2f}" if r.get("xla_temp_gib") is not None else "-"
+        ratio = f"{r['rise_gib'] / off['rise_gib']:.2f}x" if off["rise_gib"] > 0 else "-"
+        print(f"| {r['framework']} | {r['remat']} | {r['peak_rss_gib']:.2f} | {r['rise_gib']:.2f} "
+              f"| {ratio} | {temp} | {r['step_s']:.1f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
