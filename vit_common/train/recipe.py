@@ -89,7 +89,7 @@ class TrainConfig:
     workdir: str = _field("runs/default", "where checkpoints, logs, final.npz and the curves go; a workdir holding a "
                           "checkpoint resumes")
     log_every: int = _field(10, "steps between logged metrics")
-    checkpoint_every: int = _field(200, "steps between checkpoints (also at every epoch end and on SIGTERM)")
+    checkpoint_every: int = _field(200, "steps between checkpoints (also at every epoch end, on SIGTERM and on the first Ctrl-C)")
     keep_checkpoints: int = _field(3, "how many checkpoints to keep")
     max_bad_steps: int = _field(20, "consecutive non-finite steps before the run stops")
 
