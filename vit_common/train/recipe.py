@@ -26,7 +26,7 @@ class TrainConfig:
     model_args: dict = _field(dict, "timm-style overrides of the preset as JSON, merged into the recipe's: "
                               "embed_dim, depth, num_heads, mlp_ratio, global_pool, num_classes (default: the "
                               "dataset's class count)...")
-    img_size: int = _field(224, "input size in pixels; every image is resized to img_size x img_size")
+    img_size: int = _field(224, "input size in pixels; every image's central square is resized to img_size x img_size")
     patch_size: int | None = _field(None, "patch size in pixels (none: the preset's)")
     framework: str = _field("jax", "which twin trains", ("jax", "torch"))
     # Data.
