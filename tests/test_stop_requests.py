@@ -8,7 +8,7 @@ import pytest
 from vit_common.train.stop import StopRequests
 
 
-def test_sigterm_and_ctrl_c_request_a_stop_and_a_second_ctrl_c_interrupts():
+def test_sigterm_and_ctrl_c_request_a_stop_and_a_second_ctrl_c_interrupts(capfd):
     term_before, int_before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -16,6 +16,7 @@ def test_sigterm_and_ctrl_c_request_a_stop_and_a_second_ctrl_c_interrupts():
         assert not stop
         os.kill(os.getpid(), signal.SIGINT)  # handled in this thread before the next bytecode
         assert stop and stop.name == "Ctrl-C"
+        assert "Ctrl-C: stopping after this step" in capfd.readouterr().err  # said at once, not at the save
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -76,6 +76,7 @@ def test_first_ctrl_c_saves_and_exits_cleanly(tmp_path):
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert stopped.returncode == 0, stopped.stderr[-2000:]
     assert "Ctrl-C: saved step 30 " in stopped.stdout and "Traceback" not in stopped.stderr
+    assert "Ctrl-C: stopping after this step, once it is saved (Ctrl-C again: stop at once)" in stopped.stderr
     assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
 
 def test_two_ddp_processes_match_one_process(tmp_path):

@@ -1,6 +1,7 @@
 """Stop requests for both twins' training loops. SIGTERM (a scheduler's preemption) and the first
 Ctrl-C (SIGINT) both ask the loop to save the step it is at and leave cleanly, so the same command
 resumes there; a second Ctrl-C interrupts at once (KeyboardInterrupt), for a save that hangs."""
+import os
 import signal
 
 
@@ -31,4 +32,7 @@ class StopRequests:
 
     def _on_sigint(self, signum, frame) -> None:
         self.name = self.name or "Ctrl-C"
+        # os.write, not print: a handler that prints while the loop is inside a write to the same
+        # stream (the progress bar's) raises "reentrant call".
+        os.write(2, b"\nCtrl-C: stopping after this step, once it is saved (Ctrl-C again: stop at once)\n")
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
