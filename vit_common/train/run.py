@@ -141,7 +141,7 @@ def startup_lines(run: RunData, *, devices: str, steps_per_epoch: int) -> list[s
         f"{len(train):,} images, {config.test_split} {len(test):,}; {size}",
         f"model: {describe_model(config, cfg)}: {count_params(cfg):,} parameters",
         f"schedule: {config.epochs} epoch{'s' if config.epochs > 1 else ''} x {steps_per_epoch:,} steps of {config.batch_size} images = "
-        f"{config.epochs * steps_per_epoch:,} steps; lr {config.lr:g} after {config.warmup_epochs:g} warmup epochs, "
+        f"{config.epochs * steps_per_epoch:,} steps; lr {config.lr:g} after {min(config.warmup_epochs, config.epochs):g} warmup epochs, "
         f"cosine to {config.min_lr:g}",
         f"workdir: {config.workdir}",
     ]
