@@ -127,6 +127,23 @@ def test_image_folder_source(tmp_path):
         load_source(f"folder:{tmp_path / 'nowhere'}", "train")
 
 
+def test_image_folder_of_classes_not_splits_names_the_fix(tmp_path):
+    # DIR/<class>/<image> with no splits, and folder: pointed at one split: the error says which.
+    for split in ("train", "test"):
+        for name in ("ant", "bee"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / name / "0.png")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'train'} holds class folders of images, not split "
+                                         rf"folders; pass --dataset folder:{tmp_path}$"):
+        load_source(f"folder:{tmp_path / 'train'}", "train")
+    flat = tmp_path / "flat"
+    (tmp_path / "train").rename(flat)
+    with pytest.raises(ValueError, match=rf"holds class folders of images, not split folders; move them into "
+                                         rf"{flat / 'train'}/ and {flat / 'test'}/"):
+        load_source(f"folder:{flat}", "train")
+    assert (flat / "ant" / "0.png").is_file()  # nothing moved
+
+
 def test_tfds_source_through_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=20):

@@ -60,6 +60,19 @@ def test_folder_sets_num_classes_and_startup_says_what_it_found(shapes):
     assert "num_classes=4" in text and "parameters" in text
     assert "40 epochs x 3 steps of 4 images = 120 steps" in text  # the digits preset's 40 epochs
 
+
+def test_startup_says_a_non_square_image_loses_its_sides(tmp_path):
+    # 24x40 images: the loader keeps the central 24x24 square, as vit-predict does; the line says so.
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((24, 40, 3), np.uint8)).save(tmp_path / split / name / "0.png")
+    config = parse_train_args(["--dataset", f"folder:{tmp_path}", "--batch-size", "2", "--workdir", "unused"])
+    run = resolve_run(config, shard_index=0, shard_count=1, replicas=1)
+    assert run.train_source[0]["image"].shape == (24, 40, 3)
+    text = "\n".join(startup_lines(run, devices="1 cpu device", steps_per_epoch=1))
+    assert "images 24x40x3, central 24x24 square resized to 16x16 (--img-size; the sides are cut off)" in text
+
 def test_a_pinned_class_count_that_does_not_match_names_the_fix(shapes):
     config = parse_train_args(["--dataset", shapes, "--model-args", '{"num_classes": 10}', "--workdir", "unused"])
     with pytest.raises(ConfigError, match=r"num_classes=10 but .* has 4 classes \(circle, square, star, triangle\); "

@@ -64,6 +64,19 @@ def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+
+def test_first_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    # Ctrl-C (SIGINT) is handled as SIGTERM is: the step it lands after is saved, exit 0, no traceback
+    # (the resume from that save is SIGTERM's, tested above). SIGINT at its default in the child, so
+    # Python installs its Ctrl-C handler whatever the test runner ignores.
+    stopped = subprocess.run(_cmd(tmp_path, launcher=interrupt_launcher(30, "SIGINT")), cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=300,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "Ctrl-C: saved step 30 " in stopped.stdout and "Traceback" not in stopped.stderr
+    assert "Ctrl-C: stopping after this step, once it is saved (Ctrl-C again: stop at once)" in stopped.stderr
+    assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
+
 def test_eight_devices_match_one_data_parallel_and_fsdp(tmp_path):
     # Wide enough that FSDP really shards the MLP kernels (arrays of >= 2^14 elements).
     args = ["--epochs", "1", "--checkpoint-every", "1000",  # checkpoints are not the point here

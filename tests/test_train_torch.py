@@ -66,6 +66,19 @@ def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+
+def test_first_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    # Ctrl-C (SIGINT) is handled as SIGTERM is: the step it lands after is saved, exit 0, no traceback
+    # (the resume from that save is SIGTERM's, tested above). SIGINT at its default in the child, so
+    # Python installs its Ctrl-C handler whatever the test runner ignores.
+    stopped = subprocess.run(train_cmd(tmp_path, *TORCH, launcher=interrupt_launcher(30, "SIGINT")), cwd=ROOT, env=train_env(),
+                             capture_output=True, text=True, timeout=300,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "Ctrl-C: saved step 30 " in stopped.stdout and "Traceback" not in stopped.stderr
+    assert "Ctrl-C: stopping after this step, once it is saved (Ctrl-C again: stop at once)" in stopped.stderr
+    assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
+
 def test_two_ddp_processes_match_one_process(tmp_path):
     # Drop path off: each process draws its own masks, so with it on the runs agree in law only.
     args = [*TORCH, "--epochs", "1", "--drop-path-rate", "0", "--grad-accum-steps", "2"]

@@ -214,12 +214,22 @@ class FolderRecords:
         return {"image": pixels.reshape(pixels.shape[0], pixels.shape[1], -1), "label": int(self.labels[index])}
 
 
+def _holds_class_folders(dirs: Sequence[Path]) -> bool:
+    """Whether these folders hold images themselves (class folders), where splits hold folders."""
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for d in dirs for p in d.iterdir())
+
+
 def _folder(dataset: str, split: str, skip_bad_images: bool = False) -> Source:
     root = Path(dataset[len("folder:"):]).expanduser()
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist (dataset {dataset!r})")
     base, start, stop = parse_split(split)
     split_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if not (root / base).is_dir() and _holds_class_folders(split_dirs):
+        # The common mix-up: DIR/<class>/<image>, or folder: pointed at one split (DIR/train).
+        fix = (f"pass --dataset folder:{root.parent}" if (root.parent / base).is_dir() else
+               f"move them into {root / 'train'}/ and {root / 'test'}/ (folder:DIR reads DIR/<split>/<class>/<image>)")
+        raise ValueError(f"{root} holds class folders of images, not split folders; {fix}")
     if not (root / base).is_dir():
         fix = (f"add {root / base}/<class>/ images, or hold some of train out: --train-split 'train[:90%]' "
                f"--test-split 'train[90%:]'" if base == "test" and (root / "train").is_dir() else

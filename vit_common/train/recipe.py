@@ -26,7 +26,7 @@ class TrainConfig:
     model_args: dict = _field(dict, "timm-style overrides of the preset as JSON, merged into the recipe's: "
                               "embed_dim, depth, num_heads, mlp_ratio, global_pool, num_classes (default: the "
                               "dataset's class count)...")
-    img_size: int = _field(224, "input size in pixels; every image is resized to img_size x img_size")
+    img_size: int = _field(224, "input size in pixels; every image's central square is resized to img_size x img_size")
     patch_size: int | None = _field(None, "patch size in pixels (none: the preset's)")
     framework: str = _field("jax", "which twin trains", ("jax", "torch"))
     # Data.
@@ -89,7 +89,7 @@ class TrainConfig:
     workdir: str = _field("runs/default", "where checkpoints, logs, final.npz and the curves go; a workdir holding a "
                           "checkpoint resumes")
     log_every: int = _field(10, "steps between logged metrics")
-    checkpoint_every: int = _field(200, "steps between checkpoints (also at every epoch end and on SIGTERM)")
+    checkpoint_every: int = _field(200, "steps between checkpoints (also at every epoch end, on SIGTERM and on the first Ctrl-C)")
     keep_checkpoints: int = _field(3, "how many checkpoints to keep")
     max_bad_steps: int = _field(20, "consecutive non-finite steps before the run stops")
 

@@ -128,16 +128,20 @@ def startup_lines(run: RunData, *, devices: str, steps_per_epoch: int) -> list[s
     config, cfg, train, test = run.config, run.cfg, run.train_source, run.test_source
     first = np.asarray(train[0]["image"])
     height, width = first.shape[:2]
-    size = (f"images {height}x{width}x{first.shape[2] if first.ndim == 3 else 1}"
-            + (f", resized to {cfg.img_size}x{cfg.img_size} (--img-size)" if (height, width) != (cfg.img_size,) * 2
-               else ""))
+    size = f"images {height}x{width}x{first.shape[2] if first.ndim == 3 else 1}"
+    if height != width:  # the loader (and vit-predict) keep the central square: say the sides go
+        side = min(height, width)
+        size += (f", central {side}x{side} square resized to {cfg.img_size}x{cfg.img_size} "
+                 f"(--img-size; the sides are cut off)")
+    elif height != cfg.img_size:
+        size += f", resized to {cfg.img_size}x{cfg.img_size} (--img-size)"
     return [
         f"framework: {config.framework} on {devices}",
         f"data: {config.dataset}: {train.num_classes} classes {_names(train.class_names)}; {config.train_split} "
         f"{len(train):,} images, {config.test_split} {len(test):,}; {size}",
         f"model: {describe_model(config, cfg)}: {count_params(cfg):,} parameters",
         f"schedule: {config.epochs} epoch{'s' if config.epochs > 1 else ''} x {steps_per_epoch:,} steps of {config.batch_size} images = "
-        f"{config.epochs * steps_per_epoch:,} steps; lr {config.lr:g} after {config.warmup_epochs:g} warmup epochs, "
+        f"{config.epochs * steps_per_epoch:,} steps; lr {config.lr:g} after {min(config.warmup_epochs, config.epochs):g} warmup epochs, "
         f"cosine to {config.min_lr:g}",
         f"workdir: {config.workdir}",
     ]

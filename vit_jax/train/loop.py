@@ -1,7 +1,6 @@
 """The JAX training loop: data, sharded steps, checkpoints, evaluation, what a run leaves behind."""
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import jax
@@ -13,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vit_common import ConfigError
 from vit_common.weights import FLAX
 from vit_common.train.lock import hold_workdir
+from vit_common.train.stop import StopRequests
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config, startup_lines)
@@ -108,8 +108,7 @@ def _train(config: TrainConfig, show_progress: bool) -> dict:
     if host == 0:
         save_run_config(run)
 
-    stop_requested = []
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
+    stop_requested = StopRequests().install()  # SIGTERM or Ctrl-C: save this step, leave cleanly
 
     def global_batch(batch):
         """This host's part of a batch -> arrays spanning the mesh (train steps ignore 'mask')."""
@@ -151,15 +150,15 @@ def _train(config: TrainConfig, show_progress: bool) -> dict:
                     result = evaluate()
                 last_eval = step, result
                 progress.evaluated(step, step // steps_per_epoch, result)
-        if stop_requested:  # SIGTERM: save where we are (unless just saved) and leave cleanly
+        if stop_requested:  # SIGTERM or Ctrl-C: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
                 checkpointer.save(step, state, train_loader.get_state(), force=True)
             checkpointer.close()
-            print(f"SIGTERM: saved step {step} to {workdir / 'checkpoints'}; rerun the same command to resume")
+            print(f"{stop_requested.name}: saved step {step} to {workdir / 'checkpoints'}; rerun the same command to resume")
             return dict(stopped_at=step)
     finally:
         progress.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        stop_requested.restore()
     with clock.phase("checkpoint"):
         checkpointer.close()  # waits for the last asynchronous save
     with clock.phase("eval"):

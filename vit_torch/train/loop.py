@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
 
 import torch
 import torch.distributed as dist
 
 from vit_common import TIMM, ConfigError
 from vit_common.train.lock import hold_workdir
+from vit_common.train.stop import StopRequests
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import (Progress, check_workdir, eval_result, finish_run, initial_weights, resolve_run,
                                   save_run_config, startup_lines)
@@ -147,8 +147,7 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
         totals = {k: float(sum(out[k].double() for out in outs)) for k in ("loss_sum", "correct", "count")}
         return eval_result(_all_reduce(totals, world, device))
 
-    stop_requested = []
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
+    stop_requested = StopRequests().install()  # SIGTERM or Ctrl-C: save this step, leave cleanly
 
     def stopping() -> bool:  # every process stops at the same step
         return bool(_all_reduce(dict(stop=float(bool(stop_requested))), world, device)["stop"])
@@ -183,15 +182,15 @@ def _train(config: TrainConfig, show_progress: bool, rank: int, world: int, devi
                     result = evaluate()
                 last_eval = step, result
                 progress.evaluated(step, step // steps_per_epoch, result)
-        if step < total_steps:  # SIGTERM: save where we are (unless just saved) and leave cleanly
+        if step < total_steps:  # SIGTERM or Ctrl-C: save where we are (unless just saved) and leave cleanly
             if last_saved != step:
                 save(step)
             if rank == 0:
-                print(f"SIGTERM: saved step {step} to {checkpointer.folder}; rerun the same command to resume")
+                print(f"{stop_requested.name or 'another process stopped'}: saved step {step} to {checkpointer.folder}; rerun the same command to resume")
             return dict(stopped_at=step)
     finally:
         progress.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        stop_requested.restore()
 
     with clock.phase("eval"):
         # A run ends at an epoch end, whose evaluation saw these very weights: not a second pass.
