@@ -9,8 +9,10 @@ One step = each twin's own train step (forward, loss, backward, clipping, AdamW)
 up (JAX compiles ahead of time; AdamW's state is allocated), then timed and measured: on a CPU the
 process's peak resident memory during that second step (Linux: VmHWM, reset through
 /proc/self/clear_refs just before it) and how far it rose above the resting state (parameters,
-optimizer state, the batch); on a GPU the device allocator's peak. JAX also reports XLA's own
-count of the step's temporary buffers (compiled.memory_analysis()).
+optimizer state, the batch); on a GPU the device allocator's peak. The deterministic measures:
+JAX, XLA's own buffer plan of the compiled step (compiled.memory_analysis(): temporaries,
+arguments, outputs); PyTorch, the bytes one forward saves for the backward pass (saved-tensor
+hooks); both, the fixed state (weights, gradients, AdamW's two moments).
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def _jax_child(cfg, batch: int, remat: str | None) -> dict:
     data = jax.device_put(random_batch(cfg, batch), NamedSharding(mesh, P("data")))
     del model, params
     compiled = train.lower(state, data, {}).compile()
+    state_bytes = 4 * sum(x.nbytes for x in jax.tree.leaves(state["params"]))  # weights, grads, AdamW
     box = [state]
 
     def step():
@@ -83,12 +86,43 @@ def _jax_child(cfg, batch: int, remat: str | None) -> dict:
         jax.block_until_ready(metrics["loss"])
 
     out = _measure(step)
+    out["state_gib"] = state_bytes / 2**30
     analysis = compiled.memory_analysis()
-    out["xla_temp_gib"] = analysis.temp_size_in_bytes / 2**30 if analysis is not None else None
+    if analysis is not None:  # XLA's own buffer plan: deterministic, unlike RSS
+        out["xla_temp_gib"] = analysis.temp_size_in_bytes / 2**30
+        out["xla_argument_gib"] = analysis.argument_size_in_bytes / 2**30
+        out["xla_output_gib"] = analysis.output_size_in_bytes / 2**30
     stats = jax.local_devices()[0].memory_stats()
     if stats and "peak_bytes_in_use" in stats:
         out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
     return out
+
+
+def _saved_for_backward_bytes(steps, data) -> int:
+    """Bytes of activations one forward + loss keeps for the backward pass: every distinct tensor
+    storage autograd saves (torch.autograd.graph.saved_tensors_hooks) that is not a parameter, and
+    under checkpointing the blocks' inputs, which torch.utils.checkpoint keeps to run them again
+    (its own hooks take over inside a checkpointed block, so the outer hook sees nothing there)."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in steps.model.parameters()}
+    kept: dict[int, int] = {}
+
+    def keep(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params and storage.device.type != "meta":
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    hooks = [block.register_forward_pre_hook(lambda _, args: [keep(args[0]), None][1]) for block in steps.model.blocks] \
+        if getattr(steps.model, "grad_checkpointing", False) else []
+    steps.model.train()
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        loss, _ = steps.loss(data["image"], data["label"], data["target"])
+    for hook in hooks:
+        hook.remove()
+    del loss
+    return sum(kept.values())
 
 
 def _torch_child(cfg, batch: int, remat: str | None) -> dict:
@@ -118,6 +152,9 @@ def _torch_child(cfg, batch: int, remat: str | None) -> dict:
         step()
         torch.cuda.reset_peak_memory_stats()
     out = _measure(step)
+    out["saved_for_backward_gib"] = _saved_for_backward_bytes(steps, data) / 2**30
+    # Fixed whatever the checkpointing: float32 weights, their gradients, AdamW's two moments.
+    out["state_gib"] = 4 * sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     if device.type == "cuda":
         out["device_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -159,14 +196,20 @@ def main(argv=None) -> list[dict]:
             print(f"  {framework} remat={remat}: peak RSS {rows[-1]['peak_rss_gib']:.2f} GiB", file=sys.stderr, flush=True)
 
     print(f"\n{args.model}{' (dry run: tiny model)' if args.dry_run else ''}, batch {batch}, float32, one train step\n")
-    print("| twin | grad checkpointing | peak RSS GiB | rise during the step GiB | vs off | XLA temp GiB | step s |")
-    print("|---|---|---|---|---|---|---|")
+    # The deterministic measures first: what the step keeps for the backward pass (PyTorch: bytes
+    # saved for backward by one forward; JAX: XLA's temporary buffers of the compiled step, which
+    # also hold gradients and optimizer temporaries); then the process's peak RSS, which adds the
+    # fixed state (weights, gradients, AdamW moments), libraries and allocator caching.
+    print("| twin | grad checkpointing | activations kept for backward GiB | XLA temp GiB | vs off "
+          "| weights+grads+AdamW GiB | peak RSS GiB | rise during the step GiB | step s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         off = next(o for o in rows if o["framework"] == r["framework"] and o["remat"] == "off")
-        temp = f"{r['xla_temp_gib']:.2f}" if r.get("xla_temp_gib") is not None else "-"
-        ratio = f"{r['rise_gib'] / off['rise_gib']:.2f}x" if off["rise_gib"] > 0 else "-"
-        print(f"| {r['framework']} | {r['remat']} | {r['peak_rss_gib']:.2f} | {r['rise_gib']:.2f} "
-              f"| {ratio} | {temp} | {r['step_s']:.1f} |")
+        key = "xla_temp_gib" if r["framework"] == "jax" else "saved_for_backward_gib"
+        ratio = f"{r[key] / off[key]:.2f}x" if r.get(key) and off.get(key) else "-"
+        fmt = lambda k: f"{r[k]:.2f}" if r.get(k) is not None else "-"
+        print(f"| {r['framework']} | {r['remat']} | {fmt('saved_for_backward_gib')} | {fmt('xla_temp_gib')} | {ratio} "
+              f"| {fmt('state_gib')} | {r['peak_rss_gib']:.2f} | {r['rise_gib']:.2f} | {r['step_s']:.1f} |")
     return rows
 
 

@@ -61,9 +61,10 @@ def test_memory_and_compile_time_benchmarks_dry_runs(capsys):
 
     rows = memory(["--dry-run", "--frameworks", "torch"])  # one process per variant
     assert [(r["framework"], r["remat"]) for r in rows] == [("torch", "off"), ("torch", "full")]
-    assert all(r["peak_rss_gib"] > 0 and r["step_s"] > 0 for r in rows)
+    assert all(r["peak_rss_gib"] > 0 and r["step_s"] > 0 and r["state_gib"] > 0 for r in rows)
+    assert 0 < rows[1]["saved_for_backward_gib"] < rows[0]["saved_for_backward_gib"]  # checkpointing keeps less
     rows = compile_time(["--dry-run"])
     assert [(r["depth"], r["scanned"]) for r in rows] == [(1, False), (1, True), (2, False), (2, True)]
     assert all(r["trace_s"] > 0 and r["compile_s"] > 0 for r in rows)
     out = capsys.readouterr().out
-    assert "| twin | grad checkpointing | peak RSS GiB |" in out and "| depth | unrolled trace s |" in out
+    assert "| twin | grad checkpointing | activations kept for backward GiB | XLA temp GiB |" in out and "| depth | unrolled trace s |" in out

@@ -12,6 +12,21 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
+# XLA:CPU runs OptimizationBarrierExpander ("cse_barrier_expander") early in its pipeline: it drops
+# the opt-barriers through which jax.checkpoint (nnx.remat, prevent_cse=True) keeps a block's
+# backward recomputation apart from its forward, so later passes merge the two again and schedule
+# the recomputation early. Activation checkpointing of unrolled blocks then saves nothing and costs
+# extra buffers (ViT-B/16 train step at batch 32: XLA temp 6.88 -> 7.74 GiB, docs/large-models.md).
+# Keeping the barriers (they are no-ops at run time) restores the saving; without remat the step
+# has no barriers and compiles the same. Other backends keep theirs until scheduling.
+CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
+def compiler_options(devices) -> dict | None:
+    """The XLA options of the jitted train step on these devices (CPU_COMPILER_OPTIONS on CPUs)."""
+    return CPU_COMPILER_OPTIONS if all(d.platform == "cpu" for d in devices) else None
+
+
 def make_mesh() -> Mesh:
     """All devices (of all hosts) on one 'data' axis, host by host: host k's devices then hold the
     k-th part of every global batch, the part its loader reads."""
@@ -146,7 +161,8 @@ class Steps:
     def compile(self, state_sharding, batch_sharding, replicated):
         """Jitted steps with explicit shardings; the train state's buffers are donated."""
         train = jax.jit(self.train_fn, in_shardings=(state_sharding, batch_sharding, replicated),
-                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+                        out_shardings=(state_sharding, replicated), donate_argnums=0,
+                        compiler_options=compiler_options(batch_sharding.mesh.devices.flat))
         evaluate = jax.jit(self.eval_fn, in_shardings=(state_sharding["params"], state_sharding["rest"], batch_sharding),
                            out_shardings=replicated)
         return train, evaluate
