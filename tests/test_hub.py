@@ -181,8 +181,10 @@ def test_hf_hub_transformers_repository(hub):
     cache_repo(hub, "someone/deit-tiny", {"model.safetensors": safetensors_bytes(as_hf(w, cfg)),
                                            "config.json": json.dumps(config).encode()})
     ckpt = read_checkpoint("hf-hub:someone/deit-tiny")
-    # config.json gives no layer_norm_eps: transformers builds the model with its default, 1e-12
-    assert ckpt.config == cfg.replace(norm_eps=1e-12) and ckpt.meta["source_layout"] == "hf"
+    # config.json gives no layer_norm_eps: transformers builds the model with its default, 1e-12;
+    # other image sizes follow transformers' interpolation rule (docs/any-size.md).
+    assert ckpt.config == cfg.replace(norm_eps=1e-12, pos_embed_interp="transformers")
+    assert ckpt.meta["source_layout"] == "hf"
     assert ckpt.meta["class_names"] == [f"class {i}" for i in range(10)]
     assert_same(ckpt.weights, w)
 

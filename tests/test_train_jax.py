@@ -134,7 +134,8 @@ def test_vit_convert_reads_training_runs(reference_run, tmp_path, capsys):
     step = max((p for p in (reference_run / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     assert convert([str(step), str(tmp_path / "step.npz")]) == 0  # one step folder
     assert read_checkpoint(tmp_path / "step.npz").config == ckpt.config
-    assert convert([str(tmp_path), str(tmp_path / "x.npz")]) == 2
+    (plain := tmp_path / "plain").mkdir()  # a folder, but no run (DST outside it: vit-convert never writes into SRC)
+    assert convert([str(plain), str(tmp_path / "x.npz")]) == 2
     assert "neither a train.py workdir nor one of its checkpoint steps" in capsys.readouterr().err
 
 

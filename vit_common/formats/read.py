@@ -75,12 +75,12 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     try:
         weights = _to_canonical(src, source, path)
     except WeightsMismatchError:
-        if model is not None and src.config is not None:  # the name fights the config the file stores
+        if model is not None and src.config is not None and not structural:  # the name fights the stored config
             raise CheckpointError(_named_differs(path, model, src.config, source)) from None
         raise
     weights, casts = check_values(weights, what=str(path))
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
-    if src.config is None and "pos_embed_interp" not in overrides and hasattr(target, "pos_embed_interp"):
+    if (src.config is None or src.derived) and "pos_embed_interp" not in overrides and hasattr(target, "pos_embed_interp"):
         # Any size at call time as the file's source computes it (a stored config says it itself).
         target = target.replace(pos_embed_interp=pos_embed_interp_for(src.layout.name, getattr(target, "reg_tokens", 0)))
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)

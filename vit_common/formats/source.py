@@ -30,6 +30,7 @@ class Source:
     layout: Layout
     config: ModelConfig | None  # the config it carries (a Hub repository's config.json says it for pretrained names)
     meta: dict[str, Any]
+    derived: bool = False  # the config was read off another project's config.json, not stored by this one
 
     @functools.cached_property
     def implied(self) -> Implied:
@@ -51,7 +52,7 @@ def open_checkpoint(path: str | os.PathLike) -> Source:
         return src
     if path.is_dir() and is_hf_folder(path):  # transformers' save_pretrained folder
         weights, keys, layout, hf_config, meta = read_folder(path)
-        src = Source(weights, keys, layout, None, meta)
+        src = Source(weights, keys, layout, None, meta, derived=True)
         src.config = model_config(hf_config, *src.summary(src.implied.family), str(path))
         return src
     if path.is_dir():
@@ -66,4 +67,4 @@ def _repository(files: PretrainedFiles) -> Source:
     """A Hub repository's weights with what its config.json says (timm's or transformers')."""
     src = open_checkpoint(files.weights)
     config = repo_config(files, *src.summary(src.implied.family))
-    return Source(src.weights, src.keys, src.layout, config, {**src.meta, **repo_meta(files)})
+    return Source(src.weights, src.keys, src.layout, config, {**src.meta, **repo_meta(files)}, derived=True)
