@@ -23,31 +23,11 @@ NARROW = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2, num_classes=
 
 
 def trace_and_compile_s(depth: int, scanned: bool, remat: str | None, batch: int = 8) -> tuple[float, float]:
-    import jax
-    from flax import nnx
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from bench.train_step import random_batch
+    from bench.train_step import jax_train_setup
     from vit_common import get_config
-    from vit_common.train.recipe import TrainConfig
-    from vit_jax.models import build_model
-    from vit_jax.train.optim import make_optimizer
-    from vit_jax.train.step import Steps, initial_state, make_mesh, state_shardings
 
     cfg = get_config("vit_tiny_patch16_224", depth=depth, **NARROW)
-    model = build_model(cfg, rngs=nnx.Rngs(0), scan_layers=scanned)
-    model.train()
-    if remat:
-        model.set_grad_checkpointing(True, remat)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
-    tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=1000)
-    mesh = make_mesh()
-    state = initial_state(params, rest_template, tx)
-    shardings = state_shardings(mesh, state, fsdp=False)
-    train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
-        shardings, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
-    data = random_batch(cfg, batch)
+    train, state, data = jax_train_setup(cfg, batch, remat=remat, scan_layers=scanned)
     t0 = time.perf_counter()
     lowered = train.lower(state, data, {})
     t1 = time.perf_counter()

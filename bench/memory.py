@@ -53,30 +53,10 @@ def _measure(step) -> dict:
 
 def _jax_child(cfg, batch: int, remat: str | None) -> dict:
     import jax
-    from flax import nnx
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from bench.train_step import random_batch
-    from vit_common.train.recipe import TrainConfig
-    from vit_jax.models import build_model
-    from vit_jax.train.optim import make_optimizer
-    from vit_jax.train.step import Steps, initial_state, make_mesh, state_shardings
+    from bench.train_step import jax_train_setup
 
-    model = build_model(cfg, rngs=nnx.Rngs(0))
-    model.train()
-    if remat:
-        model.set_grad_checkpointing(True, remat)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    rest_template, params = nnx.to_pure_dict(rest), nnx.to_pure_dict(params)
-    tx = make_optimizer(TrainConfig(clip_grad_norm=1.0), steps_per_epoch=1000)
-    mesh = make_mesh()
-    state = initial_state(params, rest_template, tx)
-    shardings = state_shardings(mesh, state, fsdp=False)
-    state = jax.device_put(state, shardings)
-    train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
-        shardings, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
-    data = jax.device_put(random_batch(cfg, batch), NamedSharding(mesh, P("data")))
-    del model, params
+    train, state, data = jax_train_setup(cfg, batch, remat=remat)  # the model's own copy is freed on return
     compiled = train.lower(state, data, {}).compile()
     state_bytes = 4 * sum(x.nbytes for x in jax.tree.leaves(state["params"]))  # weights, grads, AdamW
     box = [state]

@@ -66,9 +66,12 @@ def random_batch(cfg, batch: int) -> dict[str, np.ndarray]:
     return data
 
 
-def jax_step(cfg, batch: int, dtype, remat: str | None = None, scan_layers: bool = False):
-    """remat: activation checkpointing's policy (full | dots); scan_layers: the blocks scanned."""
-    model = build_model(cfg, dtype=dtype, rngs=nnx.Rngs(0), **(dict(scan_layers=True) if scan_layers else {}))
+def jax_train_setup(cfg, batch: int, dtype=None, remat: str | None = None, scan_layers: bool = False):
+    """(the jitted train step, its sharded state, one sharded batch), built as train.py builds them;
+    shared by this script, bench/memory.py and bench/compile_time.py.
+    remat: activation checkpointing's policy (full | dots); scan_layers: the blocks scanned."""
+    model = build_model(cfg, **({} if dtype is None else dict(dtype=dtype)), rngs=nnx.Rngs(0),
+                        **(dict(scan_layers=True) if scan_layers else {}))
     model.train()
     if remat:
         model.set_grad_checkpointing(True, remat)
@@ -82,6 +85,12 @@ def jax_step(cfg, batch: int, dtype, remat: str | None = None, scan_layers: bool
     train, _ = Steps(graphdef, tx, 1, None, rest_template).compile(
         shardings, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
     data = jax.device_put(random_batch(cfg, batch), NamedSharding(mesh, P("data")))
+    return train, state, data
+
+
+def jax_step(cfg, batch: int, dtype, remat: str | None = None, scan_layers: bool = False):
+    """One train step of the JAX twin, as a no-argument callable (see jax_train_setup)."""
+    train, state, data = jax_train_setup(cfg, batch, dtype, remat, scan_layers)
     box = [state]
 
     def step():
