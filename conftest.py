@@ -3,6 +3,9 @@
 - Its own JAX compilation cache: a temporary folder for this run, shared by the pytest-xdist
   workers and every `train.py` child they start (they inherit the environment), removed at the end.
   In-process train() runs and the children then neither read nor fill the user's ~/.cache/twin-vit.
+  It keeps every executable, not only those that took a second to compile (JAX's default): a tiny
+  train.py run compiles ~40 small programs (model initialisation, evaluation), 4-5 s that each
+  later run with the same shapes then reads back instead.
 - Under pytest-xdist (`-n auto`) each worker computes on one thread, so the workers share the cores
   instead of each spreading over all of them: PJRT_NPROC sizes XLA's CPU thread pool (XLA reads
   it when the CPU client starts), --xla_cpu_multi_thread_eigen=false keeps Eigen's matrix products
@@ -16,6 +19,7 @@ _OWN_CACHE = None
 if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without xdist
     _OWN_CACHE = tempfile.mkdtemp(prefix="twin-vit-test-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from vit_data import AugmentConfig, Source, load_source, make_loader
 from vit_data.augment import RAND_OPS, augment_record, mix_batch, pad_and_crop, rand_augment, soft_targets
-from vit_data.sources import ArrayRecords, digits_split_indices
+from vit_data.sources import ArrayRecords, digits_arrays, digits_split_indices
 
 HEAVY = AugmentConfig(random_resized_crop=True, hflip=True, randaugment=(2, 9), pad_crop=2,
                       mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
@@ -56,6 +56,22 @@ def test_digits_source():
     assert len(load_source("digits", "train[:10%]")) == round(0.1 * 1438)
     with pytest.raises(ValueError, match="splits"):
         load_source("digits", "validation")
+
+
+def test_digits_are_scikit_learns_own():
+    """digits_arrays reads scikit-learn's file without importing it: the same arrays as load_digits,
+    and the split's images are its pixels scaled to 0..255."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels, labels = digits_arrays()
+    np.testing.assert_array_equal(pixels, digits.images)
+    np.testing.assert_array_equal(labels, digits.target)
+    keep = digits_split_indices(labels)["test"]
+    test = load_source("digits", "test")
+    expected = np.round(digits.images[keep] * (255 / 16)).astype(np.uint8)[..., None]
+    np.testing.assert_array_equal(np.stack([test[i]["image"] for i in range(len(test))]), expected)
+    np.testing.assert_array_equal([test[i]["label"] for i in range(len(test))], digits.target[keep])
 
 
 def write_idx(path, array, compress):
