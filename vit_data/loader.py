@@ -165,7 +165,9 @@ class Loader(Iterator[dict]):
         self._start(0)
 
     def _start(self, step: int) -> None:
-        import grain  # lazily: importing vit_data stays cheap
+        from vit_common.imports import import_without
+
+        grain = import_without("grain", "jax")  # lazily: importing vit_data stays cheap
 
         num_threads, prefetch, num_workers = self._read_ahead
         stop = sys.maxsize if self.num_batches is None else self.num_batches

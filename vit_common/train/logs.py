@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
-
-
-def _summary_writer_class():
-    """tensorboardX's SummaryWriter. tensorboardX imports torch, if installed, only to accept torch
-    tensors (2-3 s); we log floats, so a process that has not imported torch (a JAX run) keeps
-    torch out for that import."""
-    if "torch" in sys.modules or "tensorboardX" in sys.modules:
-        from tensorboardX import SummaryWriter
-        return SummaryWriter
-    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX allows
-    try:
-        from tensorboardX import SummaryWriter
-    finally:
-        del sys.modules["torch"]
-    return SummaryWriter
+from ..imports import import_without
 
 
 class RunLog:
@@ -36,7 +21,7 @@ class RunLog:
         self._tb = None
         if tensorboard:
             try:
-                SummaryWriter = _summary_writer_class()
+                SummaryWriter = import_without("tensorboardX", "torch").SummaryWriter
                 self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step or None)
             except ImportError:
                 pass

@@ -8,10 +8,11 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from vit_common.train.layer_decay import layer_ids, layer_scales
 from vit_common.train.recipe import TrainConfig
+
+from .fsdp import is_dtensor
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -71,7 +72,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     """The norm of all gradients together; under FSDP (sharded DTensors) a replicated DTensor."""
-    if grads and isinstance(grads[0], DTensor):
+    if grads and is_dtensor(grads[0]):
         return torch.nn.utils.get_total_norm(grads)  # each shard's norm, then a sum over the processes
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
 
