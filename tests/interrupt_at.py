@@ -21,6 +21,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from vit_common.train import run as run_module
 
+    if signum == signal.SIGINT:  # as Python sets it at start-up, whatever the test runner ignores
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     step_done = run_module.Progress.step
 
     def step_then_signal(self, step, metrics):

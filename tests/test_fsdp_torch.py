@@ -11,12 +11,17 @@ import time
 import numpy as np
 import pytest
 
-from tests.train_runs import ROOT, final_weights, run_train, saved_steps, train_cmd, train_env, train_losses
+import train as train_cli
+from tests.train_runs import ROOT, TINY, final_weights, run_train, saved_steps, train_cmd, train_env, train_losses
 
 pytest.importorskip("torch")
 
-# Drop path off: each process draws its own masks, so with it on the runs agree in law only.
-ARGS = ["--framework", "torch", "--epochs", "2", "--drop-path-rate", "0"]
+# Drop path off: each process draws its own masks, so with it on the runs agree in law only. On 640
+# training images: 20 steps per epoch, checkpoints every 8 steps and at epoch ends (8, 16, 20, 24,
+# 32, 40; the last three kept).
+ARGS = ["--framework", "torch", "--epochs", "2", "--drop-path-rate", "0", "--train-split", "train[:640]",
+        "--checkpoint-every", "8"]
+STEPS = 2 * 20
 FSDP = ["--sharding", "fsdp"]
 
 
@@ -56,7 +61,7 @@ def summary(workdir):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
-    run_train(root / "one", *ARGS)
+    assert train_cli.main(TINY + ARGS + ["--workdir", str(root / "one")]) == 0  # one process: this one
     run_train(root / "two", *ARGS, *FSDP, launcher=torchrun())
     return root / "one", root / "two"
 
@@ -65,7 +70,7 @@ def test_two_fsdp_processes_train_what_one_process_trains(runs):
     one, two = runs
     assert summary(two)["devices"] == 2 and summary(two)["sharding"] == "fsdp"
     want, got = train_losses(one), train_losses(two)
-    assert len(want) == 88 and got.keys() == want.keys()
+    assert len(want) == STEPS and got.keys() == want.keys()
     for step in want:  # float32: the cross-process sums (reduce-scatter) round in another order
         assert abs(got[step] - want[step]) <= 1e-4 * abs(want[step]), step
     assert summary(two)["test_accuracy"] == summary(one)["test_accuracy"]
@@ -90,7 +95,7 @@ def test_fsdp_checkpoints_are_sharded_and_read_by_vit_convert(runs, tmp_path):
     from vit_common.cli.vit_convert import main as convert
 
     _, two = runs
-    newest = two / "checkpoints" / "step_000000088.dcp"
+    newest = two / "checkpoints" / f"step_{STEPS:09d}.dcp"
     assert sorted(p.name for p in newest.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]  # one per rank
     assert convert([str(two), str(tmp_path / "last.npz")]) == 0
     last = read_checkpoint(tmp_path / "last.npz").weights
@@ -105,7 +110,7 @@ def test_both_fsdp_processes_sigkilled_then_restarted_resume_bit_exactly(runs, t
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while not saved_steps(workdir):  # the first finished checkpoint (step 20)
+        while not saved_steps(workdir):  # the first finished checkpoint (step 8 of 40)
             assert proc.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
             time.sleep(0.02)
     finally:
@@ -119,7 +124,7 @@ def test_both_fsdp_processes_sigkilled_then_restarted_resume_bit_exactly(runs, t
         while any(alive(pid) for pid in ranks):  # gone before the restart reads their folder
             time.sleep(0.05)
     kept = saved_steps(workdir)
-    assert kept and max(kept) < 88 and not (workdir / "final.npz").exists()
+    assert kept and max(kept) < STEPS and not (workdir / "final.npz").exists()
     out = run_train(workdir, *ARGS, *FSDP, launcher=torchrun())
     assert f"resumed from step {max(kept)}" in out.stdout  # the newest checkpoint the killed run finished
     want, got = final_weights(reference), final_weights(workdir)

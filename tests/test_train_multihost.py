@@ -13,9 +13,11 @@ from tests.train_runs import (final_weights, finish_processes, interrupt_launche
                               saved_steps, start_processes, train_losses)
 
 # Wide enough that FSDP really shards the MLP kernels (arrays of >= 2^14 elements); MixUp and
-# CutMix on, so the pairs must span the global batch across the two hosts.
-WIDE = ["--epochs", "1", "--mixup-alpha", "0.8", "--cutmix-alpha", "1.0",
-        "--model-args", '{"embed_dim": 128, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}']
+# CutMix on, so the pairs must span the global batch across the two hosts. One epoch of 320
+# training images: 10 steps, checkpoints after steps 4 and 8 and at the end.
+WIDE = ["--epochs", "1", "--mixup-alpha", "0.8", "--cutmix-alpha", "1.0", "--train-split", "train[:320]",
+        "--checkpoint-every", "4", "--model-args", '{"embed_dim": 128, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}']
+STEPS = 10
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_two_processes_equal_one_process_with_two_devices(sharding, two_process_
     for run in (one, two):
         assert json.loads((run / "summary.json").read_text())["devices"] == 2
     rows = (two / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 44 + 1  # one writer: every train step and the epoch's test row once
+    assert len(rows) == STEPS + 1  # one writer: every train step and the epoch's test row once
     want, got = train_losses(one), train_losses(two)
     assert want.keys() == got.keys()
     for step in want:  # float32; at most the order of the cross-device sums differs (NaN fails)
@@ -56,14 +58,14 @@ def test_two_processes_equal_one_process_with_two_devices(sharding, two_process_
 
 def test_both_processes_sigkilled_then_restarted_resume_bit_exactly(two_process_fsdp, tmp_path):
     workdir = tmp_path / "run"
-    # Each process kills itself right after step 30 (of 44), their checkpoint of step 20 on disk.
-    kill_at_30 = [interrupt_launcher(30, "SIGKILL")] * 2
-    procs = start_processes(workdir, *WIDE, "--sharding", "fsdp", launchers=kill_at_30)
+    # Each process kills itself right after step 6 (of 10), their checkpoint of step 4 on disk.
+    kill_at_6 = [interrupt_launcher(6, "SIGKILL")] * 2
+    procs = start_processes(workdir, *WIDE, "--sharding", "fsdp", launchers=kill_at_6)
     outputs = finish_processes(procs)
     assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2, outputs[0][-3000:]
-    assert saved_steps(workdir) == [20] and not (workdir / "final.npz").exists()
+    assert saved_steps(workdir) == [4] and not (workdir / "final.npz").exists()
     outputs = run_processes(workdir, *WIDE, "--sharding", "fsdp")
-    assert all("resumed from step 20 " in out for out in outputs)
+    assert all("resumed from step 4 " in out for out in outputs)
     want, got = final_weights(two_process_fsdp), final_weights(workdir)
     assert want.keys() == got.keys()
     for k in want:
@@ -75,8 +77,10 @@ def test_both_processes_sigkilled_then_restarted_resume_bit_exactly(two_process_
 def test_one_process_dying_stops_the_other(dies, tmp_path):
     workdir = tmp_path / "run"
     launchers = [(sys.executable,)] * 2
-    launchers[dies] = interrupt_launcher(30, "SIGKILL", wait=False)  # dies right after step 30 of 176
-    procs = start_processes(workdir, "--epochs", "4", "--heartbeat-timeout", "5", launchers=launchers)
+    # Dies right after step 2 of 10, the other then waits in step 3's collectives (the recipe of the
+    # runs above: their compilations serve).
+    launchers[dies] = interrupt_launcher(2, "SIGKILL", wait=False)
+    procs = start_processes(workdir, *WIDE, "--sharding", "fsdp", "--heartbeat-timeout", "5", launchers=launchers)
     survivor = procs[1 - dies]
     try:
         procs[dies].wait(timeout=600)  # starting two processes takes minutes on a loaded machine

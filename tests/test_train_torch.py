@@ -16,12 +16,24 @@ from tests.train_runs import (ROOT, TINY, copy_finished_run, damage, final_weigh
 from vit_common import CheckpointError
 
 TORCH = ("--framework", "torch")
+# Every run of this module, its reference run included: on 640 training images, 20 steps per epoch,
+# checkpoints every 8 steps (and at epoch ends): two epochs save 8, 16, 20, 24, 32, 40 and keep the
+# last three. Enough training for the carried weights to classify most digits (see
+# test_runs_move_across_frameworks_with_init).
+RUN = [*TORCH, "--train-split", "train[:640]", "--checkpoint-every", "8"]
+ARGS = TINY + RUN  # for train.py's main() in this process
+STEPS = 20  # per epoch
+NEWEST, PREVIOUS = 40, 32  # the reference run's last two checkpoints
+
+
+def ckpt(step):
+    return f"step_{step:09d}.pt"
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    run_train(workdir, *TORCH)
+    run_train(workdir, *RUN)
     return workdir
 
 
@@ -30,64 +42,59 @@ def test_uninterrupted_run_leaves_everything_people_expect(reference_run):
     assert {"config.json", "metrics.jsonl", "summary.json", "final.npz", "training_curves.png", "tensorboard",
             "checkpoints"} <= names
     summary = json.loads((reference_run / "summary.json").read_text())
-    assert summary["framework"] == "torch" and summary["steps"] == 2 * 44 and 0 < summary["test_accuracy"] <= 1
+    assert summary["framework"] == "torch" and summary["steps"] == 2 * STEPS and 0 < summary["test_accuracy"] <= 1
     from vit_common import read_checkpoint
     ckpt = read_checkpoint(reference_run / "final.npz")
     assert ckpt.config.embed_dim == 32 and ckpt.meta["class_names"][:2] == ["0", "1"]
     assert len(list((reference_run / "checkpoints").glob("step_*.pt"))) == 3  # --keep-checkpoints
+    assert saved_steps(reference_run) == [24, 32, 40]
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(reference_run, tmp_path):
-    # Killed right after step 30 (of 44 per epoch), its checkpoint of step 20 on disk.
-    killed = subprocess.run(train_cmd(tmp_path, *TORCH, launcher=interrupt_launcher(30, "SIGKILL")), cwd=ROOT,
+def test_ctrl_c_then_sigterm_then_sigkill_each_resume_to_the_same_parameters(reference_run, tmp_path):
+    """One run stopped three ways in turn, each stop resumed by the next process: Ctrl-C, then
+    SIGTERM (both save the step they land after and exit 0), then SIGKILL (the newest checkpoint
+    on disk is all that is left; the steps after it are replayed). The end is bit-identical to the
+    uninterrupted run, and its log has no gaps or repeats."""
+    # Ctrl-C (SIGINT) right after step 3, before the first checkpoint: that step is saved, exit 0, no
+    # traceback (tests/interrupt_at.py gives the child Python's own Ctrl-C handler, whatever the test
+    # runner ignores).
+    stopped = subprocess.run(train_cmd(tmp_path, *RUN, launcher=interrupt_launcher(3, "SIGINT")), cwd=ROOT,
+                             env=train_env(), capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "Ctrl-C: saved step 3 " in stopped.stdout and "Traceback" not in stopped.stderr
+    assert "Ctrl-C: stopping after this step, once it is saved (Ctrl-C again: stop at once)" in stopped.stderr
+    assert saved_steps(tmp_path) == [3] and not (tmp_path / "final.npz").exists()
+    # SIGTERM right after step 12, between two checkpoints: that very step is saved, then the run exits 0.
+    stopped = subprocess.run(train_cmd(tmp_path, *RUN, launcher=interrupt_launcher(12, "SIGTERM")), cwd=ROOT,
+                             env=train_env(), capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "resumed from step 3 " in stopped.stdout and "changed recipe" not in stopped.stderr
+    assert "SIGTERM: saved step 12 " in stopped.stdout
+    assert saved_steps(tmp_path) == [3, 8, 12] and not (tmp_path / "final.npz").exists()
+    # SIGKILL right after step 30, mid-epoch (of 20 per epoch), past the epoch end: its checkpoint of step 24 on disk.
+    killed = subprocess.run(train_cmd(tmp_path, *RUN, launcher=interrupt_launcher(30, "SIGKILL")), cwd=ROOT,
                             env=train_env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert saved_steps(tmp_path) == [20] and not (tmp_path / "final.npz").exists()
-    resumed = run_train(tmp_path, *TORCH)
-    assert "resumed from step 20 " in resumed.stdout and "changed recipe" not in resumed.stderr
+    assert "resumed from step 12 " in killed.stdout
+    assert saved_steps(tmp_path) == [16, 20, 24] and not (tmp_path / "final.npz").exists()
+    resumed = run_train(tmp_path, *RUN)
+    assert "resumed from step 24 " in resumed.stdout and "changed recipe" not in resumed.stderr
     want, got = final_weights(reference_run), final_weights(tmp_path)
     assert want.keys() == got.keys()
     for k in want:  # drop path is on: its masks are a function of the step, so they replay exactly
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
-    assert train_losses(tmp_path) == train_losses(reference_run)
+    assert train_losses(tmp_path) == train_losses(reference_run)  # the log has no gaps or repeats
 
-
-def test_sigterm_saves_and_exits_cleanly(reference_run, tmp_path):
-    # SIGTERM right after step 30, between two checkpoints: that very step is saved, then the run exits 0.
-    stopped = subprocess.run(train_cmd(tmp_path, *TORCH, launcher=interrupt_launcher(30, "SIGTERM")), cwd=ROOT,
-                             env=train_env(), capture_output=True, text=True, timeout=300)
-    assert stopped.returncode == 0, stopped.stderr[-2000:]
-    assert "SIGTERM: saved step 30 " in stopped.stdout
-    assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
-    resumed = run_train(tmp_path, *TORCH)
-    assert "resumed from step 30 " in resumed.stdout
-    want, got = final_weights(reference_run), final_weights(tmp_path)
-    for k in want:
-        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
-
-
-
-def test_first_ctrl_c_saves_and_exits_cleanly(tmp_path):
-    # Ctrl-C (SIGINT) is handled as SIGTERM is: the step it lands after is saved, exit 0, no traceback
-    # (the resume from that save is SIGTERM's, tested above). SIGINT at its default in the child, so
-    # Python installs its Ctrl-C handler whatever the test runner ignores.
-    stopped = subprocess.run(train_cmd(tmp_path, *TORCH, launcher=interrupt_launcher(30, "SIGINT")), cwd=ROOT, env=train_env(),
-                             capture_output=True, text=True, timeout=300,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert stopped.returncode == 0, stopped.stderr[-2000:]
-    assert "Ctrl-C: saved step 30 " in stopped.stdout and "Traceback" not in stopped.stderr
-    assert "Ctrl-C: stopping after this step, once it is saved (Ctrl-C again: stop at once)" in stopped.stderr
-    assert saved_steps(tmp_path) == [20, 30] and not (tmp_path / "final.npz").exists()
 
 def test_two_ddp_processes_match_one_process(tmp_path):
     # Drop path off: each process draws its own masks, so with it on the runs agree in law only.
-    args = [*TORCH, "--epochs", "1", "--drop-path-rate", "0", "--grad-accum-steps", "2"]
-    run_train(tmp_path / "one", *args)
+    args = [*RUN, "--epochs", "1", "--drop-path-rate", "0", "--grad-accum-steps", "2"]
+    assert train_cli.main(TINY + args + ["--workdir", str(tmp_path / "one")]) == 0  # in this process: one process
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
     run_train(tmp_path / "two", *args, launcher=torchrun)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["devices"] == 2
     one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
-    assert len(one) == 44 and two.keys() == one.keys()
+    assert len(one) == STEPS and two.keys() == one.keys()
     for step in one:  # float32: only the order of the cross-process sums differs
         assert abs(two[step] - one[step]) / max(1.0, abs(one[step])) <= 1e-5, step
     # Not the parameters one by one: the attention key bias has an exactly zero gradient, and Adam
@@ -119,9 +126,10 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, l
 
 
 def test_deit_hard_distillation_from_a_teacher(reference_run, tmp_path):
-    result = run_train(tmp_path, *TORCH, "--model", "deit_tiny_distilled_patch16_224", "--teacher",
-                       str(reference_run / "final.npz"), "--epochs", "1")
-    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 44, result.stdout[-500:]
+    # In this process: the run itself is the point, not its process.
+    assert train_cli.main(ARGS + ["--workdir", str(tmp_path), "--model", "deit_tiny_distilled_patch16_224", "--teacher",
+                                  str(reference_run / "final.npz"), "--epochs", "1"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == STEPS
 
 
 def test_bfloat16_autocast_trains(tmp_path):
@@ -158,8 +166,12 @@ def test_runs_move_across_frameworks_with_init(reference_run, tmp_path, capsys):
     final = final_weights(reference_run)  # the same step (the last) and weights
     for k in final:
         np.testing.assert_array_equal(latest[k], final[k], err_msg=k)
-    run_train(tmp_path / "jax", "--init", str(reference_run), "--epochs", "1", "--lr", "1e-4")
-    run_train(tmp_path / "torch", *TORCH, "--init", str(tmp_path / "jax" / "final.npz"), "--epochs", "1", "--lr", "1e-4")
+    # Both runs in this process (the weights' way across is the point, not the processes).
+    jax_args = TINY + RUN[2:]  # the reference's recipe, with the JAX engine
+    assert train_cli.main(jax_args + ["--workdir", str(tmp_path / "jax"), "--init", str(reference_run), "--epochs", "1",
+                                      "--lr", "1e-4"]) == 0
+    assert train_cli.main(ARGS + ["--workdir", str(tmp_path / "torch"), "--init", str(tmp_path / "jax" / "final.npz"),
+                                  "--epochs", "1", "--lr", "1e-4"]) == 0
     first_loss = train_losses(tmp_path / "jax")[1]
     assert first_loss < train_losses(reference_run)[1]  # it starts from the trained weights, not from scratch
     assert json.loads((tmp_path / "torch" / "summary.json").read_text())["test_accuracy"] > 0.5
@@ -167,11 +179,12 @@ def test_runs_move_across_frameworks_with_init(reference_run, tmp_path, capsys):
 
 def test_truncated_newest_checkpoint_is_named_and_the_run_resumes_bit_identical(reference_run, tmp_path):
     run = copy_finished_run(reference_run, tmp_path / "run")
-    newest = run / "checkpoints" / "step_000000088.pt"
+    newest = run / "checkpoints" / ckpt(NEWEST)
     damage(newest, "truncate")
-    resumed = run_train(run, *TORCH)
-    assert resumed.stderr.count("is unreadable") == 1 and f"checkpoint {newest} (step 88) is unreadable" in resumed.stderr
-    assert "resumed from step 80" in resumed.stdout and newest.with_name(newest.name + ".unreadable").is_file()
+    resumed = run_train(run, *RUN)
+    assert (resumed.stderr.count("is unreadable") == 1
+            and f"checkpoint {newest} (step {NEWEST}) is unreadable" in resumed.stderr)
+    assert f"resumed from step {PREVIOUS}" in resumed.stdout and newest.with_name(newest.name + ".unreadable").is_file()
     want, got = final_weights(reference_run), final_weights(run)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -186,13 +199,13 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference_run,
     run = tmp_path / "run"
     shutil.copytree(reference_run / "checkpoints", run / "checkpoints")
     shutil.copy(reference_run / "config.json", run)
-    damage(run / "checkpoints" / "step_000000088.pt", how)
+    damage(run / "checkpoints" / ckpt(NEWEST), how)
     named = how != "delete"  # a deleted file is simply not there
     _, _, meta = read_training_run(run)  # --init, vit-convert, --teacher
-    assert "(step 80)" in meta["source"] and ("(step 88) is unreadable" in capsys.readouterr().err) == named
+    assert f"(step {PREVIOUS})" in meta["source"] and (f"(step {NEWEST}) is unreadable" in capsys.readouterr().err) == named
     step, state = RunCheckpointer(run, keep=3).restore_latest(rank=0, world=1)
-    assert step == 80 and ("(step 88) is unreadable" in capsys.readouterr().err) == named
-    want = torch.load(reference_run / "checkpoints" / "step_000000080.pt", weights_only=True)
+    assert step == PREVIOUS and (f"(step {NEWEST}) is unreadable" in capsys.readouterr().err) == named
+    want = torch.load(reference_run / "checkpoints" / ckpt(PREVIOUS), weights_only=True)
     for k, v in want["model"].items():
         assert torch.equal(state["model"][k], v), k
     for path in (run / "checkpoints").glob("step_*.pt"):
@@ -203,15 +216,15 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference_run,
 
 def test_resume_with_a_recipe_that_changes_the_saved_state(reference_run, tmp_path, capsys):
     run = copy_finished_run(reference_run, tmp_path / "run")
-    (run / "checkpoints" / "step_000000088.pt").unlink()  # resume at 80: 8 steps to go
-    args = TINY + [*TORCH, "--workdir", str(run)]
+    (run / "checkpoints" / ckpt(NEWEST)).unlink()  # resume at the step before: 8 steps to go
+    args = ARGS + ["--workdir", str(run)]
     deeper = ["--model-args", '{"embed_dim": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0}']
     assert train_cli.main(args + deeper) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "model_args.depth: 2 -> 3" in err and not (run / "final.npz").exists()
     assert train_cli.main(args + ["--ema-decay", "0.99"]) == 0
     out = capsys.readouterr().out
-    assert "resumed from step 80" in out and "no EMA weights; they start from the restored weights" in out
+    assert f"resumed from step {PREVIOUS}" in out and "no EMA weights; they start from the restored weights" in out
 
 
 def test_resume_takes_the_recipes_optimizer_settings_not_the_saved_ones(reference_run, tmp_path, capsys):
@@ -239,8 +252,8 @@ def test_resume_takes_the_recipes_optimizer_settings_not_the_saved_ones(referenc
     assert {g["betas"] for g in new.param_groups} == {(0.9, 0.99)}
     assert all(len(new.state[p]) for p in model.parameters())  # and the moments came back
     run = copy_finished_run(reference_run, tmp_path / "run")
-    (run / "checkpoints" / "step_000000088.pt").unlink()
-    assert train_cli.main(TINY + [*TORCH, "--workdir", str(run), "--layer-decay", "0.75"]) == 2
+    (run / "checkpoints" / ckpt(NEWEST)).unlink()
+    assert train_cli.main(ARGS + ["--workdir", str(run), "--layer-decay", "0.75"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "layer_decay: None -> 0.75" in err
 
