@@ -10,6 +10,9 @@
   instead of each spreading over all of them: PJRT_NPROC sizes XLA's CPU thread pool (XLA reads
   it when the CPU client starts), --xla_cpu_multi_thread_eigen=false keeps Eigen's matrix products
   on the calling thread, OMP_NUM_THREADS and set_num_threads do the same for torch.
+- The heaviest files go first. `--dist loadfile` hands whole files to the workers in collection
+  order (once xdist's own reordering by test count is off), so the long files start at once and
+  the many short ones fill in at the end, instead of a long file running alone after the rest.
 """
 import os
 import shutil
@@ -33,3 +36,35 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pytest_unconfigure(config):
     if _OWN_CACHE:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+# Files in order of measured cost, heaviest first (idle 2-core run; docs/testing.md); the rest follow
+# in collection order. An outdated list only costs balance, never a test.
+HEAVY_FIRST = (
+    "tests/test_train_multihost.py",
+    "tests/test_train_jax.py",
+    "tests/test_docs.py",
+    "parity_tests/test_export_runtimes.py",
+    "parity_tests/test_gradient_parity.py",
+    "parity_tests/test_training_parity.py",
+    "tests/test_train_torch.py",
+    "tests/test_scan_jax.py",
+    "parity_tests/test_any_size.py",
+    "parity_tests/test_forward_parity.py",
+    "tests/test_remat.py",
+    "tests/test_readme_promises.py",
+    "tests/test_jax_model.py",
+    "tests/test_fsdp_torch.py",
+    "tests/test_run_speed.py",
+    "parity_tests/test_forward_parity_full.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order set below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: files stay whole
