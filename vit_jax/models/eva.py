@@ -18,12 +18,12 @@ from flax import nnx
 from vit_common import EvaConfig
 from vit_common.config.rope import rope_tables
 
+from .dense import DenseFeatures
 from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
 from .fast_ops import patch_matmul
 from vit_common.config.dynamic import grid_of
-from vit_common.predict.dense import take_indices
 
-from .layers import (Buffer, DropPath, attention, check_images, dense_output, fit_to_patches, layer_norm, normal_02,
+from .layers import (Buffer, DropPath, attention, check_images, fit_to_patches, layer_norm, normal_02,
                      resample_pos_embed, zeros)
 
 HEAD_INIT_SCALE = 1e-3  # timm's Eva scales its initial head by this
@@ -191,7 +191,7 @@ class EvaBlock(nnx.Module):
         return x + self.drop_path2(y), weights
 
 
-class Eva(nnx.Module):
+class Eva(DenseFeatures, nnx.Module):
     def __init__(self, cfg: EvaConfig, *, dtype=jnp.float32, rngs: nnx.Rngs, scan_layers: bool = False):
         """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision).
         scan_layers: blocks stacked and scanned, as in VisionTransformer."""
@@ -255,6 +255,9 @@ class Eva(nnx.Module):
         prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
         return resample_pos_embed(self.pos_embed[...], prefix, cfg.grid_size, grid, cfg.pos_embed_interp)
 
+    def block_args(self, grid: tuple[int, int]) -> tuple:
+        return (self.rope(grid),)
+
     def rope(self, grid: tuple[int, int] | None = None):
         """(sin, cos) of the grid: the buffers at the model's grid, else tables cached per shape
         (constants of the trace: one compilation per shape)."""
@@ -263,9 +266,6 @@ class Eva(nnx.Module):
         if grid is None or grid == (self.cfg.grid_size, self.cfg.grid_size):
             return self.rope_sin[...], self.rope_cos[...]
         return tuple(jnp.asarray(t) for t in rope_tables(self.cfg, tuple(grid)))
-
-    def _final_norm(self, x: jax.Array) -> jax.Array:
-        return self.norm(x) if self.norm is not None else x
 
     def pool(self, x: jax.Array) -> jax.Array:
         """Tokens after the final norm (B, T, C) -> the features fed to the head."""
@@ -278,7 +278,7 @@ class Eva(nnx.Module):
     def forward_features(self, x: jax.Array) -> jax.Array:
         x, grid = self.embed(x)
         x = run_blocks(self.blocks, x, self.rope(grid), remat=self.grad_checkpointing, scanned=self.scan_layers)
-        return self._final_norm(x)
+        return self.final_norm(x)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.head_logits(self.pool(self.forward_features(x)))
@@ -289,35 +289,11 @@ class Eva(nnx.Module):
         """Without `indices`: logits (None without a head), pooled features, every block's output
         and (if asked) attention. With `indices`: dense features, as VisionTransformer's."""
         if indices is not None:
-            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+            return self.dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
                                              stop_early)
         x, grid = self.embed(x)
         x, hidden, maps = run_blocks_with_intermediates(self.blocks, x, self.rope(grid), attention=attention,
                                                         scanned=self.scan_layers)
-        pooled = self.pool(self._final_norm(x))
+        pooled = self.pool(self.final_norm(x))
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return EvaOutput(logits, pooled, hidden, maps)
-
-    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
-        taken = take_indices(len(self.blocks), indices)
-        x, grid = self.embed(x)
-        rope = self.rope(grid)
-        out = []
-        for i, block in enumerate(self.blocks):
-            if stop_early and i > max(taken):
-                break
-            x, _ = block(x, rope)
-            if i in taken:
-                patches, prefix = dense_output(self._final_norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
-                                               output_fmt)
-                out.append((patches, prefix) if return_prefix_tokens else patches)
-        return out if intermediates_only else (self._final_norm(x), out)
-
-    def get_intermediate_layers(self, x: jax.Array, n=1, reshape: bool = False, return_class_token: bool = False,
-                                norm: bool = True):
-        """DINOv2's get_intermediate_layers (see VisionTransformer's)."""
-        if not self.cfg.class_token and return_class_token:
-            raise ValueError("return_class_token=True needs a model with a class token")
-        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NHWC" if reshape else "NLC",
-                                          return_prefix_tokens=True, intermediates_only=True)
-        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

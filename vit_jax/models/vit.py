@@ -9,10 +9,10 @@ from flax import nnx
 
 from vit_common import ViTConfig, fixed_pos_embed
 
-from vit_common.predict.dense import take_indices
 
+from .dense import DenseFeatures
 from .blocks import run_blocks, run_blocks_with_intermediates, stack_blocks
-from .layers import (AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, dense_output, make_norm,
+from .layers import (AttentionPoolLatent, Block, Buffer, PatchEmbed, PreLogits, make_norm,
                      resample_pos_embed, zeros)
 
 
@@ -24,7 +24,7 @@ class ViTOutput(NamedTuple):
     pool_attention: jax.Array | None = None  # the MAP probe's attention over the tokens, (B, heads, 1, T)
 
 
-class VisionTransformer(nnx.Module):
+class VisionTransformer(DenseFeatures, nnx.Module):
     def __init__(self, cfg: ViTConfig, *, dtype=jnp.float32, rngs: nnx.Rngs, scan_layers: bool = False):
         """`dtype` is the compute dtype; parameters stay float32 (bf16 mixed precision).
         scan_layers: the blocks' parameters stacked on a leading depth axis and run with nnx.scan
@@ -159,38 +159,10 @@ class VisionTransformer(nnx.Module):
         the last block taken (the final tokens are then those of that block).
         """
         if indices is not None:
-            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+            return self.dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
                                              stop_early)
         x, _ = self.embed(x)
         x, hidden, maps = run_blocks_with_intermediates(self.blocks, x, attention=attention, scanned=self.scan_layers)
         pooled, probe = self.pool_with_weights(self.norm(x) if self.norm is not None else x, attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return ViTOutput(logits, pooled, hidden, maps, probe)
-
-    def _final_norm(self, x: jax.Array) -> jax.Array:
-        return self.norm(x) if self.norm is not None else x
-
-    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
-        taken = take_indices(len(self.blocks), indices)
-        x, grid = self.embed(x)
-        out = []
-        for i, block in enumerate(self.blocks):
-            if stop_early and i > max(taken):
-                break
-            x, _ = block(x)
-            if i in taken:
-                patches, prefix = dense_output(self._final_norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
-                                               output_fmt)
-                out.append((patches, prefix) if return_prefix_tokens else patches)
-        return out if intermediates_only else (self._final_norm(x), out)
-
-    def get_intermediate_layers(self, x: jax.Array, n=1, reshape: bool = False, return_class_token: bool = False,
-                                norm: bool = True):
-        """DINOv2's get_intermediate_layers: a tuple of the chosen blocks' patch tokens (an int n:
-        the last n blocks), normed by default, registers dropped; (B, H', W', C) if `reshape`, else
-        (B, N, C); each paired with its class token (B, C) if `return_class_token`."""
-        if not self.cfg.class_token and return_class_token:
-            raise ValueError("return_class_token=True needs a model with a class token")
-        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NHWC" if reshape else "NLC",
-                                          return_prefix_tokens=True, intermediates_only=True)
-        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

@@ -19,10 +19,10 @@ from vit_common import EvaConfig
 from vit_common.config.rope import rope_tables
 
 from vit_common.config.dynamic import grid_of
-from vit_common.predict.dense import take_indices
 
+from .dense import DenseFeatures
 from .blocks import run_blocks
-from .layers import (DropPath, attention, check_images, dense_output, fit_to_patches, layer_norm,
+from .layers import (DropPath, attention, check_images, fit_to_patches, layer_norm,
                      resample_pos_embed, timm_linear_init_)
 
 HEAD_INIT_SCALE = 1e-3  # timm's Eva scales its initial head by this
@@ -172,7 +172,7 @@ class EvaBlock(nn.Module):
         return x + self.drop_path2(y), weights
 
 
-class Eva(nn.Module):
+class Eva(DenseFeatures, nn.Module):
     def __init__(self, cfg: EvaConfig):
         super().__init__()
         self.cfg = cfg
@@ -243,6 +243,9 @@ class Eva(nn.Module):
         prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
         return resample_pos_embed(self.pos_embed, prefix, cfg.grid_size, grid, cfg.pos_embed_interp)
 
+    def block_args(self, grid: tuple[int, int]) -> tuple:
+        return (self.rope(grid),)
+
     def rope(self, grid: tuple[int, int] | None = None):
         """(sin, cos) of the grid: the buffers at the model's grid, else tables cached per shape."""
         if self.rope_sin is None:
@@ -270,7 +273,7 @@ class Eva(nn.Module):
         """Without `indices`: logits (None without a head), pooled features, every block's output
         and (if asked) attention. With `indices`: dense features, as VisionTransformer's."""
         if indices is not None:
-            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+            return self.dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
                                              stop_early)
         x, grid = self.embed(x)
         rope = self.rope(grid)
@@ -283,27 +286,3 @@ class Eva(nn.Module):
         pooled = self.pool(self.norm(x))
         logits = self.head(self.head_drop(pooled)) if self.cfg.num_classes else None
         return EvaOutput(logits, pooled, hidden, maps)
-
-    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
-        taken = take_indices(len(self.blocks), indices)
-        x, grid = self.embed(x)
-        rope = self.rope(grid)
-        out = []
-        for i, block in enumerate(self.blocks):
-            if stop_early and i > max(taken):
-                break
-            x, _ = block(x, rope)
-            if i in taken:
-                patches, prefix = dense_output(self.norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
-                                               output_fmt)
-                out.append((patches, prefix) if return_prefix_tokens else patches)
-        return out if intermediates_only else (self.norm(x), out)
-
-    def get_intermediate_layers(self, x: torch.Tensor, n=1, reshape: bool = False, return_class_token: bool = False,
-                                norm: bool = True):
-        """DINOv2's get_intermediate_layers (see VisionTransformer's)."""
-        if not self.cfg.class_token and return_class_token:
-            raise ValueError("return_class_token=True needs a model with a class token")
-        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NCHW" if reshape else "NLC",
-                                          return_prefix_tokens=True, intermediates_only=True)
-        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)

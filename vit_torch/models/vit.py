@@ -8,10 +8,10 @@ from torch import nn
 
 from vit_common import ViTConfig, fixed_pos_embed
 
-from vit_common.predict.dense import take_indices
 
+from .dense import DenseFeatures
 from .blocks import run_blocks
-from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, dense_output, make_norm, resample_pos_embed
+from .layers import AttentionPoolLatent, Block, PatchEmbed, PreLogits, make_norm, resample_pos_embed
 
 
 class ViTOutput(NamedTuple):
@@ -22,7 +22,7 @@ class ViTOutput(NamedTuple):
     pool_attention: torch.Tensor | None = None  # the MAP probe's attention over the tokens, (B, heads, 1, T)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(DenseFeatures, nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.cfg = cfg
@@ -139,7 +139,7 @@ class VisionTransformer(nn.Module):
         the last block taken (the final tokens are then those of that block).
         """
         if indices is not None:
-            return self._dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
+            return self.dense_intermediates(x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only,
                                              stop_early)
         x, _ = self.embed(x)
         hidden, maps = [], []
@@ -151,28 +151,3 @@ class VisionTransformer(nn.Module):
         pooled, probe = self.pool_with_weights(self.norm(x), attention)
         logits = self.head_logits(pooled) if self.cfg.num_classes else None
         return ViTOutput(logits, pooled, hidden, maps, probe)
-
-    def _dense_intermediates(self, x, indices, norm, output_fmt, return_prefix_tokens, intermediates_only, stop_early):
-        taken = take_indices(len(self.blocks), indices)
-        x, grid = self.embed(x)
-        out = []
-        for i, block in enumerate(self.blocks):
-            if stop_early and i > max(taken):
-                break
-            x, _ = block(x)
-            if i in taken:
-                patches, prefix = dense_output(self.norm(x) if norm else x, self.cfg.num_prefix_tokens, grid,
-                                               output_fmt)
-                out.append((patches, prefix) if return_prefix_tokens else patches)
-        return out if intermediates_only else (self.norm(x), out)
-
-    def get_intermediate_layers(self, x: torch.Tensor, n=1, reshape: bool = False, return_class_token: bool = False,
-                                norm: bool = True):
-        """DINOv2's get_intermediate_layers: a tuple of the chosen blocks' patch tokens (an int n:
-        the last n blocks), normed by default, registers dropped; (B, C, H', W') if `reshape`, else
-        (B, N, C); each paired with its class token (B, C) if `return_class_token`."""
-        if not self.cfg.class_token and return_class_token:
-            raise ValueError("return_class_token=True needs a model with a class token")
-        outs = self.forward_intermediates(x, indices=n, norm=norm, output_fmt="NCHW" if reshape else "NLC",
-                                          return_prefix_tokens=True, intermediates_only=True)
-        return tuple((p, prefix[:, 0]) if return_class_token else p for p, prefix in outs)
