@@ -73,8 +73,21 @@ def dino(request):
     return request.param, cfg, hf, tm, jm
 
 
+# The JAX twin runs jitted, as users run it: one compiled program per model and shape (op by op,
+# every primitive compiles on its own and a forward costs ~3x the CPU time).
+@nnx.jit
+def _jax_logits(model, x):
+    return model(x)
+
+
+@nnx.jit
+def _jax_features(model, x):
+    (patches, cls), = model.get_intermediate_layers(x, 1, reshape=True, return_class_token=True)
+    return model(x), patches, cls
+
+
 def _ours(twin, model, images_nhwc):
-    """(pooled, patch features (B, H', W', C) after the final norm) of a twin."""
+    """(pooled, patch features (B, H', W', C) after the final norm, class token) of a twin."""
     if twin == "torch":
         with torch.no_grad():
             x = torch.from_numpy(nhwc_to_nchw(images_nhwc))
@@ -82,9 +95,7 @@ def _ours(twin, model, images_nhwc):
             (patches, cls), = model.get_intermediate_layers(x, 1, reshape=True, return_class_token=True)
             return pooled, patches.permute(0, 2, 3, 1).numpy(), cls.numpy()
     with full_precision():
-        x = jax.numpy.asarray(images_nhwc)
-        (patches, cls), = model.get_intermediate_layers(x, 1, reshape=True, return_class_token=True)
-        return np.asarray(model(x)), np.asarray(patches), np.asarray(cls)
+        return tuple(np.asarray(a) for a in _jax_features(model, jax.numpy.asarray(images_nhwc)))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -125,8 +136,24 @@ def _timm_table(pos: np.ndarray, prefix: int, grid) -> np.ndarray:
     return np.concatenate([pos[:, :prefix], table.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1]).numpy()], 1)
 
 
-@pytest.mark.parametrize("twin", ["torch", "jax"])
-def test_timm_vit_at_160x224_matches_timms_dynamic_img_size(twin, record):
+def _twins_against(want, cfg, jax_model, weights, images, record, label):
+    """Both twins, `weights` loaded, on `images` (NHWC) against the reference logits `want`:
+    one row per twin in the parity table, and each twin within FLOAT32_TOL."""
+    tm = vit_torch.load_canonical_(vit_torch.models.build_model(cfg).eval(), weights)
+    with torch.no_grad():
+        got = {"torch": tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()}
+    jm = vit_jax.load_canonical_(jax_model, weights)
+    jm.eval()
+    with full_precision():
+        got["jax"] = np.asarray(_jax_logits(jm, jax.numpy.asarray(images)))
+    errors = {twin: rel_error(logits, want) for twin, logits in got.items()}
+    for twin, error in errors.items():
+        record(label, f"numpy -> {twin}", {"logits": error})
+    assert all(e <= FLOAT32_TOL for e in errors.values()), f"{label}: {errors}"
+
+
+def test_timm_vit_at_160x224_matches_timms_dynamic_img_size(record):
+    """Both twins on one set of weights against one reference computation."""
     cfg = get_config("vit_base_patch16_224", embed_dim=32, depth=2, num_heads=2, num_classes=5,
                      dynamic_img_size=True)
     model = vit_jax.models.build_model(cfg, rngs=nnx.Rngs(0))
@@ -134,29 +161,17 @@ def test_timm_vit_at_160x224_matches_timms_dynamic_img_size(twin, record):
     images = np.random.default_rng(2).uniform(-1, 1, (2, 160, 224, 3)).astype(np.float32)
     table = _timm_table(weights["Transformer/posembed_input/pos_embedding"], cfg.num_prefix_tokens, (10, 14))
     want = reference.forward(weights, cfg, images, posemb=table)[0]
-    if twin == "torch":
-        tm = vit_torch.load_canonical_(vit_torch.models.build_model(cfg).eval(), weights)
-        with torch.no_grad():
-            got = tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()
-    else:
-        jm = vit_jax.load_canonical_(model, weights)
-        jm.eval()
-        with full_precision():
-            got = np.asarray(jm(jax.numpy.asarray(images)))
-    error = rel_error(got, want)
-    record("any size timm ViT 160x224", f"numpy -> {twin}", {"logits": error})
-    assert error <= FLOAT32_TOL
+    _twins_against(want, cfg, model, weights, images, record, "any size timm ViT 160x224")
 
 
 EVA_CASES = {"eva02": ("eva02_tiny_patch14_224", dict(ref_feat_shape=7)), "dinov3": ("vit_base_patch16_dinov3", {})}
 
 
 @pytest.mark.parametrize("case", sorted(EVA_CASES))
-@pytest.mark.parametrize("twin", ["torch", "jax"])
-def test_eva_at_a_non_square_size_matches_timms(case, twin, record):
+def test_eva_at_a_non_square_size_matches_timms(case, record):
     """EVA-02 (abs table + 'cat' rope with ref_feat_shape) and DINOv3 (rope on coordinates
-    normalised per axis, no table) at 96 x 160: rope built for the 6 x 10 grid; EVA-02's table
-    resized by timm's rule."""
+    normalised per axis, no table) at 96 x 160, both twins: rope built for the 6 x 10 grid;
+    EVA-02's table resized by timm's rule."""
     preset, extra = EVA_CASES[case]
     cfg = get_config(preset, embed_dim=64, depth=1, num_heads=2, img_size=112, patch_size=16, num_classes=5,
                      dynamic_img_size=True, **extra)
@@ -168,48 +183,33 @@ def test_eva_at_a_non_square_size_matches_timms(case, twin, record):
         prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
         w["pos_embed"] = _timm_table(weights["pos_embed"], prefix, (6, 10))
     want = reference_eva.forward(w, cfg, images, grid=(6, 10))[0]
-    if twin == "torch":
-        tm = vit_torch.load_canonical_(vit_torch.models.build_model(cfg).eval(), weights)
-        with torch.no_grad():
-            got = tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()
-    else:
-        jm = vit_jax.load_canonical_(model, weights)
-        jm.eval()
-        with full_precision():
-            got = np.asarray(jm(jax.numpy.asarray(images)))
-    error = rel_error(got, want)
-    record(f"any size {case} 96x160", f"numpy -> {twin}", {"logits": error})
-    assert error <= FLOAT32_TOL
+    _twins_against(want, cfg, model, weights, images, record, f"any size {case} 96x160")
 
 
 VIT_FAMILIES = ["deit_small_distilled_patch16_224", "deit3_small_patch16_224", "vit_base_patch16_clip_224",
                 "vit_base_patch16_siglip_224", "aimv2_large_patch14_224"]
 
 
+@pytest.fixture(scope="module", params=VIT_FAMILIES)
+def family(request):
+    """(cfg, JAX model, perturbed canonical weights) of one family built for 32 px, shared by its sizes."""
+    cfg = get_config(request.param, embed_dim=32, depth=1, num_heads=2, img_size=32, patch_size=8, num_classes=5,
+                     dynamic_img_size=True)
+    model = vit_jax.models.build_model(cfg, rngs=nnx.Rngs(0))
+    return request.param, cfg, model, perturb(vit_jax.to_canonical(model), 0)
+
+
 @pytest.mark.parametrize("size", [(24, 40), (48, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("preset", VIT_FAMILIES)
-def test_each_vit_family_at_another_size_matches_the_numpy_reference(preset, size, record):
+def test_each_vit_family_at_another_size_matches_the_numpy_reference(family, size, record):
     """DeiT (distilled), DeiT III, CLIP, SigLIP (MAP head) and AIMv2, built for 32 px (a 4 x 4
     table), at a non-square size and at a larger square one: both twins against the float64
     reference fed timm's table (torch's antialiased bicubic)."""
-    cfg = get_config(preset, embed_dim=32, depth=1, num_heads=2, img_size=32, patch_size=8, num_classes=5,
-                     dynamic_img_size=True)
-    model = vit_jax.models.build_model(cfg, rngs=nnx.Rngs(0))
-    weights = perturb(vit_jax.to_canonical(model), 0)
+    preset, cfg, model, weights = family
     images = np.random.default_rng(6).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
     prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens
     table = _timm_table(weights["Transformer/posembed_input/pos_embedding"], prefix, (size[0] // 8, size[1] // 8))
     want = reference.forward(weights, cfg, images, posemb=table)[0]
-    tm = vit_torch.load_canonical_(vit_torch.models.build_model(cfg).eval(), weights)
-    with torch.no_grad():
-        got_torch = tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()
-    jm = vit_jax.load_canonical_(model, weights)
-    jm.eval()
-    with full_precision():
-        got_jax = np.asarray(jm(jax.numpy.asarray(images)))
-    errors = {"torch": rel_error(got_torch, want), "jax": rel_error(got_jax, want)}
-    record(f"any size {preset} {size[0]}x{size[1]}", "numpy -> twins", {"logits": max(errors.values())})
-    assert max(errors.values()) <= FLOAT32_TOL, errors
+    _twins_against(want, cfg, model, weights, images, record, f"any size {preset} {size[0]}x{size[1]}")
 
 
 def test_jax_traces_each_shape_once():
@@ -269,7 +269,7 @@ def test_swin_twins_agree_when_padded_to_whole_windows(swin_pair, size, record):
     with torch.no_grad():
         want = tm(torch.from_numpy(nhwc_to_nchw(images))).numpy()
     with full_precision():
-        got = np.asarray(jm(jax.numpy.asarray(images)))
+        got = np.asarray(_jax_logits(jm, jax.numpy.asarray(images)))
     error = rel_error(got, want)
     record(f"any size Swin {size[0]}x{size[1]}", "torch -> jax", {"logits": error})
     assert error <= FLOAT32_TOL
@@ -291,7 +291,8 @@ def test_dense_features_are_the_hidden_states_on_the_grid_in_both_twins():
         (normed,) = tm.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         early, _ = tm.forward_intermediates(x, indices=[1], stop_early=True)
     with full_precision():
-        jmaps = jm.forward_intermediates(jax.numpy.asarray(images), indices=[0, -1], intermediates_only=True)
+        jmaps = nnx.jit(lambda m, x: m.forward_intermediates(x, indices=[0, -1], intermediates_only=True))(
+            jm, jax.numpy.asarray(images))
     for (patches, prefix), block in zip(maps, (0, 2)):
         assert patches.shape == (2, 32, 3, 5) and prefix.shape == (2, 5, 32)
         np.testing.assert_array_equal(patches.permute(0, 2, 3, 1).reshape(2, 15, 32).numpy(),
