@@ -2,12 +2,17 @@
 weights), each run in its own runtime in a fresh process that does not import the project
 (onnxruntime, torch.export.load, jax alone), within 1e-5 of its twin at batch 1 and 3.
 
-Full size on purpose: the exporters trace real widths, depths, windows and rotary tables. ViT-B/16
-keeps its width, patch and 224 px but only 2 of its 12 blocks, for the suite's time (its export
-took 7 of the suite's minutes; its 12 blocks are the same block 12 times): at full depth its
-artifacts measured 1.4e-6 (onnxruntime) and 0 (torch.export, jax.export) on 2026-12-07 on a 2-core
-Intel Xeon @ 2.80GHz (`vit-export` of `vit_base_patch16_224`, see docs/deployment.md). Each family
-is exported once per format (module fixture) and each runtime runs all twelve artifacts in one process."""
+Each keeps its family's width, heads, patch, 224 px, head and parts (DeiT's distillation token and
+second head, Swin's four stages with shifted windows, masks and patch merging, EVA's rotary tables
+and SwiGLU) so the exporters trace the real shapes, but only 2 blocks per stack (Swin: 2 per stage,
+its third stage's 6 down to 2), for the suite's time: the ONNX exporter's cost grows with the graph
+(its rewriter tries every rule on every node), and the full depths took ~200 CPU seconds here, the
+suite's heaviest item. Their blocks are the same block repeated, so 2 of them trace every operator
+and the hand-over from one block to the next. At full depth the artifacts measured, on 2026-12-07
+on a 2-core Intel Xeon @ 2.80GHz: onnxruntime 1.4e-6 (ViT-B/16, `vit-export` of
+`vit_base_patch16_224`, see docs/deployment.md), 1.3e-6 (DeiT-S), 6.0e-7 (Swin-T) and 4.2e-7
+(EVA-02-T) (this module without the depth overrides); torch.export and jax.export 0 for all four. Each family is exported once per format (module fixture) and each
+runtime runs all twelve artifacts in one process."""
 from __future__ import annotations
 
 import json
@@ -27,7 +32,8 @@ from vit_common.export import CHECK_BATCHES, check_images
 
 FAMILIES = ("vit_base_patch16_224", "deit_small_distilled_patch16_224", "swin_tiny_patch4_window7_224",
             "eva02_tiny_patch14_224")
-REDUCED = {"vit_base_patch16_224": {"depth": 2}}  # see the module docstring
+REDUCED = {"vit_base_patch16_224": {"depth": 2}, "deit_small_distilled_patch16_224": {"depth": 2},  # see the docstring
+           "swin_tiny_patch4_window7_224": {"depths": (2, 2, 2, 2)}, "eva02_tiny_patch14_224": {"depth": 2}}
 RUNTIMES = {"onnx": "onnxruntime", "torch-export": "torch.export.load", "jax-export": "jax"}
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2", "jax-export": ".jax"}
 

@@ -48,8 +48,10 @@ def test_small_config(record, name, source):
     _check(record, name, *small(name), source, batch=4, own_tol=2e-5)
 
 
-# Full size once each, one direction each (the small grid covers both directions per option).
-@pytest.mark.parametrize("preset,source", [("vit_base_patch16_224", "torch"), ("deit_small_distilled_patch16_224", "jax")])
+# Full size once, one direction (the small grid covers both directions per option): DeiT-S
+# distilled, 12 blocks at head width 64 with both heads, is the plain ViT's full-size path and more;
+# ViT-B/16 here as well took twice as long again for the same blocks at another width.
+@pytest.mark.parametrize("preset,source", [("deit_small_distilled_patch16_224", "jax")])
 def test_full_size(record, preset, source):
     # 12 blocks compound the rounding, and this size was not measured per tensor here: the looser 1e-4.
     _check(record, preset, preset, {}, source, batch=2, own_tol=1e-4)
