@@ -10,6 +10,12 @@
   instead of each spreading over all of them: PJRT_NPROC sizes XLA's CPU thread pool (XLA reads
   it when the CPU client starts), --xla_cpu_multi_thread_eigen=false keeps Eigen's matrix products
   on the calling thread, OMP_NUM_THREADS and set_num_threads do the same for torch.
+- XLA compiles with LLVM's cheap settings (`--xla_backend_optimization_level=0`,
+  `--xla_llvm_disable_expensive_passes`), here and in every `train.py` child: most of the suite's
+  JAX time is compiling hundreds of small programs once each, not running them. The HLO
+  optimisations (fusion, buffer assignment, the remat barriers) still run. Results can differ
+  from an optimised build's in the last bits (a multiply-add fused or not), far inside every
+  tolerance; the bit-exact tests compare runs compiled alike.
 - The heaviest files go first. `--dist loadfile` hands whole files to the workers in collection
   order (once xdist's own reordering by test count is off), so the long files start at once and
   the many short ones fill in at the end, instead of a long file running alone after the rest.
@@ -23,6 +29,10 @@ if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without 
     _OWN_CACHE = tempfile.mkdtemp(prefix="twin-vit-test-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+_CHEAP_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+if not set(_CHEAP_COMPILE) <= set(os.environ.get("XLA_FLAGS", "").split()):  # workers inherit the controller's
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), *_CHEAP_COMPILE]))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))
