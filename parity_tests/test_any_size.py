@@ -230,12 +230,15 @@ def test_jax_traces_each_shape_once():
 
 
 def test_the_reader_records_the_source_rule():
-    from vit_common.config.dynamic import pos_embed_interp_for
+    from vit_common.config.dynamic import source_rule
+    from vit_common.formats.detect import layouts
 
-    assert [pos_embed_interp_for("dinov2", r) for r in (0, 4)] == ["dinov2", "dinov2_reg"]
-    assert [pos_embed_interp_for("hf_dinov2", r) for r in (0, 4)] == ["transformers", "transformers_reg"]
-    assert pos_embed_interp_for("hf", 0) == pos_embed_interp_for("hf_clip", 0) == "transformers"
-    assert pos_embed_interp_for("timm", 4) == pos_embed_interp_for("canonical", 0) == "timm"
+    rule = {name: (lambda reg, layout=layout: source_rule(layout.pos_embed_interp, reg))
+            for name, layout in layouts().items()}
+    assert [rule["dinov2"](r) for r in (0, 4)] == ["dinov2", "dinov2_reg"]
+    assert [rule["hf_dinov2"](r) for r in (0, 4)] == ["transformers", "transformers_reg"]
+    assert rule["hf"](0) == rule["hf_clip"](0) == rule["hf_siglip"](0) == "transformers"
+    assert rule["timm"](4) == rule["canonical"](0) == "timm"
 
 
 SWIN_TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),

@@ -31,15 +31,11 @@ POS_EMBED_INTERPS = {  # rule -> (antialias, offset added to the new side in the
     "transformers_reg": (True, 0.0),
 }
 
-# Checkpoint layouts (vit_common.formats) whose source interpolates otherwise than timm does.
-_LAYOUT_RULES = {"dinov2": ("dinov2", "dinov2_reg"), "hf_dinov2": ("transformers", "transformers_reg"),
-                 "hf": ("transformers",) * 2, "hf_clip": ("transformers",) * 2, "hf_siglip": ("transformers",) * 2}
 
-
-def pos_embed_interp_for(layout: str, reg_tokens: int = 0) -> str:
-    """The rule of the code that released a checkpoint in `layout` (with / without registers)."""
-    rules = _LAYOUT_RULES.get(layout)
-    return "timm" if rules is None else rules[bool(reg_tokens)]
+def source_rule(source: str, reg_tokens: int = 0) -> str:
+    """The rule of a source's code ('timm', 'dinov2', 'transformers': a checkpoint Layout's
+    `pos_embed_interp`) for a model with or without registers."""
+    return f"{source}_reg" if reg_tokens and f"{source}_reg" in POS_EMBED_INTERPS else source
 
 
 @functools.lru_cache(maxsize=128)

@@ -53,6 +53,10 @@ class Layout:
     # FAMILIES; with model_first, a named model's family (or the later families' options) comes first.
     preprocess: str | None = None
     model_first: bool = False
+    # How the code that released files in this layout resizes their position tables at another
+    # image size: a rule of config/dynamic.py ('timm', 'dinov2', 'transformers'; '_reg' added for
+    # models with registers where the source treats them otherwise).
+    pos_embed_interp: str = "timm"
 
     @property
     def output_name(self) -> str:

@@ -201,7 +201,7 @@ def _is_dinov3(keys: set[str]) -> bool:
 
 DINOV2 = Layout("dinov2", "DINOv2 torch.hub state dict", "mask_token, pos_embed, blocks.N.ls1.gamma",
                 _is_dinov2, dinov2_to_timm, names="timm", family="vit", implies=implied_dinov2, preprocess="dinov2_hub", write=write_dinov2,
-                suffixes=STATE_DICT_FILES)
+                suffixes=STATE_DICT_FILES, pos_embed_interp="dinov2")
 DINOV3 = Layout("dinov3", "DINOv3 torch.hub state dict", "storage_tokens, rope_embed.periods",
                 _is_dinov3, dinov3_to_timm, names="timm", family="eva", write=write_dinov3, suffixes=STATE_DICT_FILES)
 LAYOUTS = (DINOV3, DINOV2)

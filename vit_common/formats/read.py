@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import CONFIG_CLASSES, ConfigError, ModelConfig, config_class, get_config
 from ..errors import CheckpointError, WeightsMismatchError
-from ..config.dynamic import pos_embed_interp_for
+from ..config.dynamic import source_rule
 from ..weights import TIMM, Weights, check_weights
 from ..weights.adapt import ADAPTABLE, adapt
 from ..weights.canonical import check_values
@@ -82,7 +82,7 @@ def read_checkpoint(path: str | os.PathLike, model: str | None = None, *, posemb
     target = source.replace(**{k: v for k, v in overrides.items() if k in ADAPTABLE})
     if (src.config is None or src.derived) and "pos_embed_interp" not in overrides and hasattr(target, "pos_embed_interp"):
         # Any size at call time as the file's source computes it (a stored config says it itself).
-        target = target.replace(pos_embed_interp=pos_embed_interp_for(src.layout.name, getattr(target, "reg_tokens", 0)))
+        target = target.replace(pos_embed_interp=source_rule(src.layout.pos_embed_interp, getattr(target, "reg_tokens", 0)))
     weights, changes = adapt(weights, source, target, posemb_method=posemb_method, patch_method=patch_method)
     if casts or changes:
         meta["adapted"] = casts + changes

@@ -59,5 +59,6 @@ def write(timm: Weights, cfg: ViTConfig, meta: dict[str, Any]) -> tuple[Weights,
 
 LAYOUT = Layout("hf_clip", "HuggingFace transformers CLIP vision state dict",
                 "embeddings.class_embedding, pre_layrnorm...",
-                lambda keys: any(k.endswith("embeddings.class_embedding") for k in keys), to_timm, names="timm", preprocess="clip", family="vit")
+                lambda keys: any(k.endswith("embeddings.class_embedding") for k in keys), to_timm, names="timm", preprocess="clip", family="vit",
+                pos_embed_interp="transformers")
 FAMILY = Family(("clip_vision_model",), LAYOUT, hints, lambda cfg: isinstance(cfg, ViTConfig) and cfg.pre_norm, write)

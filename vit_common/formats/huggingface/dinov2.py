@@ -121,7 +121,8 @@ def _is_dinov2(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf_dinov2", "HuggingFace transformers DINOv2 state dict",
-                "embeddings.mask_token, encoder.layer.N.layer_scale1.lambda1...", _is_dinov2, to_timm, names="timm", preprocess="dinov2_hub", family="vit")
+                "embeddings.mask_token, encoder.layer.N.layer_scale1.lambda1...", _is_dinov2, to_timm, names="timm", preprocess="dinov2_hub", family="vit",
+                pos_embed_interp="transformers")
 FAMILY = Family(("dinov2", "dinov2_with_registers"), LAYOUT, hints,
                 lambda cfg: isinstance(cfg, ViTConfig) and (cfg.reg_tokens > 0 or cfg.init_values is not None
                                                             or cfg.mlp_layer == "swiglu_packed"),

@@ -57,6 +57,7 @@ def _is_siglip(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf_siglip", "HuggingFace transformers SigLIP vision state dict",
-                "embeddings.patch_embedding, post_layernorm, head.probe...", _is_siglip, to_timm, names="timm", preprocess="siglip", family="vit")
+                "embeddings.patch_embedding, post_layernorm, head.probe...", _is_siglip, to_timm, names="timm", preprocess="siglip", family="vit",
+                pos_embed_interp="transformers")
 FAMILY = Family(("siglip_vision_model",), LAYOUT, hints,
                 lambda cfg: isinstance(cfg, ViTConfig) and not cfg.class_token and cfg.norm_layer == "layernorm", write)

@@ -121,5 +121,5 @@ def _is_vit(keys: set[str]) -> bool:
 
 
 LAYOUT = Layout("hf", "HuggingFace transformers ViT/DeiT state dict", "vit.embeddings...", _is_vit, to_timm,
-                names="timm", family="vit", preprocess="google", model_first=True)
+                names="timm", family="vit", preprocess="google", model_first=True, pos_embed_interp="transformers")
 FAMILY = Family(("vit", "deit"), LAYOUT, hints, lambda cfg: isinstance(cfg, ViTConfig), write)
