@@ -2,7 +2,7 @@
 (--scan-layers): a narrow ViT, so the time is the program's size, not its arithmetic.
 
     python bench/compile_time.py                          # depths 6 12 24 48
-    python bench/compile_time.py --dry-run                # depths 1 2 (CI runs this)
+    python bench/compile_time.py --dry-run                # depths 1 2 (checks the script)
     python bench/compile_time.py --remat full             # with activation checkpointing too
 
 The whole train step (vit_jax.train.step: forward, loss, backward, clipping, AdamW) is lowered
@@ -37,15 +37,15 @@ def trace_and_compile_s(depth: int, scanned: bool, remat: str | None, batch: int
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depths", type=int, nargs="+", default=[6, 12, 24, 48])
+    parser.add_argument("--depths", type=int, nargs="+", help="default 6 12 24 48 (--dry-run: 1 2)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--remat", choices=["full", "dots"], default=None)
-    parser.add_argument("--dry-run", action="store_true", help="depths 1 and 2: checks the script")
+    parser.add_argument("--dry-run", action="store_true", help="depths 1 and 2 unless --depths: checks the script")
     args = parser.parse_args(argv)
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
-    depths = [1, 2] if args.dry_run else args.depths
+    depths = args.depths or ([1, 2] if args.dry_run else [6, 12, 24, 48])
     rows = []
     for depth in depths:
         times = {False: [], True: []}

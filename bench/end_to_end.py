@@ -21,6 +21,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# --dry-run's recipe: a tiny model, 2 steps.
+DRY_RUN_ARGS = ["--preset", "digits", "--epochs", "1", "--train-split", "train[:64]", "--test-split", "test[:32]",
+                "--img-size", "8", "--patch-size", "4", "--batch-size", "32",
+                "--model-args", '{"embed_dim": 32, "depth": 1, "num_heads": 2}']
 
 
 def measure(framework: str, train_args: list[str], workdir: Path) -> dict:
@@ -59,9 +63,7 @@ def main(argv=None) -> None:
         return one(*args.one, train_args)
     if args.dry_run:
         args.rounds = 1
-        train_args = ["--preset", "digits", "--epochs", "1", "--train-split", "train[:64]", "--test-split", "test[:32]",
-                      "--img-size", "8", "--patch-size", "4", "--batch-size", "32",
-                      "--model-args", '{"embed_dim": 32, "depth": 1, "num_heads": 2}', *train_args]
+        train_args = [*DRY_RUN_ARGS, *train_args]
     train_args = train_args or ["--preset", "fashion_mnist", "--epochs", "1"]
     results: dict[str, list[dict]] = {f: [] for f in args.frameworks}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:

@@ -1,12 +1,10 @@
 """Issue 24 (3): bad training data is found before training, in one line per problem that names the fix."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.train_runs import ROOT, TINY, train_env
+from tests.in_process import train_py
+from tests.train_runs import TINY
 from vit_common import ConfigError
 from vit_common.train.recipe import TrainConfig
 from vit_common.train.run import resolve_run
@@ -44,23 +42,24 @@ def test_corrupt_file_is_named_when_the_dataset_opens(two_hundred):
     assert len(source) == 199
 
 
-def run_train(workdir, dataset, *extra):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "--epochs", "1", "--framework", "torch",
-                           "--dataset", f"folder:{dataset}", "--workdir", str(workdir),
-                           "--model-args", '{"num_classes": 2}', *extra],
-                          cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=300)
+def run_train(monkeypatch, capsys, workdir, dataset, *extra):
+    """train.py in this process (tests/in_process.py): (exit code, stdout, stderr)."""
+    code = train_py(monkeypatch, *TINY, "--epochs", "1", "--framework", "torch", "--dataset", f"folder:{dataset}",
+                    "--workdir", workdir, "--model-args", '{"num_classes": 2}', *extra)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_train_stops_before_compiling_then_skips_with_the_flag(two_hundred, tmp_path):
-    result = run_train(tmp_path / "w", two_hundred)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    named = [line for line in result.stderr.splitlines() if "042.png" in line]
+def test_train_stops_before_compiling_then_skips_with_the_flag(two_hundred, tmp_path, monkeypatch, capsys):
+    code, out, err = run_train(monkeypatch, capsys, tmp_path / "w", two_hundred)
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    named = [line for line in err.splitlines() if "042.png" in line]
     assert len(named) == 1 and "is not readable" in named[0]
     assert not (tmp_path / "w" / "config.json").exists()  # nothing built, nothing written
-    result = run_train(tmp_path / "w", two_hundred, "--skip-bad-images")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"folder:{two_hundred} (train): skipped 1 unreadable image of 200 (--skip-bad-images)" in result.stdout
+    code, out, err = run_train(monkeypatch, capsys, tmp_path / "w", two_hundred, "--skip-bad-images")
+    assert code == 0, err[-2000:]
+    assert f"folder:{two_hundred} (train): skipped 1 unreadable image of 200 (--skip-bad-images)" in out
     assert (tmp_path / "w" / "final.npz").is_file()
 
 

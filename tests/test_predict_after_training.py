@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.train_runs import run_train
+from tests.in_process import train_py
+from tests.train_runs import TINY
 from vit_common.cli.vit_predict import main as vit_predict
 from vit_common.formats import read_checkpoint
 from vit_common.predict.preprocess import load_image, preprocess
@@ -45,9 +46,10 @@ def trained(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"pngs_{mode}")
     write_digit_pngs(root, mode)
     workdir = tmp_path_factory.mktemp(f"run_{framework}")
-    run_train(workdir, "--dataset", f"folder:{root}", "--framework", framework, "--epochs", "4",
-              "--batch-size", "14", "--lr", "3e-3", "--drop-path-rate", "0", "--checkpoint-every", "1000",
-              "--log-every", "10")
+    with pytest.MonkeyPatch.context() as monkeypatch:  # train.py's main() in this process
+        assert train_py(monkeypatch, *TINY, "--workdir", workdir, "--dataset", f"folder:{root}", "--framework",
+                        framework, "--epochs", "4", "--batch-size", "14", "--lr", "3e-3", "--drop-path-rate", "0",
+                        "--checkpoint-every", "1000", "--log-every", "10") == 0
     return framework, mode, root, workdir
 
 

@@ -42,48 +42,82 @@ def _test_rows(workdir):
     return [r for r in rows if r["kind"] == "test"]
 
 
-def test_jax_run_reports_step_and_run_rates_and_compiles_evaluation_once(tmp_path, caplog, monkeypatch):
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory):
+    """One finished JAX run (2 epochs of 4 steps, a padded last test batch), with what it compiled
+    and how often it evaluated: the rate, compile-once and rerun tests all read it."""
     import jax
 
     from vit_common.train.recipe import parse_train_args
     from vit_jax.train import train
 
+    workdir = tmp_path_factory.mktemp("jax_run")
     config = parse_train_args([*TINY, "--train-split", "train[:128]", "--test-split", "test[:40]",  # a padded last batch
-                               "--workdir", str(tmp_path)])
-    passes = _count_evaluations(monkeypatch)
-    jax.config.update("jax_log_compiles", True)
-    try:
-        with caplog.at_level(logging.WARNING):
+                               "--workdir", str(workdir)])
+    records, root = _Records(), logging.getLogger()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        passes = _count_evaluations(monkeypatch)
+        jax.config.update("jax_log_compiles", True)
+        root.addHandler(records)
+        try:
             summary = train(config, show_progress=False)
-    finally:
-        jax.config.update("jax_log_compiles", False)
+        finally:
+            root.removeHandler(records)
+            jax.config.update("jax_log_compiles", False)
+    return dict(workdir=workdir, summary=summary, passes=len(passes), test_rows=_test_rows(workdir),
+                compiles=[m[:40] for m in records.messages if m.startswith("Compiling jit(")])
+
+
+def test_jax_run_reports_step_and_run_rates_and_compiles_evaluation_once(jax_run):
+    summary, compiles = jax_run["summary"], jax_run["compiles"]
     # The step for the test set compiles once, whatever the last batch's size.
-    compiles = [r.getMessage()[:40] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
     assert sum(m.startswith("Compiling jit(eval_fn)") for m in compiles) == 1, compiles
     assert sum(m.startswith("Compiling jit(train_fn)") for m in compiles) == 1, compiles
     assert summary["steps"] == 8
     assert 0 < summary["images_per_s"] < summary["step_images_per_s"]
     assert set(summary["time_s"]) == {*PHASES, "other"} and summary["time_s"]["eval"] > 0
     # 2 epochs evaluate twice: the final result is the last epoch's, not a third pass over the same weights.
-    assert len(passes) == 2
-    last = _test_rows(tmp_path)[-1]
+    assert jax_run["passes"] == 2
+    last = jax_run["test_rows"][-1]
     assert (summary["test_accuracy"], summary["test_loss"]) == (last["accuracy"], last["loss"]) and last["step"] == 8
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_a_finished_run_evaluates_once_more_when_rerun(tmp_path, monkeypatch, framework):
+def test_a_finished_run_evaluates_once_more_when_rerun(tmp_path, monkeypatch, framework, request):
     """Rerunning a finished run's command resumes at its last step: no epoch ends there, so the
-    final evaluation is a pass of its own, and gives what the run's last epoch gave."""
+    final evaluation is a pass of its own, and gives what the run's last epoch gave. JAX reruns
+    (a copy of) the module's run; PyTorch, whose runs cost little, a 1-epoch run of its own."""
+    import shutil
+
     from vit_common.train.recipe import parse_train_args
 
     train = __import__(f"vit_{framework}.train", fromlist=["train"]).train
-    config = parse_train_args([*TINY, "--train-split", "train[:64]", "--test-split", "test[:40]", "--epochs", "1",
-                               "--framework", framework, "--workdir", str(tmp_path)])
+    if framework == "jax":
+        jax_run = request.getfixturevalue("jax_run")
+        shutil.copytree(jax_run["workdir"], tmp_path / "run")
+        args, first = ["--train-split", "train[:128]"], jax_run["summary"]
+        assert jax_run["passes"] == 2  # one per epoch: the last epoch's evaluation is the final one
+    else:
+        args = ["--train-split", "train[:64]", "--epochs", "1"]
+    config = parse_train_args([*TINY, *args, "--test-split", "test[:40]", "--framework", framework,
+                               "--workdir", str(tmp_path / "run")])
     passes = _count_evaluations(monkeypatch)
-    first = train(config, show_progress=False)
-    assert len(passes) == 1  # the epoch's evaluation is the final one
+    if framework == "torch":
+        first = train(config, show_progress=False)
+        assert len(passes) == 1  # the epoch's evaluation is the final one
+    before = len(passes)
     again = train(config, show_progress=False)
-    assert len(passes) == 2 and again["steps"] == first["steps"] == 2
+    assert len(passes) == before + 1  # one pass of its own
+    assert again["steps"] == first["steps"] == {"jax": 8, "torch": 2}[framework]
     assert (again["test_accuracy"], again["test_loss"]) == (first["test_accuracy"], first["test_loss"])
 
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.train_runs import ROOT, train_cmd, train_env
+from tests.in_process import train_py
+from tests.train_runs import ROOT, TINY, train_cmd, train_env
 from vit_common.train.lock import LOCK_NAME, WorkdirBusy, acquire, hold_workdir, release
 
 
@@ -25,7 +26,9 @@ def wait_for(path, proc, timeout=120):
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_second_train_py_on_a_held_workdir_stops_naming_the_holder(tmp_path, framework):
+def test_second_train_py_on_a_held_workdir_stops_naming_the_holder(tmp_path, framework, monkeypatch, capsys):
+    """The first run is a train.py process; the second, train.py's main() in this test's process
+    (tests/in_process.py): another process on the same host, as a second command would be."""
     workdir = tmp_path / "w"
     first = subprocess.Popen(train_cmd(workdir, "--framework", framework, "--epochs", "50"), cwd=ROOT,
                              env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -33,11 +36,12 @@ def test_second_train_py_on_a_held_workdir_stops_naming_the_holder(tmp_path, fra
         holder = wait_for(workdir / LOCK_NAME, first)  # held from here until the first run ends
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
         started = time.time()
-        second = subprocess.run(train_cmd(workdir, "--framework", framework), cwd=ROOT, env=train_env(),
-                                capture_output=True, text=True, timeout=120)
+        capsys.readouterr()
+        code = train_py(monkeypatch, *TINY, "--workdir", workdir, "--framework", framework)
+        stderr = capsys.readouterr().err
         assert first.poll() is None  # still holding it
-        assert second.returncode == 2, second.stderr[-2000:]
-        assert second.stderr.strip().splitlines() == [
+        assert code == 2, stderr[-2000:]
+        assert stderr.strip().splitlines() == [
             f"train.py: error: {workdir} is in use by another run: process {first.pid} on host "
             f"{socket.gethostname()} (started {holder['started']}); wait for it to finish, stop it, or train in "
             "another --workdir"]
