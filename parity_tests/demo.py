@@ -25,11 +25,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="folder for the converted weights (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="folder to keep the converted weights in (default: a temporary folder, removed at the end)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="vit-demo-"))
+    if args.out is not None:
+        return run(args, args.out)
+    with tempfile.TemporaryDirectory(prefix="vit-demo-") as out:  # a ViT-B file is 330 MiB: not left behind
+        return run(args, Path(out))
 
+
+def run(args, out: Path) -> int:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     model_t = vit_torch.create_model(args.model)

@@ -1,6 +1,7 @@
 """What the README promises and no other test ran: the demo command, the console scripts as pip
 installs them, each benchmark script's dry run, and JAX's persistent compilation cache."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ def test_the_demo_command_runs(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert "1. PyTorch vit_base_patch16_224" in out, out[-3000:]
+    written = re.search(r"converted to the canonical layout: (\S+) ", out).group(1)
+    assert written.endswith("vit_base_patch16_224.npz") and not Path(written).parent.exists()  # 330 MiB not left behind
 
 
 @pytest.mark.parametrize("script", ["vit-convert", "vit-parity", "vit-predict"])
