@@ -9,12 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.doc_blocks import ROOT, extract_blocks, refused_tags, run_page
+from tests.doc_blocks import ROOT, ForkServer, extract_blocks, refused_tags, run_page
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # Pages named in mkdocs.yml's nav before they are written: only these may be missing, and the
 # build stands in a one-line page for each (none now: every page exists).
 PENDING: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fork_server():
+    """The pages' Python sessions fork from one server (tests/doc_blocks.py), ended and waited for
+    with the module."""
+    yield
+    ForkServer.stop()
 
 
 def page_id(page: Path) -> str:
