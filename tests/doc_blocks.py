@@ -263,3 +263,23 @@ def run_page(page: Path, blocks: list[Block], parent: Path, timeout: float = BLO
     finally:
         if session:
             session.close()
+
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# Pages whose blocks run in tests/test_docs_pages.py, so pytest-xdist's --dist loadfile spreads the
+# pages over two workers (about half the blocks' time in each file); the rest run in test_docs.py.
+SECOND_FILE = {"docs/large-models.md", "docs/deployment.md", "docs/cpu-performance.md", "docs/parity.md",
+               "docs/benchmarks.md", "docs/formats.md"}
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def check_page(page: Path, parent: Path):
+    """Every block of the page runs, in order; none has a tag that would look runnable and not run."""
+    blocks = extract_blocks(page.read_text(), page_id(page))
+    assert not (refused := refused_tags(blocks)), "\n".join(refused)
+    failures, timings = run_page(page, blocks, parent)
+    print("\n".join(timings))
+    assert not failures, "\n".join(failures)
