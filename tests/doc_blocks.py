@@ -3,7 +3,8 @@
 The convention every page follows: each ```bash and ```python block runs, in page order, in one
 fresh temporary directory per page, where `train.py` and `bench/` are reachable as at the
 repository root (symlinks) and the project is importable. The page's python blocks share one
-interpreter (a name defined in one block is there in the next), so a page reads like a session.
+interpreter (a name defined in one block is there in the next), so a page reads like a session;
+that interpreter is forked from a server that imported the heavy libraries once (ForkServer).
 A block whose previous non-blank line is `<!-- skip: reason -->` is not run; ```text blocks
 are output examples. Untagged fences and shell or Python aliases (```sh, ```py, ...) are refused,
 so no block can look runnable and silently not run.
