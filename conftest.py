@@ -54,6 +54,7 @@ HEAVY_FIRST = (
     "tests/test_train_multihost.py",
     "tests/test_train_jax.py",
     "tests/test_docs.py",
+    "tests/test_docs_pages.py",  # the other half of test_docs.py's pages
     "parity_tests/test_export_runtimes.py",
     "parity_tests/test_gradient_parity.py",
     "parity_tests/test_training_parity.py",

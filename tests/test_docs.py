@@ -1,5 +1,6 @@
 """The documentation holds: every ```bash and ```python block of README.md and docs/*.md runs as
-pasted (tests/doc_blocks.py says how), and the MkDocs site builds with --strict."""
+pasted (tests/doc_blocks.py says how; the pages of doc_blocks.SECOND_FILE run in
+tests/test_docs_pages.py), and the MkDocs site builds with --strict."""
 import os
 import shutil
 import subprocess
@@ -9,25 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.doc_blocks import ROOT, extract_blocks, refused_tags, run_page
+from tests.doc_blocks import (PAGES, ROOT, SECOND_FILE, ForkServer, check_page, extract_blocks, page_id, refused_tags,
+                              run_page)
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # Pages named in mkdocs.yml's nav before they are written: only these may be missing, and the
 # build stands in a one-line page for each (none now: every page exists).
 PENDING: set[str] = set()
 
 
-def page_id(page: Path) -> str:
-    return str(page.relative_to(ROOT))
+@pytest.fixture(scope="module", autouse=True)
+def fork_server():
+    """The pages' Python sessions fork from one server (tests/doc_blocks.py), ended and waited for
+    with the module."""
+    yield
+    ForkServer.stop()
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+@pytest.mark.parametrize("page", [p for p in PAGES if page_id(p) not in SECOND_FILE], ids=page_id)
 def test_code_blocks_run(page, tmp_path):
-    blocks = extract_blocks(page.read_text(), page_id(page))
-    assert not (refused := refused_tags(blocks)), "\n".join(refused)
-    failures, timings = run_page(page, blocks, tmp_path)
-    print("\n".join(timings))
-    assert not failures, "\n".join(failures)
+    check_page(page, tmp_path)
+
+
+def test_every_page_runs_in_one_of_the_two_files():
+    assert SECOND_FILE <= {page_id(p) for p in PAGES}, "SECOND_FILE names a page that does not exist"
 
 
 def write(path: Path, text: str) -> Path:
