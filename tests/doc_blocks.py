@@ -3,8 +3,7 @@
 The convention every page follows: each ```bash and ```python block runs, in page order, in one
 fresh temporary directory per page, where `train.py` and `bench/` are reachable as at the
 repository root (symlinks) and the project is importable. The page's python blocks share one
-interpreter (a name defined in one block is there in the next), so a page reads like a session;
-that interpreter is forked from a server that imported the heavy libraries once (ForkServer).
+interpreter (a name defined in one block is there in the next), so a page reads like a session.
 A block whose previous non-blank line is `<!-- skip: reason -->` is not run; ```text blocks
 are output examples. Untagged fences and shell or Python aliases (```sh, ```py, ...) are refused,
 so no block can look runnable and silently not run.
@@ -86,132 +85,47 @@ def make_workdir(parent: Path) -> Path:
     return work
 
 
-# The page's Python session: reads "<where> <length>\n<code>" on stdin, runs it in one namespace,
-# and reports "ok" or "error" on the status pipe; output goes to the page's log.
-def serve_session(stdin, status):
-    import traceback
-    ns = {"__name__": "__main__"}
-    while True:
-        header = stdin.readline()
-        if not header:
-            break
-        where, size = header.rsplit(" ", 1)
-        code = stdin.read(int(size))
-        try:
-            exec(compile(code, where, "exec"), ns)
-            ok = True
-        except SystemExit as e:
-            ok = e.code in (None, 0)
-            if not ok:
-                traceback.print_exc()
-        except BaseException:
-            traceback.print_exc()
-            ok = False
-        sys.stdout.flush(); sys.stderr.flush()
-        status.write("ok\n" if ok else "error\n"); status.flush()
-
-
-# Every page's session is a fork of one interpreter that has imported the heavy libraries once
-# (about 4 s of CPU per page otherwise) and run nothing: no JAX backend, no torch thread pool, one
-# thread, so a fork is as clean as a fresh process. The session still starts from an empty
-# namespace in its page's directory, and each page's forked state dies with it. The server gets
-# (stdin, status, log) file descriptors with the page's directory over a Unix socket, forks, and
-# answers the child's pid.
-PRELOAD = ("numpy", "PIL.Image", "torch", "jax", "jax.numpy", "flax.nnx", "vit_common", "vit_jax", "vit_torch")
-FORK_SERVER = r"""
-import importlib, os, signal, socket, sys
-sys.path.insert(0, sys.argv[2])
-from tests.doc_blocks import PRELOAD, serve_session
-for name in PRELOAD:
-    importlib.import_module(name)
-
-
-def reap(*_):  # sessions are waited for here, so their CPU time counts in this process's children's
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-
-
-signal.signal(signal.SIGCHLD, reap)
-sock = socket.socket(fileno=int(sys.argv[1]))
+# The page's Python session: reads "<length>\n<code>" on stdin, runs it in one namespace, and
+# reports "ok" or "error" on the status pipe; output goes to the log file the runner reads.
+WORKER = r"""
+import os, sys, traceback
+status = os.fdopen(int(sys.argv[1]), "w")
+ns = {"__name__": "__main__"}
 while True:
-    msg, fds, _, _ = socket.recv_fds(sock, 4096, 3)
-    if not msg:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        try:
-            while True:
-                os.wait()
-        except ChildProcessError:
-            break
-    pid = os.fork()
-    if pid == 0:
-        sock.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        stdin_fd, status_fd, log_fd = fds
-        os.chdir(msg.decode())
-        os.dup2(log_fd, 1); os.dup2(log_fd, 2); os.close(log_fd)
-        sys.stdin = os.fdopen(stdin_fd, "r")
-        try:
-            serve_session(sys.stdin, os.fdopen(status_fd, "w"))
-        finally:
-            sys.stdout.flush(); sys.stderr.flush()
-            os._exit(0)
-    for fd in fds:
-        os.close(fd)
-    sock.sendall(f"{pid}\n".encode())
+    header = sys.stdin.readline()
+    if not header:
+        break
+    where, size = header.rsplit(" ", 1)
+    code = sys.stdin.read(int(size))
+    try:
+        exec(compile(code, where, "exec"), ns)
+        ok = True
+    except SystemExit as e:
+        ok = e.code in (None, 0)
+        if not ok:
+            traceback.print_exc()
+    except BaseException:
+        traceback.print_exc()
+        ok = False
+    sys.stdout.flush(); sys.stderr.flush()
+    status.write("ok\n" if ok else "error\n"); status.flush()
 """
-
-
-class ForkServer:
-    """One per test process, started on first use with the pages' environment."""
-    _server = None
-
-    @classmethod
-    def get(cls, env: dict) -> "ForkServer":
-        if cls._server is None or cls._server.proc.poll() is not None:
-            cls._server = cls(env)
-        return cls._server
-
-    def __init__(self, env: dict):
-        import socket
-        self.sock, theirs = socket.socketpair()
-        self.proc = subprocess.Popen([sys.executable, "-c", FORK_SERVER, str(theirs.fileno()), str(ROOT)], env=env,
-                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-        theirs.close()
-        self.replies = self.sock.makefile("r")
-
-    @classmethod
-    def stop(cls):
-        """Ends the server once its sessions have ended, and waits for it."""
-        if cls._server is not None:
-            cls._server.replies.close()
-            cls._server.sock.close()
-            cls._server.proc.wait(60)
-            cls._server = None
-
-    def fork(self, cwd: Path, fds: list[int]) -> int:
-        import socket
-        socket.send_fds(self.sock, [str(cwd).encode()], fds)
-        return int(self.replies.readline())
 
 
 class PythonSession:
     def __init__(self, cwd: Path, env: dict, log: Path):
-        stdin_r, stdin_w = os.pipe()
-        status_r, status_w = os.pipe()
-        with open(log, "ab") as out:
-            self.pid = ForkServer.get(env).fork(cwd, [stdin_r, status_w, out.fileno()])
-        os.close(stdin_r)
-        os.close(status_w)
-        self.stdin = os.fdopen(stdin_w, "w")
-        self.status = os.fdopen(status_r)
+        self.log = log
+        read_fd, write_fd = os.pipe()
+        self.out = open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(write_fd)], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                     stdout=self.out, stderr=subprocess.STDOUT, pass_fds=(write_fd,), text=True)
+        os.close(write_fd)
+        self.status = os.fdopen(read_fd)
 
     def run(self, block: Block, timeout: float) -> str | None:
         """None when the block ran; else why not."""
-        self.stdin.write(f"{block.where} {len(block.code)}\n{block.code}")
-        self.stdin.flush()
+        self.proc.stdin.write(f"{block.where} {len(block.code)}\n{block.code}")
+        self.proc.stdin.flush()
         ready, _, _ = select.select([self.status], [], [], timeout)
         if not ready:
             self.close()
@@ -220,11 +134,15 @@ class PythonSession:
         return None if line == "ok" else ("the Python session died" if not line else "raised")
 
     def close(self):
-        """Ends the session: EOF on its stdin; it exits, closing its status pipe, or is killed."""
-        self.stdin.close()
-        if not select.select([self.status], [], [], 10)[0] or self.status.read():
-            os.kill(self.pid, 9)
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.status.close()
+        self.out.close()
 
 
 def tail(path: Path, start: int, chars: int = 4000) -> str:

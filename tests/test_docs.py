@@ -10,20 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.doc_blocks import (PAGES, ROOT, SECOND_FILE, ForkServer, check_page, extract_blocks, page_id, refused_tags,
+from tests.doc_blocks import (PAGES, ROOT, SECOND_FILE, check_page, extract_blocks, page_id, refused_tags,
                               run_page)
 
 # Pages named in mkdocs.yml's nav before they are written: only these may be missing, and the
 # build stands in a one-line page for each (none now: every page exists).
 PENDING: set[str] = set()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fork_server():
-    """The pages' Python sessions fork from one server (tests/doc_blocks.py), ended and waited for
-    with the module."""
-    yield
-    ForkServer.stop()
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if page_id(p) not in SECOND_FILE], ids=page_id)

@@ -2,13 +2,7 @@
 checked): a file of its own so that pytest-xdist's --dist loadfile runs it beside test_docs.py."""
 import pytest
 
-from tests.doc_blocks import PAGES, SECOND_FILE, ForkServer, check_page, page_id
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fork_server():
-    yield
-    ForkServer.stop()
+from tests.doc_blocks import PAGES, SECOND_FILE, check_page, page_id
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if page_id(p) in SECOND_FILE], ids=page_id)
