@@ -1,5 +1,7 @@
 """Scanned blocks in JAX (scan_layers, big_vision's scan=True): the same function, gradients and
 canonical weights as the unrolled model, and a scanned train.py run resumes bit-exactly."""
+import contextlib
+import io
 import shutil
 
 import numpy as np
@@ -9,16 +11,20 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from tests.train_runs import copy_finished_run, final_weights, run_train, saved_steps, train_losses  # noqa: E402
+from tests.train_runs import TINY, copy_finished_run, final_weights, saved_steps, train_losses  # noqa: E402
 from vit_common import get_config  # noqa: E402
+from vit_common.train.recipe import parse_train_args  # noqa: E402
 from vit_jax.models import build_model  # noqa: E402
 from vit_jax.models.blocks import DropRate  # noqa: E402
 from vit_jax.weights import grads_to_canonical, load_canonical_, to_canonical  # noqa: E402
 
 FAMILIES = {
-    "vit": ("vit_tiny_patch16_224", dict(embed_dim=32, depth=3, num_heads=2, img_size=16, patch_size=8)),
-    "eva": ("eva02_tiny_patch14_224", dict(embed_dim=32, depth=3, num_heads=2, img_size=16, patch_size=8)),
+    # Depth 2: a stack of more than one block is what the scan adds; deeper stacks repeat it.
+    "vit": ("vit_tiny_patch16_224", dict(embed_dim=32, depth=2, num_heads=2, img_size=16, patch_size=8)),
+    "eva": ("eva02_tiny_patch14_224", dict(embed_dim=32, depth=2, num_heads=2, img_size=16, patch_size=8)),
 }
+intermediates = nnx.jit(lambda m, x: m.forward_intermediates(x))  # compiled: eager NNX is slow to test
+features = nnx.jit(lambda m, x: m.forward_features(x))
 
 
 def _cfg(family, **kw):
@@ -50,7 +56,7 @@ def test_scanned_blocks_equal_unrolled_ones(family):
     with jax.default_matmul_precision("highest"):
         for m in (unrolled, scanned):
             m.eval()
-        a, b = unrolled.forward_intermediates(x), scanned.forward_intermediates(x)
+        a, b = intermediates(unrolled, x), intermediates(scanned, x)
         assert _rel(b.logits, a.logits) <= 1e-6
         assert len(b.hidden_states) == len(b.attentions) == cfg.depth
         for i in range(cfg.depth):
@@ -96,9 +102,20 @@ def test_scanned_stochastic_depth_keeps_each_layers_rate():
         np.testing.assert_allclose(np.asarray(r), cfg.drop_path_rates(), rtol=1e-6)
     x = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
     model.train()
-    trained = model.forward_features(x)
+    trained = features(model, x)
     model.eval()
-    assert _rel(trained, model.forward_features(x)) > 1e-3  # paths dropped in training only
+    assert _rel(trained, features(model, x)) > 1e-3  # paths dropped in training only
+
+
+def run_train(workdir, *extra):
+    """train.py's run in this process (the runs are about scanning and resuming, not the process;
+    a run starts from its config and workdir alone, as a resumed process does): its stdout."""
+    from vit_jax.train import train
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train(parse_train_args([*TINY, "--workdir", str(workdir), *extra]), show_progress=False)
+    return out.getvalue()
 
 
 def test_a_scanned_run_trains_as_the_unrolled_one_and_resumes_bit_exactly(tmp_path):
@@ -124,7 +141,7 @@ def test_a_scanned_run_trains_as_the_unrolled_one_and_resumes_bit_exactly(tmp_pa
     for step in (40, 44):
         shutil.rmtree(resumed / "checkpoints" / str(step))
     out = run_train(resumed, *args, "--scan-layers", "true")
-    assert "resumed from step 20" in out.stdout
+    assert "resumed from step 20" in out
     want = final_weights(scanned)
     got = final_weights(resumed)
     for k in want:
