@@ -51,23 +51,24 @@ def pytest_unconfigure(config):
 # Files in order of measured cost, heaviest first (idle 2-core run; docs/testing.md); the rest follow
 # in collection order. An outdated list only costs balance, never a test.
 HEAVY_FIRST = (
-    "tests/test_train_multihost.py",
+    "parity_tests/test_export_runtimes.py",  # one 2-minute fixture: the longest single item
     "tests/test_train_jax.py",
-    "tests/test_docs.py",
-    "tests/test_docs_pages.py",  # the other half of test_docs.py's pages
-    "parity_tests/test_export_runtimes.py",
-    "parity_tests/test_gradient_parity.py",
+    "tests/test_train_multihost.py",
     "parity_tests/test_training_parity.py",
-    "tests/test_train_torch.py",
-    "tests/test_scan_jax.py",
-    "parity_tests/test_any_size.py",
-    "parity_tests/test_forward_parity.py",
-    "tests/test_remat.py",
-    "tests/test_readme_promises.py",
-    "tests/test_jax_model.py",
-    "tests/test_fsdp_torch.py",
-    "tests/test_run_speed.py",
+    "tests/test_docs_pages.py",
+    "tests/test_docs.py",
     "parity_tests/test_forward_parity_full.py",
+    "parity_tests/test_gradient_parity.py",
+    "tests/test_readme_promises.py",
+    "tests/test_train_torch.py",
+    "tests/test_jax_model.py",
+    "tests/test_remat.py",
+    "tests/test_fsdp_torch.py",
+    "tests/test_swin_jax.py",
+    "parity_tests/test_forward_parity.py",
+    "tests/test_scan_jax.py",
+    "tests/test_features.py",
+    "tests/test_jax_fast_ops.py",
 )
 
 

@@ -42,8 +42,14 @@ def test_layer_norm_forward_and_gradients_equal_autodiff(eps):
 
     run = jax.jit(lambda x: (vjp(fast, x), vjp(plain, x)))
     got, want = run(x)
-    _close(got, want)
-    _, (dx, dstate) = got
+    (y, (dx, dstate)), (y_want, (dx_want, dstate_want)) = got, want
+    _close((y, dx), (y_want, dx_want))
+    # dscale and dbias sum 4 x 17 = 68 rows, in an order each side's compiled code picks: where the
+    # orders differ, float32 rounding of a 68-term sum of terms up to ~10 reaches a few 1e-6 (1.8e-6
+    # measured with the suite's cheap LLVM settings, conftest.py), so those get 68 float32 epsilons.
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6,
+                                                         atol=68 * np.finfo(np.float32).eps, equal_nan=False),
+                 dstate, dstate_want)
     grads = nnx.to_pure_dict(dstate)
     assert set(grads) == {"scale", "bias"}
     for g in (dx, grads["scale"], grads["bias"]):  # FastLayerNorm's closed-form dscale, dbias are checked
