@@ -1,30 +1,7 @@
-"""vit-parity: prove a checkpoint (ViT, Swin or Eva) computes the same function in Flax and in PyTorch.
-
-    vit-parity CHECKPOINT [--images DIR] [--batch N] [--dtype float32|bfloat16] [--model NAME]
-               [--act-layer ACT] [--act-gap ACT]
-
-Loads the checkpoint (any format or pretrained name vit-convert reads) into both twins, feeds both the same
-preprocessed images (from DIR, or seeded random pixels in [-1, 1]), and prints every block's
-hidden state and attention map, the pooled features and the logits with their max absolute error
-and their relative error, max|a-b| / max(1, max|b|), and the top-1 agreement. The last line says
-PASS or FAIL and what to do. Exits 1 on FAIL, 2 on bad input.
-
-float32 judges every tensor: each within 1e-5 (the contract; a larger gap has always been a bug).
-bfloat16 judges as the parity suite does: the logits (the pooled features of a model without a
-head) within 1e-2 up to 2 blocks, growing as sqrt(depth / 2) beyond (bf16 rounding adds up over
-the residual branches: 2.4e-2 at depth 12), and the same top-1 in both twins and in float32
-wherever float32 decides top-1 by more than bf16 resolves. Hidden states and attention maps are
-shown, not judged: bf16 keeps 8 significant bits, and a sharp attention map moves by more.
-
-The activation is part of the function: --act-layer runs both twins with another one than the
-checkpoint's (a Google .npz without a config or --model runs gelu_tanh, as Google's code does;
-timm runs the same weights with exact gelu). --act-gap ACT also runs the PyTorch twin with ACT
-and prints how far that lands from the checkpoint's activation (the gap a port that mixes them
-carries); it is shown, not judged.
-"""
+"""vit-parity's work (parity_args.py holds its usage and arguments): both twins on one checkpoint,
+the report and the verdict."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -36,10 +13,9 @@ from flax import nnx
 import vit_jax
 import vit_torch
 from vit_common import CheckpointError, ConfigError, WeightsMismatchError, count_params, read_checkpoint
-from vit_common.formats.hub import checkpoint_argument
 from vit_common.cli.vit_convert import describe
-from vit_common.config.vit import ACT_LAYERS
 from vit_common.formats import LAYOUT_NAMES
+from parity_tests.parity_args import parse_args
 from parity_tests.harness import (
     FLOAT32_TOL, MEASURE, Outputs, bf16_tolerance, decided, full_precision, non_finite, random_images, rel_error, run_jax,
     run_torch,
@@ -47,24 +23,6 @@ from parity_tests.harness import (
 from parity_tests.report import first_over, format_report, tolerance_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="vit-parity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=checkpoint_argument,
-                        help="a checkpoint file or run folder, or pretrained weights: timm:NAME[.TAG] or hf-hub:ORG/REPO")
-    parser.add_argument("--images", type=Path, help="folder of images (default: seeded random pixels)")
-    parser.add_argument("--batch", type=int, default=4, help="how many images (default 4)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--model", help="preset, where the checkpoint carries no config and shapes cannot tell")
-    parser.add_argument("--num-heads", type=int, help="heads, where the weights cannot say (timm, HF)")
-    parser.add_argument("--act-layer", choices=ACT_LAYERS, help="run both twins with this MLP activation")
-    parser.add_argument("--act-gap", choices=ACT_LAYERS, metavar="ACT",
-                        help="also show how far the outputs move with this activation instead (one of "
-                             f"{', '.join(ACT_LAYERS)})")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
 
 
 def load_images(folder: Path, cfg, meta: dict, batch: int) -> tuple[np.ndarray, str]:
@@ -80,7 +38,10 @@ def load_images(folder: Path, cfg, meta: dict, batch: int) -> tuple[np.ndarray, 
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args) -> int:
     overrides = {k: v for k, v in (("num_heads", args.num_heads), ("act_layer", args.act_layer)) if v}
     try:
         ckpt = read_checkpoint(args.checkpoint, args.model, **overrides)
