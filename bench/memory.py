@@ -109,7 +109,7 @@ def _torch_child(cfg, batch: int, remat: str | None) -> dict:
     import torch
 
     import vit_torch
-    from bench.train_step import random_batch
+    from bench.batch import random_batch
     from vit_common.train.recipe import TrainConfig
     from vit_torch.train.optim import learning_rate_schedule, make_optimizer
     from vit_torch.train.step import Steps, to_torch
@@ -135,6 +135,7 @@ def _torch_child(cfg, batch: int, remat: str | None) -> dict:
     out["saved_for_backward_gib"] = _saved_for_backward_bytes(steps, data) / 2**30
     # Fixed whatever the checkpointing: float32 weights, their gradients, AdamW's two moments.
     out["state_gib"] = 4 * sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    out["imports_jax"] = "jax" in sys.modules  # it would count in the peak: never
     if device.type == "cuda":
         out["device_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out

@@ -27,7 +27,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 from vit_common.cpu_malloc import tune_malloc
 
 tune_malloc()  # before jax or torch start their threads (VIT_MALLOC_TUNING=0 to time without)
@@ -39,6 +41,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import vit_torch
+from bench.batch import random_batch
 from vit_common import count_params, get_config
 from vit_common.train.recipe import TrainConfig
 from vit_jax.models import attention as cpu_attention, build_model
@@ -55,15 +58,6 @@ def time_steps(step, n: int) -> list[float]:
         step()
         times.append(time.perf_counter() - t)
     return times
-
-
-def random_batch(cfg, batch: int) -> dict[str, np.ndarray]:
-    """One vit_data-style batch (NHWC pixels in [-1, 1], labels, one-hot targets), fed to both twins."""
-    rng = np.random.default_rng(0)
-    data = dict(image=rng.uniform(-1, 1, (batch, cfg.img_size, cfg.img_size, cfg.in_chans)).astype(np.float32),
-                label=rng.integers(0, cfg.num_classes, batch).astype(np.int32))
-    data["target"] = np.eye(cfg.num_classes, dtype=np.float32)[data["label"]]
-    return data
 
 
 def jax_train_setup(cfg, batch: int, dtype=None, remat: str | None = None, scan_layers: bool = False):

@@ -135,7 +135,7 @@ def jax_train_steps():
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from bench.train_step import random_batch
+    from bench.batch import random_batch
     from vit_common.train.recipe import TrainConfig
     from vit_jax.models import build_model
     from vit_jax.train.optim import make_optimizer
