@@ -1,5 +1,6 @@
 """The suite's own scheduling (conftest.py): the heavy-first list names files that exist, and a
 run keeps that order with each file whole, which is what pytest-xdist's --dist loadfile hands out."""
+import itertools
 from pathlib import Path
 
 import conftest
@@ -15,7 +16,7 @@ def test_heavy_first_names_existing_test_files():
 
 def test_heavy_files_come_first_and_files_stay_whole(request):
     files = [item.nodeid.split("::")[0] for item in request.session.items]
-    order = list(dict.fromkeys(files))  # files in the order their tests run
+    order = [f for f, _ in itertools.groupby(files)]  # one entry per unbroken run of a file's tests
     assert len(order) == len({*files}), "a file's tests are split apart"
     collected = [p for p in conftest.HEAVY_FIRST if p in order]
     assert order[:len(collected)] == collected
