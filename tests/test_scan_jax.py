@@ -1,7 +1,5 @@
 """Scanned blocks in JAX (scan_layers, big_vision's scan=True): the same function, gradients and
 canonical weights as the unrolled model, and a scanned train.py run resumes bit-exactly."""
-import contextlib
-import io
 import shutil
 
 import numpy as np
@@ -11,9 +9,9 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from tests.in_process import train_py  # noqa: E402
 from tests.train_runs import TINY, copy_finished_run, final_weights, saved_steps, train_losses  # noqa: E402
 from vit_common import get_config  # noqa: E402
-from vit_common.train.recipe import parse_train_args  # noqa: E402
 from vit_jax.models import build_model  # noqa: E402
 from vit_jax.models.blocks import DropRate  # noqa: E402
 from vit_jax.weights import grads_to_canonical, load_canonical_, to_canonical  # noqa: E402
@@ -107,23 +105,20 @@ def test_scanned_stochastic_depth_keeps_each_layers_rate():
     assert _rel(trained, features(model, x)) > 1e-3  # paths dropped in training only
 
 
-def run_train(workdir, *extra):
-    """train.py's run in this process (the runs are about scanning and resuming, not the process;
-    a run starts from its config and workdir alone, as a resumed process does): its stdout."""
-    from vit_jax.train import train
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        train(parse_train_args([*TINY, "--workdir", str(workdir), *extra]), show_progress=False)
-    return out.getvalue()
+def run_train(monkeypatch, capsys, workdir, *extra):
+    """train.py in this process (tests/in_process.py; the runs are about scanning and resuming, not
+    the process: a run starts from its config and workdir alone, as a resumed process does): its stdout."""
+    capsys.readouterr()
+    assert train_py(monkeypatch, *TINY, "--workdir", workdir, *extra) == 0
+    return capsys.readouterr().out
 
 
-def test_a_scanned_run_trains_as_the_unrolled_one_and_resumes_bit_exactly(tmp_path):
+def test_a_scanned_run_trains_as_the_unrolled_one_and_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
     args = ["--epochs", "1", "--drop-path-rate", "0"]
     scanned = tmp_path / "scanned"
-    run_train(scanned, *args, "--scan-layers", "true")
+    run_train(monkeypatch, capsys, scanned, *args, "--scan-layers", "true")
     unrolled = tmp_path / "unrolled"
-    run_train(unrolled, *args)
+    run_train(monkeypatch, capsys, unrolled, *args)
     want, got = train_losses(unrolled), train_losses(scanned)
     assert want.keys() == got.keys()
     for step in want:  # float32; the same operations, compiled as one scanned body
@@ -140,7 +135,7 @@ def test_a_scanned_run_trains_as_the_unrolled_one_and_resumes_bit_exactly(tmp_pa
     assert saved_steps(resumed) == [20, 40, 44]
     for step in (40, 44):
         shutil.rmtree(resumed / "checkpoints" / str(step))
-    out = run_train(resumed, *args, "--scan-layers", "true")
+    out = run_train(monkeypatch, capsys, resumed, *args, "--scan-layers", "true")
     assert "resumed from step 20" in out
     want = final_weights(scanned)
     got = final_weights(resumed)
