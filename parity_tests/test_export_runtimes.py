@@ -11,8 +11,9 @@ suite's heaviest item. Their blocks are the same block repeated, so 2 of them tr
 and the hand-over from one block to the next. At full depth the artifacts measured, on 2026-12-07
 on a 2-core Intel Xeon @ 2.80GHz: onnxruntime 1.4e-6 (ViT-B/16, `vit-export` of
 `vit_base_patch16_224`, see docs/deployment.md), 1.3e-6 (DeiT-S), 6.0e-7 (Swin-T) and 4.2e-7
-(EVA-02-T) (this module without the depth overrides); torch.export and jax.export 0 for all four. Each family is exported once per format (module fixture) and each
-runtime runs all twelve artifacts in one process."""
+(EVA-02-T) (this module without the depth overrides); torch.export and jax.export 0 for all four.
+Each family is exported once per format (module fixture) and each runtime runs all twelve artifacts
+in one process."""
 from __future__ import annotations
 
 import json
