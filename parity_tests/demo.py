@@ -26,8 +26,13 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="folder to keep the converted weights in (default: a temporary folder, removed at the end)")
+    parser.add_argument("--overwrite", action="store_true", help="replace MODEL.npz if --out already holds one")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch {args.batch}: give at least 1 image")
+    if args.out is not None and (args.out / f"{args.model}.npz").exists() and not args.overwrite:
+        parser.error(f"{args.out / f'{args.model}.npz'} exists; pass --overwrite to replace it, or another --out")
     if args.out is not None:
         return run(args, args.out)
     with tempfile.TemporaryDirectory(prefix="vit-demo-") as out:  # a ViT-B file is 330 MiB: not left behind

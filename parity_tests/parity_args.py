@@ -47,7 +47,10 @@ def parse_args(argv):
                         help="also show how far the outputs move with this activation instead (one of "
                              f"{', '.join(ACT_LAYERS)})")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch {args.batch}: give at least 1 image")
+    return args
 
 
 def main(argv=None) -> int:

@@ -193,3 +193,11 @@ def test_help_answers_before_jax_and_torch_load():
             "assert not {'jax', 'torch', 'flax'} & set(sys.modules), sorted({'jax', 'torch', 'flax'} & set(sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0 and result.stdout.startswith("usage: vit-parity"), result.stderr[-2000:]
+
+
+def test_a_batch_under_one_is_refused_by_name(capsys):
+    from parity_tests.parity_args import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["any.npz", "--batch", "0"])
+    assert stop.value.code == 2 and "vit-parity: error: --batch 0: give at least 1 image" in capsys.readouterr().err

@@ -78,3 +78,14 @@ def test_end_to_end_bench_dry_run_and_jax_runs_keep_compiled_steps_in_the_persis
     assert any("train_fn" in name for name in entries[0]) and any("eval_fn" in name for name in entries[0]), entries[0]
     assert entries[1] == entries[0]  # every step came from the cache
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["steps"] == 2
+
+
+def test_the_demo_keeps_an_existing_file_unless_told(tmp_path, capsys):
+    from parity_tests.demo import main
+
+    kept = tmp_path / "vit_tiny_patch16_224.npz"
+    kept.write_bytes(b"precious")
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", "vit_tiny_patch16_224", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "pass --overwrite to replace it" in capsys.readouterr().err
+    assert kept.read_bytes() == b"precious"
